@@ -1,0 +1,200 @@
+"""Artifact folders: ``<out>/<name>/{model.onnx, weights.pt, manifest.json}``, written atomically.
+
+A new artifact is written into a hidden temporary folder beside the target and swapped in with one
+atomic rename (Linux ``renameat2(RENAME_EXCHANGE)`` when the target exists), so a reader or a killed
+build never sees a half-written folder: either the old artifact or the new one is there, whole.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .config import ModelConfig, parse_config
+from .errors import ArtifactError
+
+SCHEMA_VERSION = 1
+MODEL_FILE, WEIGHTS_FILE, MANIFEST_FILE = "model.onnx", "weights.pt", "manifest.json"
+TMP_PREFIX = ".rnnexport-tmp-"
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write JSON to a temporary file beside ``path``, fsync it, then ``os.replace``."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=2, sort_keys=False, allow_nan=False)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """A loaded, integrity-checked artifact folder."""
+
+    path: Path
+    manifest: dict[str, Any]
+    config: ModelConfig
+
+    @property
+    def model_path(self) -> Path:
+        return self.path / MODEL_FILE
+
+    @property
+    def weights_path(self) -> Path:
+        return self.path / WEIGHTS_FILE
+
+
+def artifact_dir(out: Path, name: str) -> Path:
+    """``out/name``, refusing any name that would leave ``out``."""
+    target = (Path(out) / name).resolve()
+    if target.parent != Path(out).resolve() or name in ("", ".", ".."):
+        raise ArtifactError(f"artifact name {name!r} would be written outside {out}")
+    return target
+
+
+def write_artifact(out: str | Path, cfg: ModelConfig, files: dict[str, bytes], manifest: dict[str, Any]) -> Path:
+    """Write ``files`` and a manifest (with each file's sha256 and size added) as ``out/<cfg.name>``.
+
+    ``files`` maps file names to bytes (``model.onnx``, ``weights.pt``). Returns the folder.
+    """
+    out = Path(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ArtifactError(f"{out}: cannot create output folder: {exc.strerror or exc}") from None
+    target = artifact_dir(out, cfg.name)
+    _remove_stale_temporaries(out)
+    try:
+        staging = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{cfg.name}-", dir=out))
+    except OSError as exc:
+        raise ArtifactError(f"{out}: cannot write: {exc.strerror or exc}") from None
+    try:
+        entries = {}
+        for fname, data in files.items():
+            _write_synced(staging / fname, data)
+            entries[fname] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+        manifest = {"schema_version": SCHEMA_VERSION, **manifest, "files": entries}
+        _write_synced(staging / MANIFEST_FILE, (json.dumps(manifest, indent=2) + "\n").encode())
+        os.chmod(staging, 0o755)
+        _swap_into_place(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return out / cfg.name
+
+
+def _write_synced(path: Path, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _swap_into_place(staging: Path, target: Path) -> None:
+    """Make ``staging`` appear at ``target`` atomically; the old folder (if any) ends at ``staging``."""
+    for _ in range(10):  # another build may create or swap the target between our calls
+        try:
+            os.rename(staging, target)
+            return
+        except OSError as exc:
+            if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                raise ArtifactError(f"{target}: cannot write: {exc.strerror}") from None
+        if _exchange(staging, target):
+            return
+    raise ArtifactError(f"{target}: could not replace the existing artifact (it keeps changing)")
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two paths (Linux renameat2). Falls back to rename-aside where unavailable."""
+    libc_name = ctypes.util.find_library("c")
+    renameat2 = getattr(ctypes.CDLL(libc_name, use_errno=True), "renameat2", None) if libc_name else None
+    if renameat2 is not None:
+        at_fdcwd, rename_exchange = -100, 2
+        if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+            return True
+        if ctypes.get_errno() == errno.ENOENT:  # target vanished meanwhile: plain rename next round
+            return False
+        if ctypes.get_errno() not in (errno.EINVAL, errno.ENOSYS):
+            raise ArtifactError(f"{b}: cannot replace: {os.strerror(ctypes.get_errno())}")
+    # No atomic exchange on this system: a kill between these two renames leaves the old
+    # artifact in a hidden folder beside the target, never a half-written one at the target.
+    aside = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}old-", dir=b.parent))
+    os.replace(b, aside)
+    os.rename(a, b)
+    os.rename(aside, a)
+    return True
+
+
+def _remove_stale_temporaries(out: Path) -> None:
+    """Remove hidden staging folders left by killed builds (older than a minute, so not in use)."""
+    for entry in out.glob(f"{TMP_PREFIX}*"):
+        try:
+            if time.time() - entry.stat().st_mtime > 60:
+                shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink()
+        except OSError:
+            pass
+
+
+def load_artifact(path: str | Path) -> Artifact:
+    """Open an artifact folder, check its schema and every file's sha256, and parse its config."""
+    path = Path(path)
+    manifest_path = path / MANIFEST_FILE
+    if not path.is_dir():
+        raise ArtifactError(f"{path}: no such artifact folder")
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ArtifactError(f"{path}: not an artifact folder (no {MANIFEST_FILE})") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ArtifactError(f"{manifest_path}: unreadable manifest: {exc}") from None
+    if not isinstance(manifest, dict) or manifest.get("schema_version") != SCHEMA_VERSION:
+        found = manifest.get("schema_version") if isinstance(manifest, dict) else None
+        raise ArtifactError(
+            f"{manifest_path}: schema_version {found!r} is not supported; this rnnexport reads {SCHEMA_VERSION}"
+        )
+    files = manifest.get("files")
+    if not isinstance(files, dict) or set(files) != {MODEL_FILE, WEIGHTS_FILE}:
+        raise ArtifactError(f"{manifest_path}: 'files' must list {MODEL_FILE} and {WEIGHTS_FILE}")
+    for fname, entry in files.items():
+        _check_file(path / fname, entry)
+    try:
+        config = parse_config(manifest["config"], f"{manifest_path} [config]")
+    except (KeyError, TypeError):
+        raise ArtifactError(f"{manifest_path}: no 'config' table") from None
+    return Artifact(path=path, manifest=manifest, config=config)
+
+
+def _check_file(path: Path, entry: Any) -> None:
+    if not path.is_file():
+        raise ArtifactError(f"{path}: missing from the artifact")
+    expected = entry.get("sha256") if isinstance(entry, dict) else None
+    actual = sha256_file(path)
+    if actual != expected:
+        raise ArtifactError(
+            f"{path}: sha256 {actual[:12]}… does not match the manifest's {str(expected)[:12]}…; "
+            "the file was changed after it was built"
+        )

@@ -1,0 +1,126 @@
+"""Deterministic input cases: named feed sets that probe shapes, scales, states and lengths.
+
+Each case's inputs depend only on (seed, case name), so adding a case never changes another one.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .config import ModelConfig
+
+LONG_SEQ = 1024
+CASE_NAMES = ("example", "seq1", "batch1", "long", "other_batch", "saturating", "tiny", "zero_state",
+              "ragged", "streaming")
+
+
+@dataclass(frozen=True)
+class Case:
+    """One input set. ``chunks``: for streaming, the sequence is fed in pieces of these lengths,
+    the final state of one call becoming the initial state of the next."""
+
+    name: str
+    feeds: dict[str, np.ndarray]
+    description: str
+    chunks: tuple[int, ...] | None = None
+    time_axis: int = field(default=0)
+
+    @property
+    def seq_len(self) -> int:
+        return self.feeds["input"].shape[self.time_axis]
+
+
+def make_feeds(cfg: ModelConfig, seq_len: int, batch: int, rng: np.random.Generator, *, scale: float = 1.0,
+               state: str = "random", lengths: str = "full") -> dict[str, np.ndarray]:
+    """Feeds for ``cfg``'s graph inputs. ``input`` ~ N(0, scale²), time-major unless batch_first.
+
+    ``state``: "random" (h0 ~ U(-1, 1), c0 ~ N(0, 1)) or "zero", used only when the config has
+    initial-state inputs. ``lengths``: "full" or "ragged" (unsorted, including 1 and ``seq_len``),
+    used only when it has ``sequence_lens``.
+    """
+    dims = (batch, seq_len, cfg.input_size) if cfg.batch_first else (seq_len, batch, cfg.input_size)
+    feeds = {"input": (rng.standard_normal(dims) * scale).astype(np.float32)}
+    if cfg.inputs.initial_state:
+        state_dims = (cfg.num_layers * cfg.num_directions, batch, cfg.hidden_size)
+        random = state == "random"
+        feeds["h0"] = rng.uniform(-1, 1, state_dims).astype(np.float32) if random else np.zeros(state_dims, np.float32)
+        if cfg.cell == "lstm":
+            feeds["c0"] = rng.standard_normal(state_dims).astype(np.float32) if random else np.zeros(state_dims, np.float32)
+    if cfg.inputs.variable_lengths:
+        feeds["sequence_lens"] = _lengths(seq_len, batch, rng) if lengths == "ragged" else np.full(batch, seq_len, np.int32)
+    return feeds
+
+
+def _lengths(seq_len: int, batch: int, rng: np.random.Generator) -> np.ndarray:
+    """Unsorted lengths in [1, seq_len] that include both ends when the batch allows."""
+    lengths = rng.integers(1, seq_len + 1, size=batch)
+    lengths[0] = seq_len
+    if batch > 1:
+        lengths[-1] = 1
+    return rng.permutation(lengths).astype(np.int32)
+
+
+def make_cases(cfg: ModelConfig, seed: int = 0, names: tuple[str, ...] | None = None,
+               long_seq: int = LONG_SEQ) -> list[Case]:
+    """The cases that apply to ``cfg`` (all of ``CASE_NAMES`` by default), in that order.
+
+    ``zero_state`` needs initial-state inputs, ``ragged`` needs ``sequence_lens``; ``streaming``
+    needs initial-state inputs and a unidirectional model (the backward direction needs the whole
+    sequence at once). Cases that do not apply are left out (see ``skipped_cases``).
+    """
+    seq, batch = cfg.example.seq_len, cfg.example.batch
+    plans = {
+        "example": (seq, batch, {}, f"the example shape (seq {seq}, batch {batch})"),
+        "seq1": (1, batch, {}, "a single time step"),
+        "batch1": (seq, 1, {}, "batch of one"),
+        "long": (long_seq, 2, {}, f"a long sequence ({long_seq} steps)"),
+        "other_batch": (seq, batch + 3, {}, f"a batch ({batch + 3}) other than the example's"),
+        "saturating": (seq, batch, {"scale": 10.0}, "inputs with |x| ≈ 10 that saturate the gates"),
+        "tiny": (seq, batch, {"scale": 1e-3}, "inputs with |x| ≈ 1e-3"),
+        "zero_state": (seq, batch, {"state": "zero"}, "zero initial states"),
+        "ragged": (seq, max(batch, 3), {"lengths": "ragged"}, "ragged, unsorted sequence lengths"),
+        "streaming": (3 * seq, batch, {}, "the sequence fed in 3 chunks, the state carried between calls"),
+    }
+    skipped = skipped_cases(cfg)
+    cases = []
+    for name in names or CASE_NAMES:
+        if name in skipped:
+            continue
+        seq_len, case_batch, options, description = plans[name]
+        rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
+        feeds = make_feeds(cfg, seq_len, case_batch, rng, **options)
+        chunks = (seq, 1, 2 * seq - 1) if name == "streaming" else None
+        cases.append(Case(name, feeds, description, chunks, time_axis=1 if cfg.batch_first else 0))
+    return cases
+
+
+def skipped_cases(cfg: ModelConfig) -> dict[str, str]:
+    """Cases that do not apply to ``cfg``, with the reason in one sentence."""
+    skipped = {}
+    if not cfg.inputs.initial_state:
+        skipped["zero_state"] = "the model takes no initial state (every run starts from zeros)"
+        skipped["streaming"] = "the model takes no initial state, so a state cannot be carried between calls"
+    elif cfg.bidirectional:
+        skipped["streaming"] = "a bidirectional model needs the whole sequence at once"
+    if not cfg.inputs.variable_lengths:
+        skipped["ragged"] = "the model takes no sequence_lens"
+    return skipped
+
+
+def save_cases(cases: list[Case], path: str | Path) -> None:
+    """All feeds in one ``.npz``, keyed ``<case>/<input>``; read back with ``load_case_arrays``."""
+    np.savez_compressed(path, **{f"{c.name}/{k}": v for c in cases for k, v in c.feeds.items()})
+
+
+def load_case_arrays(path: str | Path) -> dict[str, dict[str, np.ndarray]]:
+    """``{case: {input: array}}`` from a file written by ``save_cases`` (no pickle)."""
+    out: dict[str, dict[str, np.ndarray]] = {}
+    with np.load(path, allow_pickle=False) as data:
+        for key in data.files:
+            case, _, name = key.partition("/")
+            out.setdefault(case, {})[name] = data[key]
+    return out

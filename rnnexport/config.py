@@ -1,0 +1,274 @@
+"""TOML config → validated, frozen ``ModelConfig``. No torch import here.
+
+One model per file. Every message names the file, the key, the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+CELLS = ("gru", "lstm", "rnn_tanh", "rnn_relu")
+GATES = {"gru": 3, "lstm": 4, "rnn_tanh": 1, "rnn_relu": 1}
+MIN_OPSET = 9
+DEFAULT_OPSET = 17
+MAX_SIZE = 65536
+MAX_LAYERS = 64
+MAX_SEQ_LEN = 1_000_000
+# Protobuf caps one ONNX file at 2 GiB; we write no external data, so stay well below.
+MAX_WEIGHT_BYTES = 1 << 30
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+def newest_opset() -> int:
+    """The newest default-domain opset the installed onnx knows (imported lazily: onnx is heavy)."""
+    import onnx.defs
+
+    return onnx.defs.onnx_opset_version()
+
+
+@dataclass(frozen=True)
+class Example:
+    """The shape the model is exported and benchmarked with."""
+
+    seq_len: int = 16
+    batch: int = 2
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """Optional graph inputs: ``h0``/``c0`` (initial_state) and ``sequence_lens`` (variable_lengths)."""
+
+    initial_state: bool = False
+    variable_lengths: bool = False
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """Pass when max |actual - expected| <= atol + rtol * max |expected|, per output."""
+
+    atol: float = 1e-5
+    rtol: float = 1e-5
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str
+    cell: str
+    input_size: int
+    hidden_size: int
+    num_layers: int = 1
+    bias: bool = True
+    batch_first: bool = False
+    bidirectional: bool = False
+    dropout: float = 0.0
+    seed: int = 0
+    opset: int = DEFAULT_OPSET
+    example: Example = Example()
+    inputs: Inputs = Inputs()
+    tolerance: Tolerance = Tolerance()
+    source: str | None = dataclasses.field(default=None, compare=False)
+
+    @property
+    def num_directions(self) -> int:
+        return 2 if self.bidirectional else 1
+
+    def to_dict(self) -> dict[str, Any]:
+        """The resolved config (every default filled in), without where it came from."""
+        data = dataclasses.asdict(self)
+        del data["source"]
+        return data
+
+    def sha256(self) -> str:
+        """Hash of the resolved config: comments and key order in the file do not change it."""
+        text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()
+
+
+def weight_count(cell: str, input_size: int, hidden_size: int, num_layers: int, bidirectional: bool, bias: bool) -> int:
+    """Number of parameters of the PyTorch module, computed without allocating it."""
+    gates = GATES[cell] * hidden_size
+    dirs = 2 if bidirectional else 1
+    total = 0
+    for layer in range(num_layers):
+        layer_in = input_size if layer == 0 else hidden_size * dirs
+        total += dirs * (gates * layer_in + gates * hidden_size + (2 * gates if bias else 0))
+    return total
+
+
+# key → (type, default); nested tables are handled by _TABLES.
+_SCALARS: dict[str, tuple[type, Any]] = {
+    "name": (str, None),
+    "cell": (str, None),
+    "input_size": (int, None),
+    "hidden_size": (int, None),
+    "num_layers": (int, 1),
+    "bias": (bool, True),
+    "batch_first": (bool, False),
+    "bidirectional": (bool, False),
+    "dropout": (float, 0.0),
+    "seed": (int, 0),
+    "opset": (int, DEFAULT_OPSET),
+}
+_TABLES: dict[str, type] = {"example": Example, "inputs": Inputs, "tolerance": Tolerance}
+_REQUIRED = ("cell", "input_size", "hidden_size")
+_TYPE_WORDS = {str: "a string", int: "an integer", bool: "true or false", float: "a number", dict: "a table"}
+
+
+class _Checker:
+    """Collects the file name so every message can say where the problem is."""
+
+    def __init__(self, source: str):
+        self.source = source
+
+    def fail(self, key: str, value: Any, allowed: str) -> ConfigError:
+        return ConfigError(f"{self.source}: key '{key}': {_show(value)} is not allowed; expected {allowed}")
+
+    def typed(self, key: str, value: Any, kind: type) -> Any:
+        ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            return float(value)
+        if not ok:
+            raise self.fail(key, value, _TYPE_WORDS[kind])
+        return value
+
+    def in_range(self, key: str, value: int | float, low: float, high: float, what: str) -> None:
+        if not low <= value <= high:
+            raise self.fail(key, value, what)
+
+    def table(self, key: str, raw: Any, kind: type) -> Any:
+        raw = self.typed(key, raw, dict)
+        fields = {f.name: f for f in dataclasses.fields(kind)}
+        values = {}
+        for sub, value in raw.items():
+            if sub not in fields:
+                raise ConfigError(
+                    f"{self.source}: unknown key '{key}.{sub}'; allowed in [{key}]: {', '.join(fields)}"
+                )
+            values[sub] = self.typed(f"{key}.{sub}", value, type(fields[sub].default))
+        return kind(**values)
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict):
+        return "a table"
+    return repr(value)
+
+
+def parse_config(raw: dict[str, Any], source: str, default_name: str | None = None) -> ModelConfig:
+    """Validate a dict as read from TOML; ``source`` names it in messages."""
+    check = _Checker(source)
+    if "proj_size" in raw:
+        raise ConfigError(
+            f"{source}: key 'proj_size' is not supported: ONNX's LSTM operator has no projection, "
+            "so an LSTM with proj_size cannot be exported as a native node"
+        )
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key in _SCALARS:
+            values[key] = check.typed(key, value, _SCALARS[key][0])
+        elif key in _TABLES:
+            values[key] = check.table(key, value, _TABLES[key])
+        else:
+            allowed = ", ".join([*_SCALARS, *_TABLES])
+            raise ConfigError(f"{source}: unknown key '{key}'; allowed keys: {allowed}")
+    for key in _REQUIRED:
+        if key not in values:
+            raise ConfigError(f"{source}: missing required key '{key}'")
+    values.setdefault("name", default_name)
+    _check_values(check, values)
+    return ModelConfig(**values, source=source)
+
+
+def _check_values(check: _Checker, v: dict[str, Any]) -> None:
+    name = v["name"]
+    if name is None or not SAFE_NAME.fullmatch(name) or name in (".", ".."):
+        raise check.fail(
+            "name", name, "1-64 characters of letters, digits, '.', '_' or '-', starting with a letter or digit"
+        )
+    if v["cell"] not in CELLS:
+        raise check.fail("cell", v["cell"], "one of " + ", ".join(CELLS))
+    for key in ("input_size", "hidden_size"):
+        check.in_range(key, v[key], 1, MAX_SIZE, f"an integer from 1 to {MAX_SIZE}")
+    check.in_range("num_layers", v.get("num_layers", 1), 1, MAX_LAYERS, f"an integer from 1 to {MAX_LAYERS}")
+    dropout = v.get("dropout", 0.0)
+    check.in_range("dropout", dropout, 0.0, 0.999999, "a number from 0 up to (not including) 1")
+    if dropout > 0 and v.get("num_layers", 1) == 1:
+        raise check.fail("dropout", dropout, "0 when num_layers = 1 (PyTorch applies dropout only between layers)")
+    check.in_range("seed", v.get("seed", 0), 0, 2**63 - 1, "a non-negative integer")
+    top = newest_opset()
+    check.in_range("opset", v.get("opset", DEFAULT_OPSET), MIN_OPSET, top, f"an integer from {MIN_OPSET} to {top}")
+    example = v.get("example", Example())
+    check.in_range("example.seq_len", example.seq_len, 1, MAX_SEQ_LEN, f"an integer from 1 to {MAX_SEQ_LEN}")
+    check.in_range("example.batch", example.batch, 1, MAX_SIZE, f"an integer from 1 to {MAX_SIZE}")
+    tol = v.get("tolerance", Tolerance())
+    check.in_range("tolerance.atol", tol.atol, 0.0, float("inf"), "a non-negative number")
+    check.in_range("tolerance.rtol", tol.rtol, 0.0, float("inf"), "a non-negative number")
+    count = weight_count(
+        v["cell"], v["input_size"], v["hidden_size"], v.get("num_layers", 1),
+        v.get("bidirectional", False), v.get("bias", True),
+    )
+    if count * 4 > MAX_WEIGHT_BYTES:
+        raise ConfigError(
+            f"{check.source}: the model would hold {count:,} weights ({count * 4 / 2**30:.1f} GiB as float32); "
+            f"the limit is {MAX_WEIGHT_BYTES / 2**30:.0f} GiB, since an ONNX file without external data "
+            "must stay under 2 GiB"
+        )
+
+
+def load_config(path: str | Path) -> ModelConfig:
+    """Read and validate one TOML config. ``name`` defaults to the file's stem."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a folder, expected a .toml file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read: {getattr(exc, 'strerror', None) or exc}") from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    return parse_config(raw, str(path), default_name=path.stem)
+
+
+def find_configs(paths: list[str | Path]) -> list[Path]:
+    """Expand folders to their ``*.toml`` files (sorted); files are kept as given, duplicates dropped."""
+    found: list[Path] = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            try:
+                tomls = sorted(p for p in path.iterdir() if p.suffix == ".toml" and p.is_file())
+            except OSError as exc:
+                raise ConfigError(f"{path}: cannot read folder: {exc.strerror or exc}") from None
+            if not tomls:
+                raise ConfigError(f"{path}: folder holds no .toml config")
+            found.extend(tomls)
+        elif path.exists():
+            found.append(path)
+        else:
+            raise ConfigError(f"{path}: no such file or folder")
+    return list(dict.fromkeys(found))
+
+
+def load_configs(paths: list[str | Path]) -> list[ModelConfig]:
+    """Load every config under ``paths``; two configs with the same name are refused."""
+    configs = [load_config(p) for p in find_configs(paths)]
+    seen: dict[str, str] = {}
+    for cfg in configs:
+        if cfg.name in seen:
+            raise ConfigError(f"{cfg.source}: name '{cfg.name}' is already used by {seen[cfg.name]}")
+        seen[cfg.name] = cfg.source or cfg.name
+    return configs

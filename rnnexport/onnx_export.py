@@ -1,0 +1,237 @@
+"""PyTorch recurrent module → ONNX ModelProto with one native GRU/LSTM/RNN node per layer.
+
+Gate reordering lives here and nowhere else. The graph, for layer l of L with D directions:
+
+    input ─(Transpose if batch_first)→ X_0 ─GRU/LSTM/RNN→ Y_l [seq, D, batch, H]
+    Y_l ─(Transpose [0,2,1,3] if D == 2)→ Reshape → X_{l+1} [seq, batch, D*H]
+    h_n = Concat(Y_h_0 … Y_h_{L-1}) [L*D, batch, H]   (c_n likewise for LSTM)
+
+Only Transpose, Reshape, Gather, Concat and the recurrent operators are used, all with the same
+inputs and attributes from opset 9 to the newest, so one code path serves every opset.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import numpy as np
+import onnx
+import torch
+from onnx import TensorProto, helper, numpy_helper
+from torch import nn
+
+from . import __version__
+from .config import DEFAULT_OPSET, MIN_OPSET, newest_opset
+from .errors import ExportError
+
+# Row blocks of PyTorch's stacked gate weights, in the order ONNX wants them.
+# LSTM: PyTorch i, f, g, o → ONNX i, o, f, c.   GRU: PyTorch r, z, n → ONNX z, r, h.
+LSTM_TORCH_TO_ONNX = (0, 3, 1, 2)
+GRU_TORCH_TO_ONNX = (1, 0, 2)
+RNN_TORCH_TO_ONNX = (0,)
+ONNX_OP = {"GRU": "GRU", "LSTM": "LSTM", "RNN_TANH": "RNN", "RNN_RELU": "RNN"}
+GATE_ORDER = {"GRU": GRU_TORCH_TO_ONNX, "LSTM": LSTM_TORCH_TO_ONNX, "RNN_TANH": RNN_TORCH_TO_ONNX,
+              "RNN_RELU": RNN_TORCH_TO_ONNX}
+RECURRENT_OPS = ("GRU", "LSTM", "RNN")
+SEQ, BATCH = "seq", "batch"
+
+
+def export_onnx(
+    module: nn.Module,
+    *,
+    opset: int = DEFAULT_OPSET,
+    initial_state: bool = False,
+    variable_lengths: bool = False,
+    metadata: dict[str, str] | None = None,
+) -> onnx.ModelProto:
+    """Write ``module`` (``nn.GRU``, ``nn.LSTM`` or ``nn.RNN``, any dtype) as an ONNX model.
+
+    Inputs: ``input`` (seq, batch, input_size) — (batch, seq, input_size) if batch_first;
+    with ``initial_state``, ``h0`` (and ``c0`` for LSTM) of (num_layers*D, batch, hidden);
+    with ``variable_lengths``, ``sequence_lens`` int32 (batch,) with pack_padded_sequence meaning.
+    Outputs: ``output`` (seq, batch, D*hidden) — batch first if batch_first; ``h_n``, and ``c_n``
+    for LSTM, (num_layers*D, batch, hidden). Weights are stored as float32 initializers.
+    ``metadata`` is added to ``metadata_props`` beside the rnnexport version.
+    """
+    spec = _spec(module, opset)
+    graph = _GraphBuilder(spec, initial_state, variable_lengths)
+    graph.build(module)
+    model = helper.make_model(
+        helper.make_graph(graph.nodes, "rnnexport", graph.inputs, graph.outputs, graph.initializers),
+        opset_imports=[helper.make_opsetid("", opset)],
+        producer_name="rnnexport",
+        producer_version=__version__,
+    )
+    model.ir_version = _ir_version(opset)
+    props = {"rnnexport_version": __version__, **(metadata or {})}
+    helper.set_model_props(model, {k: str(v) for k, v in sorted(props.items())})
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except onnx.checker.ValidationError as exc:  # a bug in this module, never the user's input
+        raise AssertionError(f"exported graph fails onnx.checker: {exc}") from exc
+    return model
+
+
+def _ir_version(opset: int) -> int:
+    """The lowest IR version that can carry ``opset``, so older runtimes can still load the file."""
+    return helper.find_min_ir_version_for([helper.make_opsetid("", opset)], ignore_unknown=True)
+
+
+def _spec(module: nn.Module, opset: int) -> dict[str, Any]:
+    if not isinstance(module, (nn.GRU, nn.LSTM, nn.RNN)):
+        raise ExportError(
+            f"cannot export {type(module).__name__}: expected a torch.nn.GRU, LSTM or RNN module"
+        )
+    if getattr(module, "proj_size", 0):
+        raise ExportError("cannot export an LSTM with proj_size > 0: ONNX's LSTM operator has no projection")
+    top = newest_opset()
+    if not isinstance(opset, int) or not MIN_OPSET <= opset <= top:
+        raise ExportError(f"opset {opset!r} is not supported; expected an integer from {MIN_OPSET} to {top}")
+    return dict(
+        mode=module.mode,
+        hidden=module.hidden_size,
+        input_size=module.input_size,
+        layers=module.num_layers,
+        dirs=2 if module.bidirectional else 1,
+        bias=module.bias,
+        batch_first=module.batch_first,
+    )
+
+
+def _reorder(weight: torch.Tensor, order: tuple[int, ...]) -> np.ndarray:
+    """Split stacked gate rows into blocks and put them in ONNX's order."""
+    blocks = np.split(weight.detach().to("cpu", torch.float32).numpy(), len(order), axis=0)
+    return np.concatenate([blocks[i] for i in order], axis=0)
+
+
+def layer_weights(module: nn.Module, layer: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """ONNX ``W`` [D, G*H, in], ``R`` [D, G*H, H] and ``B`` [D, 2*G*H] (None without bias) of one layer."""
+    order = GATE_ORDER[module.mode]
+    suffixes = ["", "_reverse"] if module.bidirectional else [""]
+    ws, rs, bs = [], [], []
+    for sfx in suffixes:
+        ws.append(_reorder(getattr(module, f"weight_ih_l{layer}{sfx}"), order))
+        rs.append(_reorder(getattr(module, f"weight_hh_l{layer}{sfx}"), order))
+        if module.bias:
+            wb = _reorder(getattr(module, f"bias_ih_l{layer}{sfx}")[:, None], order)[:, 0]
+            rb = _reorder(getattr(module, f"bias_hh_l{layer}{sfx}")[:, None], order)[:, 0]
+            bs.append(np.concatenate([wb, rb]))
+    return np.stack(ws), np.stack(rs), (np.stack(bs) if bs else None)
+
+
+class _GraphBuilder:
+    """Accumulates nodes, inputs, outputs and initializers for one export."""
+
+    def __init__(self, spec: dict[str, Any], initial_state: bool, variable_lengths: bool):
+        self.s = spec
+        self.initial_state = initial_state
+        self.variable_lengths = variable_lengths
+        self.nodes: list[onnx.NodeProto] = []
+        self.initializers: list[onnx.TensorProto] = []
+        self.inputs: list[onnx.ValueInfoProto] = []
+        self.outputs: list[onnx.ValueInfoProto] = []
+
+    def const(self, name: str, array: np.ndarray) -> str:
+        self.initializers.append(numpy_helper.from_array(array, name))
+        return name
+
+    def node(self, op: str, inputs: list[str], outputs: list[str], name: str, **attrs: Any) -> None:
+        self.nodes.append(helper.make_node(op, inputs, outputs, name=name, **attrs))
+
+    def build(self, module: nn.Module) -> None:
+        s = self.s
+        is_lstm = s["mode"] == "LSTM"
+        states = ["h0", "c0"] if is_lstm else ["h0"]
+        self._declare_io(states)
+        x = "input"
+        if s["batch_first"]:
+            self.node("Transpose", [x], ["input_time_major"], "input_to_time_major", perm=[1, 0, 2])
+            x = "input_time_major"
+        finals: dict[str, list[str]] = {"h": [], "c": []}
+        for layer in range(s["layers"]):
+            last_time_major = layer == s["layers"] - 1 and not s["batch_first"]
+            x, layer_finals = self._layer(module, layer, x, states, "output" if last_time_major else f"X_{layer + 1}")
+            for key, value in layer_finals.items():
+                finals[key].append(value)
+        self._finish(x, finals, is_lstm)
+
+    def _declare_io(self, states: list[str]) -> None:
+        s = self.s
+        seq_batch = [BATCH, SEQ] if s["batch_first"] else [SEQ, BATCH]
+        self.inputs.append(helper.make_tensor_value_info("input", TensorProto.FLOAT, [*seq_batch, s["input_size"]]))
+        state_dims = [s["layers"] * s["dirs"], BATCH, s["hidden"]]
+        if self.initial_state:
+            for name in states:
+                self.inputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, state_dims))
+        if self.variable_lengths:
+            self.inputs.append(helper.make_tensor_value_info("sequence_lens", TensorProto.INT32, [BATCH]))
+        out_dims = [*seq_batch, s["dirs"] * s["hidden"]]
+        self.outputs.append(helper.make_tensor_value_info("output", TensorProto.FLOAT, out_dims))
+        for name in ["h_n", "c_n"][: len(states)]:
+            self.outputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, state_dims))
+
+    def _layer(
+        self, module: nn.Module, layer: int, x: str, states: list[str], out: str
+    ) -> tuple[str, dict[str, str]]:
+        s = self.s
+        op = ONNX_OP[s["mode"]]
+        w, r, b = layer_weights(module, layer)
+        inputs = [x, self.const(f"W_{layer}", w), self.const(f"R_{layer}", r)]
+        inputs.append(self.const(f"B_{layer}", b) if b is not None else "")
+        inputs.append("sequence_lens" if self.variable_lengths else "")
+        if self.initial_state:
+            inputs += [self._layer_state(name, layer) for name in states]
+        outs = [f"Y_{layer}", f"Y_h_{layer}"] + ([f"Y_c_{layer}"] if op == "LSTM" else [])
+        attrs: dict[str, Any] = {"hidden_size": s["hidden"]}
+        if s["dirs"] == 2:
+            attrs["direction"] = "bidirectional"
+        if op == "GRU":
+            attrs["linear_before_reset"] = 1  # PyTorch applies the reset gate after the recurrence matmul
+        if s["mode"] == "RNN_RELU":
+            attrs["activations"] = ["Relu"] * s["dirs"]
+        self.node(op, _trim(inputs), outs, f"{op.lower()}_l{layer}", **attrs)
+        self._merge_directions(f"Y_{layer}", layer, out)
+        return out, dict(zip("hc", outs[1:]))
+
+    def _layer_state(self, name: str, layer: int) -> str:
+        """Rows [layer*D, (layer+1)*D) of a stacked initial state, via Gather (same form in every opset)."""
+        dirs = self.s["dirs"]
+        if self.s["layers"] == 1:
+            return name
+        rows = self.const(f"{name}_rows_l{layer}", np.arange(layer * dirs, (layer + 1) * dirs, dtype=np.int64))
+        self.node("Gather", [name, rows], [f"{name}_l{layer}"], f"{name}_slice_l{layer}", axis=0)
+        return f"{name}_l{layer}"
+
+    def _merge_directions(self, y: str, layer: int, out: str) -> None:
+        """[seq, D, batch, H] → [seq, batch, D*H], the layout PyTorch hands to the next layer."""
+        s = self.s
+        if s["dirs"] == 2:
+            self.node("Transpose", [y], [f"{y}_t"], f"merge_dirs_t_l{layer}", perm=[0, 2, 1, 3])
+            shape = self.const(f"merge_shape_l{layer}", np.array([0, 0, -1], dtype=np.int64))
+            y = f"{y}_t"
+        else:
+            shape = self.const(f"merge_shape_l{layer}", np.array([0, -1, s["hidden"]], dtype=np.int64))
+        self.node("Reshape", [y, shape], [out], f"merge_dirs_l{layer}")
+
+    def _finish(self, x: str, finals: dict[str, list[str]], is_lstm: bool) -> None:
+        if self.s["batch_first"]:
+            self.node("Transpose", [x], ["output"], "output_to_batch_first", perm=[1, 0, 2])
+        for key in ("h", "c") if is_lstm else ("h",):
+            self.node("Concat", finals[key], [f"{key}_n"], f"{key}_n", axis=0)
+
+
+def _trim(inputs: list[str]) -> list[str]:
+    """Drop trailing empty names: optional inputs are left out rather than named ''."""
+    while inputs and inputs[-1] == "":
+        inputs.pop()
+    return inputs
+
+
+def op_counts(model: onnx.ModelProto) -> dict[str, int]:
+    """Node count by op type, sorted by name."""
+    return dict(sorted(Counter(n.op_type for n in model.graph.node).items()))
+
+
+def recurrent_nodes(model: onnx.ModelProto) -> list[onnx.NodeProto]:
+    return [n for n in model.graph.node if n.op_type in RECURRENT_OPS]

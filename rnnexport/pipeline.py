@@ -1,0 +1,77 @@
+"""The build stages composed: config → module → ONNX → artifact folder."""
+
+from __future__ import annotations
+
+import io
+import platform
+from pathlib import Path
+from typing import Any
+
+import onnx
+import onnxruntime
+import torch
+
+from . import __version__
+from .artifacts import MODEL_FILE, WEIGHTS_FILE, write_artifact
+from .builders import RecurrentModule, build_model
+from .config import ModelConfig
+from .onnx_export import export_onnx, op_counts
+
+
+def export_config(cfg: ModelConfig, module: RecurrentModule | None = None) -> tuple[RecurrentModule, onnx.ModelProto]:
+    """Build (or take) the module for ``cfg`` and export it with the config's opset and inputs."""
+    module = build_model(cfg) if module is None else module
+    model = export_onnx(
+        module,
+        opset=cfg.opset,
+        initial_state=cfg.inputs.initial_state,
+        variable_lengths=cfg.inputs.variable_lengths,
+        metadata={"config_sha256": cfg.sha256(), "name": cfg.name},
+    )
+    return module, model
+
+
+def versions() -> dict[str, str]:
+    return {
+        "rnnexport": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "onnx": onnx.__version__,
+        "onnxruntime": onnxruntime.__version__,
+    }
+
+
+def _io_dims(values: Any) -> list[dict[str, Any]]:
+    return [
+        {
+            "name": v.name,
+            "dtype": onnx.helper.tensor_dtype_to_np_dtype(v.type.tensor_type.elem_type).name,
+            "dims": [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim],
+        }
+        for v in values
+    ]
+
+
+def manifest_for(cfg: ModelConfig, model: onnx.ModelProto) -> dict[str, Any]:
+    """Everything about an artifact except its files' hashes (added by ``write_artifact``)."""
+    return {
+        "name": cfg.name,
+        "exporter": "native",
+        "config": cfg.to_dict(),
+        "config_sha256": cfg.sha256(),
+        "weights_origin": {"kind": "seed", "seed": cfg.seed},
+        "opset": cfg.opset,
+        "inputs": _io_dims(model.graph.input),
+        "outputs": _io_dims(model.graph.output),
+        "op_counts": op_counts(model),
+        "versions": versions(),
+    }
+
+
+def build_artifact(cfg: ModelConfig, out: str | Path) -> Path:
+    """Build ``cfg`` and write ``out/<name>/`` atomically. Returns the artifact folder."""
+    module, model = export_config(cfg)
+    weights = io.BytesIO()
+    torch.save(module.state_dict(), weights)
+    files = {MODEL_FILE: model.SerializeToString(), WEIGHTS_FILE: weights.getvalue()}
+    return write_artifact(out, cfg, files, manifest_for(cfg, model))
