@@ -5,6 +5,8 @@ Each case's inputs depend only on (seed, case name), so adding a case never chan
 
 from __future__ import annotations
 
+import os
+import tempfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,12 +58,15 @@ def make_feeds(cfg: ModelConfig, seq_len: int, batch: int, rng: np.random.Genera
 
 
 def _lengths(seq_len: int, batch: int, rng: np.random.Generator) -> np.ndarray:
-    """Unsorted lengths in [1, seq_len] that include both ends when the batch allows."""
+    """Lengths in [1, seq_len] that include both ends and, from batch 3 and seq_len 3, are in neither
+    ascending nor descending order: [a, seq_len, 1, random...] with 1 < a < seq_len."""
     lengths = rng.integers(1, seq_len + 1, size=batch)
     lengths[0] = seq_len
     if batch > 1:
-        lengths[-1] = 1
-    return rng.permutation(lengths).astype(np.int32)
+        lengths[1] = 1
+    if batch > 2:
+        lengths[:3] = [rng.integers(2, seq_len) if seq_len > 2 else seq_len, seq_len, 1]
+    return lengths.astype(np.int32)
 
 
 def make_cases(cfg: ModelConfig, seed: int = 0, names: tuple[str, ...] | None = None,
@@ -102,18 +107,27 @@ def skipped_cases(cfg: ModelConfig) -> dict[str, str]:
     """Cases that do not apply to ``cfg``, with the reason in one sentence."""
     skipped = {}
     if not cfg.inputs.initial_state:
-        skipped["zero_state"] = "the model takes no initial state (every run starts from zeros)"
-        skipped["streaming"] = "the model takes no initial state, so a state cannot be carried between calls"
+        skipped["zero_state"] = "no initial-state inputs"
+        skipped["streaming"] = "no initial-state inputs to carry a state between calls"
     elif cfg.bidirectional:
-        skipped["streaming"] = "a bidirectional model needs the whole sequence at once"
+        skipped["streaming"] = "bidirectional: needs the whole sequence at once"
     if not cfg.inputs.variable_lengths:
-        skipped["ragged"] = "the model takes no sequence_lens"
+        skipped["ragged"] = "no sequence_lens input"
     return skipped
 
 
 def save_cases(cases: list[Case], path: str | Path) -> None:
-    """All feeds in one ``.npz``, keyed ``<case>/<input>``; read back with ``load_case_arrays``."""
-    np.savez_compressed(path, **{f"{c.name}/{k}": v for c in cases for k, v in c.feeds.items()})
+    """All feeds in one ``.npz``, keyed ``<case>/<input>``, written atomically; read back with
+    ``load_case_arrays``."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=".rnnexport-tmp-", suffix=".npz", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez_compressed(f, **{f"{c.name}/{k}": v for c in cases for k, v in c.feeds.items()})
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def load_case_arrays(path: str | Path) -> dict[str, dict[str, np.ndarray]]:

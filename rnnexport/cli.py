@@ -15,6 +15,7 @@ from typing import Any
 import click
 
 from . import __version__
+from .cases import CASE_NAMES, LONG_SEQ
 from .config import load_configs
 from .errors import RnnExportError
 
@@ -70,3 +71,71 @@ def build(paths: tuple[Path, ...], out: Path, quiet: bool) -> None:
                 size = (folder / "model.onnx").stat().st_size
                 click.echo(f"built {cfg.name}: {folder} ({cfg.num_layers} × {cfg.cell}, opset {cfg.opset}, "
                            f"{size / 1024:.1f} KiB) in {time.perf_counter() - start:.2f} s")
+
+
+def _split(values: tuple[str, ...]) -> tuple[str, ...]:
+    """Accept both ``--x a --x b`` and ``--x a,b``."""
+    return tuple(v.strip() for value in values for v in value.split(",") if v.strip())
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--config", "config_path", type=click.Path(path_type=Path), help="Config of a bare MODEL.onnx.")
+@click.option("--weights", type=click.Path(path_type=Path), help="state_dict (.pt) of a bare MODEL.onnx.")
+@click.option("--providers", multiple=True, metavar="NAMES",
+              help="ONNX Runtime providers to run (comma-separated). Default: CPU and CUDA (and TensorRT if present).")
+@click.option("--require", multiple=True, metavar="NAMES",
+              help="Providers or runners that must be available; a missing one exits 3.")
+@click.option("--cases", "case_names", multiple=True, metavar="NAMES",
+              help=f"Cases to run (comma-separated; default all that apply): {', '.join(CASE_NAMES)}.")
+@click.option("--atol", type=click.FloatRange(min=0), help="Absolute tolerance (overrides the config's, CPU and CUDA).")
+@click.option("--rtol", type=click.FloatRange(min=0), help="Relative tolerance, times max|oracle| per output.")
+@click.option("--strict-placement", is_flag=True, help="Fail when a recurrent node falls back to another provider.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed of the input cases.")
+@click.option("--long-seq", type=click.IntRange(min=1), default=LONG_SEQ, show_default=True,
+              help="Steps of the 'long' case.")
+@click.option("--json", "json_path", type=click.Path(path_type=Path), help="Write every report as one JSON file.")
+@click.option("-q", "--quiet", is_flag=True, help="Print only the verdict lines.")
+def verify(paths, config_path, weights, providers, require, case_names, atol, rtol, strict_placement, seed,
+           long_seq, json_path, quiet) -> None:
+    """Run the same inputs through PyTorch and ONNX Runtime and measure drift against a float64 oracle.
+
+    PATHS are artifact folders (their manifest is checked first), folders of artifacts or configs, config
+    files (built in memory), or MODEL.onnx with --config and --weights. An artifact folder receives
+    report.json and inputs.npz. Exit 0 when every check is within tolerance, 1 on drift, 2 on bad input,
+    3 when a runtime failed or a required provider is missing.
+    """
+    from .artifacts import write_json_atomic
+    from .report import render_text, write_report
+    from .verify import load_targets, tolerances_for
+    from .verify import verify as verify_model
+
+    providers, require, case_names = _split(providers), _split(require), _split(case_names)
+    _check_names(providers, require, case_names)
+    codes, reports = [], []
+    for target in load_targets(list(paths), config_path, weights):
+        tolerances = tolerances_for(target.cfg, atol, rtol)
+        report = verify_model(target.module, target.model, cfg=target.cfg, providers=providers or None,
+                              case_names=case_names or None, tolerances=tolerances, seed=seed, long_seq=long_seq)
+        if target.folder:
+            write_report(report, target.folder)
+        text = render_text(report, strict_placement=strict_placement, require=require)
+        click.echo(text.splitlines()[0] if quiet else text)
+        reports.append(report.to_dict())
+        failed = report.runtime_failed(require)
+        codes.append(3 if failed else 0 if report.passed(strict_placement=strict_placement, require=require) else 1)
+    if json_path:
+        write_json_atomic(json_path, {"schema_version": 1, "reports": reports})
+    sys.exit(max(codes, default=0))
+
+
+def _check_names(providers: tuple[str, ...], require: tuple[str, ...], case_names: tuple[str, ...]) -> None:
+    import onnxruntime
+
+    known = onnxruntime.get_all_providers()
+    for name in providers + tuple(r for r in require if not r.startswith(("torch-", "ort-"))):
+        if name not in known:
+            raise click.UsageError(f"unknown provider {name!r}; known: {', '.join(known)}")
+    for name in case_names:
+        if name not in CASE_NAMES:
+            raise click.UsageError(f"unknown case {name!r}; known: {', '.join(CASE_NAMES)}")

@@ -23,6 +23,9 @@ from .errors import ProviderUnavailable
 CPU, CUDA, TENSORRT = "CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider"
 RECURRENT_OPS = ("GRU", "LSTM", "RNN")
 SHORT_NAMES = {CPU: "ort-cpu", CUDA: "ort-cuda", TENSORRT: "ort-tensorrt"}
+# ONNX Runtime's CUDA provider uses TF32 matmuls by default on Ampere and newer; the oracle comparison
+# wants plain float32, as PyTorch's runner does.
+PROVIDER_OPTIONS = {CUDA: {"use_tf32": "0"}}
 
 
 class TorchRunner:
@@ -136,8 +139,10 @@ class OrtRunner:
             options.enable_profiling = True
             options.profile_file_prefix = os.path.join(self._profile_dir, "profile")
         model_arg = str(model) if isinstance(model, Path) else model
+        provider_options = dict(PROVIDER_OPTIONS.get(provider, {}))
         try:
-            self.session = ort.InferenceSession(model_arg, sess_options=options, providers=[provider])
+            self.session = ort.InferenceSession(model_arg, sess_options=options,
+                                                providers=[(provider, provider_options)])
         except Exception as exc:  # ONNX Runtime raises its own exception types for bad models
             raise ProviderUnavailable(f"ONNX Runtime ({provider}) could not load the model: {_first_line(exc)}") from None
         used = self.session.get_providers()[0]
@@ -148,6 +153,7 @@ class OrtRunner:
         self.placement: dict[str, str] = {}
         self.settings = {"provider": provider, "intra_op_num_threads": threads,
                          "graph_optimization_level": str(optimization).rsplit(".", 1)[-1],
+                         "provider_options": provider_options,
                          "onnxruntime": ort.__version__}
 
     def __enter__(self) -> OrtRunner:

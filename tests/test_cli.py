@@ -22,7 +22,8 @@ def test_every_command_has_help(command):
     result = CliRunner().invoke(main, [command, "--help"])
     assert result.exit_code == 0
     assert result.output.startswith(f"Usage: main {command} [OPTIONS]")
-    assert main.commands[command].help.split("\n")[0] in result.output
+    summary = main.commands[command].help.split("\n")[0]
+    assert summary in " ".join(result.output.split())  # click wraps long lines
 
 
 def test_usage_error_exits_2():

@@ -1,0 +1,85 @@
+"""Render a ``VerifyReport``: a compact terminal table, and report.json + inputs.npz on disk."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .artifacts import write_json_atomic
+from .cases import save_cases
+from .verify import RunnerResult, Tolerances, VerifyReport
+
+REPORT_FILE, INPUTS_FILE = "report.json", "inputs.npz"
+HEADER = ("runner", "worst |Δ| vs oracle", "allowed", "where", "growth", "vs torch f32", "verdict")
+
+
+def _where(case: str, output: str, index: tuple[int, ...]) -> str:
+    return f"{case}/{output}[{','.join(map(str, index))}]"
+
+
+def _growth(result: RunnerResult) -> str:
+    """Error growth along the longest sequence: mean error in its last quarter over its first."""
+    longest = max(result.drift, key=lambda c: len(result.drift[c]["output"].per_step or ()), default=None)
+    ratio = result.drift[longest]["output"].growth_ratio if longest else None
+    return f"×{ratio:.2g}" if ratio else "—"
+
+
+def _vs_float32(result: RunnerResult, report: VerifyReport) -> str:
+    """The runner's worst error over PyTorch float32's own error at the same case and output."""
+    torch_cpu = next((r for r in report.runners if r.name == "torch-float32-cpu" and r.status == "ok"), None)
+    worst = result.worst()
+    if result.kind != "onnxruntime" or torch_cpu is None or worst is None:
+        return "—"
+    case, output, drift = worst
+    own = torch_cpu.drift.get(case, {}).get(output)
+    return f"{drift.max_abs / own.max_abs:.2g}×" if own and own.max_abs > 0 else "—"
+
+
+def runner_row(result: RunnerResult, report: VerifyReport, tolerances: Tolerances, failed: set[str]) -> tuple:
+    if result.status != "ok":
+        return (result.name, f"{result.status}: {result.reason}")
+    worst = result.worst()
+    if worst is None:
+        return (result.name, "no cases run")
+    case, output, drift = worst
+    tol = tolerances.for_device(result.device)
+    allowed = tol.atol + tol.rtol * drift.expected_max_abs
+    shown = f"{drift.max_abs:.2e}" + (f" ({drift.nonfinite_mismatches} NaN/Inf)" if drift.nonfinite_mismatches else "")
+    verdict = "FAIL" if result.name in failed else ("pass (fallback)" if result.fallbacks else "pass")
+    return (result.name, shown, f"{allowed:.1e}", _where(case, output, drift.worst_index), _growth(result),
+            _vs_float32(result, report), verdict)
+
+
+def render_text(report: VerifyReport, tolerances: Tolerances | None = None, strict_placement: bool = False,
+                require: tuple[str, ...] = ()) -> str:
+    """The terminal summary: a verdict line, one row per runner, skipped cases and failures."""
+    tolerances = tolerances or report.tolerances
+    failures = report.failures(tolerances, strict_placement, require)
+    failed = {f.split(":", 1)[0] for f in failures}
+    verdict = "PASS" if not failures else "FAIL"
+    lines = [f"{report.name}: {verdict} ({len(report.cases)} cases against {report.oracle['name']}, "
+             f"{report.seconds:.1f} s)"]
+    rows = [HEADER] + [runner_row(r, report, tolerances, failed) for r in report.runners]
+    full = [r for r in rows if len(r) == len(HEADER)]
+    widths = [max(len(r[i]) for r in (rows if i == 0 else full)) for i in range(len(HEADER))]
+    for row in rows:
+        if len(row) == len(HEADER):
+            lines.append("  " + "  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+        else:  # a runner that did not run: its name and why
+            lines.append(f"  {row[0].ljust(widths[0])}  {row[1]}")
+    for r in report.runners:
+        if r.fallbacks:
+            nodes = ", ".join(f"{n} → {p}" for n, p in r.fallbacks.items())
+            lines.append(f"  {r.name}: recurrent nodes ran on another provider: {nodes}")
+    if report.skipped_cases:
+        lines.append("  skipped: " + "; ".join(f"{k} ({v})" for k, v in report.skipped_cases.items()))
+    for problem in failures[:8]:
+        lines.append(f"  ✗ {problem}")
+    if len(failures) > 8:
+        lines.append(f"  ✗ … and {len(failures) - 8} more (see report.json)")
+    return "\n".join(lines)
+
+
+def write_report(report: VerifyReport, folder: Path) -> None:
+    """``report.json`` (versioned, atomic) and ``inputs.npz`` (every case's feeds) into ``folder``."""
+    save_cases(report.inputs, folder / INPUTS_FILE)
+    write_json_atomic(folder / REPORT_FILE, report.to_dict())

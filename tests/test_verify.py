@@ -1,0 +1,260 @@
+"""The verifier: it passes good exports, and it has teeth: every broken export fails with exit 1."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from click.testing import CliRunner
+from conftest import HAS_CUDA_EP, SHIPPED
+from onnx import numpy_helper
+
+import rnnexport
+from rnnexport.cases import load_case_arrays, make_cases
+from rnnexport.cli import main
+from rnnexport.config import load_config
+from rnnexport.drift import OutputDrift
+from rnnexport.pipeline import build_artifact, export_config
+
+CONFIG = {p.stem: p for p in SHIPPED}
+QUICK = "example,seq1,other_batch,ragged,streaming"
+
+
+def _initializer(model: onnx.ModelProto, name: str) -> tuple[onnx.TensorProto, np.ndarray]:
+    tensor = next(t for t in model.graph.initializer if t.name == name)
+    return tensor, numpy_helper.to_array(tensor).copy()
+
+
+def _set(model: onnx.ModelProto, name: str, array: np.ndarray) -> None:
+    tensor, _ = _initializer(model, name)
+    tensor.CopyFrom(numpy_helper.from_array(array.astype(np.float32), name))
+
+
+def _swap_blocks(name: str, axis: int, gates: int):
+    def mutate(model):
+        _, a = _initializer(model, name)
+        blocks = np.split(a, gates, axis=axis)
+        blocks[0], blocks[1] = blocks[1], blocks[0]
+        _set(model, name, np.concatenate(blocks, axis=axis))
+    return mutate
+
+
+def _drop_recurrence_bias(model):
+    _, b = _initializer(model, "B_0")
+    b[:, b.shape[1] // 2:] = 0
+    _set(model, "B_0", b)
+
+
+def _transpose_r(model):
+    _, r = _initializer(model, "R_0")
+    hidden = r.shape[2]
+    blocks = [blk.transpose(0, 2, 1) for blk in np.split(r, r.shape[1] // hidden, axis=1)]
+    _set(model, "R_0", np.concatenate(blocks, axis=1))
+
+
+def _swap_directions(model):
+    names = {t.name for t in model.graph.initializer}
+    for name in {"W_0", "R_0", "B_0"} & names:
+        _, a = _initializer(model, name)
+        _set(model, name, a[::-1])
+
+
+def _linear_before_reset_0(model):
+    node = next(n for n in model.graph.node if n.op_type == "GRU")
+    next(a for a in node.attribute if a.name == "linear_before_reset").i = 0
+
+
+def _exchange_layers(model):
+    for kind in ("W", "R", "B"):
+        _, one = _initializer(model, f"{kind}_1")
+        _, two = _initializer(model, f"{kind}_2")
+        _set(model, f"{kind}_1", two)
+        _set(model, f"{kind}_2", one)
+
+
+def _nan_weight(model):
+    _, r = _initializer(model, "R_0")
+    r[0, 0, 0] = np.nan
+    _set(model, "R_0", r)
+
+
+# (config, mutation): each must fail verification.
+MUTATIONS = {
+    "swapped_gates_in_W": ("lstm_dropout_ragged", _swap_blocks("W_0", 1, 4)),
+    "swapped_gates_in_R": ("gru_2layer", _swap_blocks("R_0", 1, 3)),
+    "swapped_gates_in_bias": ("gru_ragged_batch_first", _swap_blocks("B_0", 1, 6)),
+    "dropped_recurrence_bias": ("gru_2layer", _drop_recurrence_bias),
+    "R_transposed": ("rnn_tanh_nobias", _transpose_r),
+    "directions_swapped": ("gru_bidir_nobias_ragged", _swap_directions),
+    "gru_linear_before_reset_0": ("gru_2layer", _linear_before_reset_0),
+    "layers_exchanged": ("lstm_3layer_bidir", _exchange_layers),
+    "nan_in_weights": ("rnn_relu_batch_first", _nan_weight),
+}
+
+
+@pytest.mark.parametrize("mutation", MUTATIONS)
+def test_broken_export_fails_with_exit_1(tmp_path, mutation):
+    config_name, mutate = MUTATIONS[mutation]
+    artifact = build_artifact(load_config(CONFIG[config_name]), tmp_path)
+    model = onnx.load(artifact / "model.onnx")
+    mutate(model)
+    broken = tmp_path / "broken.onnx"
+    onnx.save(model, broken)
+    args = ["verify", str(broken), "--config", str(CONFIG[config_name]), "--weights", str(artifact / "weights.pt"),
+            "--providers", "CPUExecutionProvider", "--cases", QUICK]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1, result.output
+    assert result.output.startswith(f"{config_name}: FAIL")
+    assert "ort-cpu" in result.output.split("✗", 1)[1]
+    # the same file unbroken passes
+    args[1] = str(artifact / "model.onnx")
+    assert CliRunner().invoke(main, args).exit_code == 0
+
+
+def test_nan_on_one_side_is_counted_not_hidden():
+    expected = np.ones((3, 2, 4))
+    actual = expected.copy()
+    actual[1, 0, 2] = np.nan
+    drift = OutputDrift.from_arrays(expected, actual, time_axis=0)
+    assert drift.nonfinite_mismatches == 1 and drift.max_abs == 0.0
+    both = expected.copy()
+    both[1, 0, 2] = np.nan
+    assert OutputDrift.from_arrays(both, both.copy()).nonfinite_mismatches == 0
+
+
+def test_drift_numbers_and_per_step_curve():
+    expected = np.zeros((8, 1, 2))
+    actual = expected.copy()
+    actual[:, 0, 1] = np.arange(8) * 1e-6  # error grows linearly along the sequence
+    actual[5, 0, 0] = -3e-6
+    drift = OutputDrift.from_arrays(expected, actual, time_axis=0)
+    assert drift.max_abs == pytest.approx(7e-6) and drift.worst_index == (7, 0, 1)
+    assert drift.per_step == pytest.approx([0, 1e-6, 2e-6, 3e-6, 4e-6, 5e-6, 6e-6, 7e-6])
+    assert drift.growth_slope == pytest.approx(1e-6)
+    assert drift.growth_ratio == pytest.approx(6.5 / 0.5)
+    assert drift.rms == pytest.approx(np.sqrt(((np.arange(8) * 1e-6) ** 2).sum() / 16 + 9e-12 / 16))
+
+
+def test_cli_verify_artifacts_writes_report_and_inputs(tmp_path):
+    out = tmp_path / "artifacts"
+    names = ["gru_ragged_batch_first", "lstm_3layer_bidir"]
+    assert CliRunner().invoke(main, ["build", *[str(CONFIG[n]) for n in names], "--out", str(out)]).exit_code == 0
+    result = CliRunner().invoke(main, ["verify", str(out), "--json", str(tmp_path / "all.json")])
+    assert result.exit_code == 0, result.output
+    assert [line.split(":")[0] for line in result.output.splitlines() if "PASS" in line] == names
+    report = json.loads((out / names[0] / "report.json").read_text())
+    assert report["schema_version"] == 1 and report["passed"] and report["failures"] == []
+    assert str(tmp_path) not in (out / names[0] / "report.json").read_text()
+    runners = {r["name"]: r for r in report["runners"]}
+    assert runners["ort-cpu"]["status"] == "ok"
+    assert runners["ort-cpu"]["settings"]["graph_optimization_level"] == "ORT_ENABLE_ALL"
+    assert set(runners["ort-cpu"]["drift"]) == {"example", "seq1", "batch1", "long", "other_batch", "saturating",
+                                                 "tiny", "zero_state", "ragged", "streaming"}
+    worst = max(d["max_abs"] for outs in runners["ort-cpu"]["drift"].values() for d in outs.values())
+    assert 0 < worst < 1e-5
+    curve = runners["ort-cpu"]["drift"]["long"]["output"]["per_step"]
+    assert curve["stride"] == 4 and len(curve["max_abs"]) == 256
+    inputs = load_case_arrays(out / names[0] / "inputs.npz")
+    cfg = load_config(CONFIG[names[0]])
+    for case in make_cases(cfg):
+        assert inputs[case.name].keys() == case.feeds.keys()
+        assert all(np.array_equal(inputs[case.name][k], v) for k, v in case.feeds.items())
+    combined = json.loads((tmp_path / "all.json").read_text())
+    assert [r["name"] for r in combined["reports"]] == names
+
+
+def test_streaming_equals_the_whole_sequence_run():
+    cfg = load_config(CONFIG["gru_ragged_batch_first"])
+    module, model = export_config(cfg)
+    report = rnnexport.verify(module, model, cfg=cfg, providers=("CPUExecutionProvider",), case_names=("streaming",))
+    assert report.cases[0]["chunks"] == [18, 1, 35]
+    drift = {r.name: r.drift["streaming"]["output"].max_abs for r in report.runners if r.status == "ok"}
+    assert set(drift) == {"torch-float32-cpu", "ort-cpu"} and max(drift.values()) < 1e-5
+
+
+def test_python_api_with_a_users_module_and_tighter_tolerance():
+    module = torch.nn.GRU(6, 10, num_layers=3).eval()
+    model = rnnexport.export_onnx(module, initial_state=True)
+    report = rnnexport.verify(module, model, providers=("CPUExecutionProvider",), case_names=("example", "long"))
+    assert report.passed(), report.failures()
+    assert [c["name"] for c in report.cases] == ["example", "long"]
+    strict = rnnexport.Tolerances(cpu=rnnexport.config.Tolerance(atol=1e-12, rtol=0.0))
+    assert not report.passed(strict)
+    assert report.failures(strict)[0].startswith("torch-float32-cpu: example/output: max |Δ|")
+
+
+def test_cases_are_deterministic_and_independent():
+    cfg = load_config(CONFIG["gru_ragged_batch_first"])
+    first, again = make_cases(cfg, seed=3), make_cases(cfg, seed=3)
+    only_ragged = make_cases(cfg, seed=3, names=("ragged",))
+    assert all(np.array_equal(a.feeds[k], b.feeds[k]) for a, b in zip(first, again) for k in a.feeds)
+    ragged = next(c for c in first if c.name == "ragged")
+    assert np.array_equal(ragged.feeds["input"], only_ragged[0].feeds["input"])
+    lengths = ragged.feeds["sequence_lens"]
+    assert lengths.dtype == np.int32 and 1 in lengths and cfg.example.seq_len in lengths
+    assert list(lengths) not in (sorted(lengths), sorted(lengths, reverse=True))
+    long = next(c for c in first if c.name == "long")
+    assert long.seq_len >= 1024
+    saturating = next(c for c in first if c.name == "saturating")
+    assert 7 < np.abs(saturating.feeds["input"]).mean() < 9  # E|N(0, 10²)| = 10·sqrt(2/π) ≈ 7.98
+
+
+def test_missing_required_provider_exits_3(tmp_path):
+    artifact = build_artifact(load_config(CONFIG["gru_2layer"]), tmp_path)
+    result = CliRunner().invoke(main, ["verify", str(artifact), "--cases", "example",
+                                       "--require", "CUDAExecutionProvider"])
+    if HAS_CUDA_EP:
+        pytest.skip("this machine has the CUDA provider")
+    assert result.exit_code == 3, result.output
+    assert "✗ ort-cuda: not available: this onnxruntime" in result.output
+
+
+def test_unknown_provider_is_a_usage_error(tmp_path):
+    result = CliRunner().invoke(main, ["verify", str(CONFIG["gru_2layer"]), "--providers", "FooExecutionProvider"])
+    assert result.exit_code == 2
+    assert "Error: unknown provider 'FooExecutionProvider'; known: " in result.output
+
+
+def test_tampered_artifact_is_bad_input(tmp_path):
+    artifact = build_artifact(load_config(CONFIG["gru_2layer"]), tmp_path)
+    with open(artifact / "model.onnx", "ab") as f:
+        f.write(b"x")
+    result = CliRunner().invoke(main, ["verify", str(artifact)])
+    assert result.exit_code == 2
+    assert result.output.startswith(f"Error: {artifact / 'model.onnx'}: sha256 ")
+    assert not (artifact / "report.json").exists()
+
+
+@pytest.mark.parametrize("payload", [b"not onnx at all", None], ids=["garbage", "truncated"])
+def test_bad_onnx_file_is_bad_input(tmp_path, payload):
+    artifact = build_artifact(load_config(CONFIG["gru_2layer"]), tmp_path)
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(payload or (artifact / "model.onnx").read_bytes()[:5000])
+    result = CliRunner().invoke(main, ["verify", str(bad), "--config", str(CONFIG["gru_2layer"]),
+                                       "--weights", str(artifact / "weights.pt")])
+    assert (result.exit_code, result.output) == (2, f"Error: {bad}: not an ONNX model (it does not parse)\n")
+
+
+def test_onnx_whose_inputs_do_not_match_the_config(tmp_path):
+    artifact = build_artifact(load_config(CONFIG["gru_2layer"]), tmp_path)
+    ragged = CONFIG["gru_ragged_batch_first"]
+    result = CliRunner().invoke(main, ["verify", str(artifact / "model.onnx"), "--config", str(ragged),
+                                       "--weights", str(artifact / "weights.pt")])
+    assert result.exit_code == 2
+    assert result.output == (f"Error: {artifact / 'model.onnx'}: graph inputs ['input'] do not match the config, "
+                             "which expects ['input', 'h0', 'sequence_lens']\n")
+
+
+@pytest.mark.cuda
+def test_cuda_verification_of_every_shipped_config(tmp_path):
+    out = tmp_path / "artifacts"
+    assert CliRunner().invoke(main, ["build", str(SHIPPED[0].parent), "--out", str(out)]).exit_code == 0
+    result = CliRunner().invoke(main, ["verify", str(out), "--require", "CUDAExecutionProvider"])
+    assert result.exit_code == 0, result.output
+    for path in SHIPPED:
+        report = json.loads((out / path.stem / "report.json").read_text())
+        cuda = next(r for r in report["runners"] if r["name"] == "ort-cuda")
+        assert cuda["status"] == "ok" and cuda["drift"]
