@@ -139,3 +139,27 @@ def _check_names(providers: tuple[str, ...], require: tuple[str, ...], case_name
     for name in case_names:
         if name not in CASE_NAMES:
             raise click.UsageError(f"unknown case {name!r}; known: {', '.join(CASE_NAMES)}")
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--repeats", type=click.IntRange(min=1), default=5, show_default=True,
+              help="Timed forward passes per formulation (the median is shown).")
+@click.option("--markdown", is_flag=True, help="Print Markdown tables (as in docs/formulations.md).")
+def formulations(paths: tuple[Path, ...], repeats: int, markdown: bool) -> None:
+    """Show that every formulation of a config's stacked RNN computes the same function.
+
+    native (nn.GRU/LSTM/RNN, num_layers=N), stacked (N single-layer modules), layer_major and time_major
+    (cell loops in the two orders) and scripted (TorchScript): max |Δ| from native and from the float64
+    oracle on the example shape, time per forward pass, and the sha256 of the exported graph. Exit 0 when
+    all agree within the config's tolerance and export the same bytes, 1 otherwise.
+    """
+    from .formulations import compare_formulations
+    from .report import render_formulations
+
+    codes = []
+    for cfg in load_configs(list(paths)):
+        report = compare_formulations(cfg, repeats=repeats)
+        click.echo(render_formulations(report, cfg.tolerance.atol, cfg.tolerance.rtol, markdown) + "\n")
+        codes.append(0 if report.passed(cfg.tolerance.atol, cfg.tolerance.rtol) else 1)
+    sys.exit(max(codes))

@@ -52,8 +52,11 @@ def export_onnx(
     with ``variable_lengths``, ``sequence_lens`` int32 (batch,) with pack_padded_sequence meaning.
     Outputs: ``output`` (seq, batch, D*hidden) — batch first if batch_first; ``h_n``, and ``c_n``
     for LSTM, (num_layers*D, batch, hidden). Weights are stored as float32 initializers.
-    ``metadata`` is added to ``metadata_props`` beside the rnnexport version.
+    ``metadata`` is added to ``metadata_props`` beside the rnnexport version. Another formulation of the
+    same network (anything with a ``to_native()`` method) is exported as the native module it equals.
     """
+    if not isinstance(module, nn.RNNBase) and callable(getattr(module, "to_native", None)):
+        module = module.to_native()
     spec = _spec(module, opset)
     graph = _GraphBuilder(spec, initial_state, variable_lengths)
     graph.build(module)

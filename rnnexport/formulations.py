@@ -1,0 +1,457 @@
+"""Other formulations of the same stacked RNN, all holding the very same weights as the native module.
+
+- ``native``: ``nn.GRU``/``nn.LSTM``/``nn.RNN`` with ``num_layers=N``.
+- ``stacked``: N single-layer modules, each over the whole sequence.
+- ``layer_major``: cells (``nn.GRUCell``/...), each layer over the whole sequence, then the next layer.
+  A layer's input projection W_ih·x_t + b_ih is one matrix product for all time steps.
+- ``time_major``: the same cells, each time step through all layers before the next step. The input of
+  layer l at step t exists only after layer l-1 ran step t, so the projection is one product per step.
+- ``scripted``: a TorchScript stack of layers written out in PyTorch's equations, in the style of
+  PyTorch's reference custom LSTM.
+
+Every formulation has ``to_native()``, which writes its weights back into a native module: the exporter
+uses it, so each formulation exports to the same graph.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import statistics
+import time
+import warnings
+from dataclasses import dataclass
+from typing import Any, List, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .builders import build_model
+from .cases import make_feeds
+from .config import ModelConfig
+from .pipeline import export_config
+from .runtimes import Float64Oracle
+
+FORMULATIONS = ("native", "stacked", "layer_major", "time_major", "scripted")
+UNIDIRECTIONAL_ONLY = ("time_major", "scripted")
+BIDIRECTIONAL_NOTE = ("in a bidirectional stack, the backward direction of layer 2 starts at the last step, "
+                      "so it needs all of layer 1's outputs before its first step")
+CELL_CLASSES = {"GRU": nn.GRUCell, "LSTM": nn.LSTMCell, "RNN_TANH": nn.RNNCell, "RNN_RELU": nn.RNNCell}
+PARAMS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+
+
+def _native_like(native: nn.Module, **changes: Any) -> nn.Module:
+    """A new native module with ``native``'s architecture (optionally changed), float32, eval mode."""
+    kwargs = dict(input_size=native.input_size, hidden_size=native.hidden_size, num_layers=native.num_layers,
+                  bias=native.bias, batch_first=native.batch_first, dropout=float(native.dropout),
+                  bidirectional=native.bidirectional)
+    kwargs.update(changes)
+    if kwargs["num_layers"] == 1:
+        kwargs["dropout"] = 0.0  # PyTorch warns about dropout on a single layer; there is none to apply
+    if native.mode.startswith("RNN_"):
+        return nn.RNN(nonlinearity=native.mode.removeprefix("RNN_").lower(), **kwargs)
+    return {"GRU": nn.GRU, "LSTM": nn.LSTM}[native.mode](**kwargs)
+
+
+def _suffixes(module: nn.Module) -> list[str]:
+    return ["", "_reverse"] if module.bidirectional else [""]
+
+
+def _split_state(hx: Any, is_lstm: bool) -> tuple[Tensor | None, Tensor | None]:
+    if hx is None:
+        return None, None
+    return (hx[0], hx[1]) if is_lstm else (hx, None)
+
+
+def _finish(y: Tensor, hs: list[Tensor], cs: list[Tensor], is_lstm: bool) -> tuple[Tensor, Any]:
+    h_n = torch.stack(hs)
+    return y, ((h_n, torch.stack(cs)) if is_lstm else h_n)
+
+
+class _Formulation(nn.Module):
+    """Shared shape handling: batch_first in and out, initial states split per layer and direction."""
+
+    def __init__(self, native: nn.Module):
+        super().__init__()
+        self.mode, self.hidden_size = native.mode, native.hidden_size
+        self.input_size, self.num_layers = native.input_size, native.num_layers
+        self.bidirectional, self.batch_first, self.bias = native.bidirectional, native.batch_first, native.bias
+        self.dropout = float(native.dropout)
+        self.dirs = 2 if native.bidirectional else 1
+        self.is_lstm = native.mode == "LSTM"
+
+    def _states(self, x: Tensor, hx: Any) -> tuple[Tensor, Tensor]:
+        """(h0, c0) as [layers*dirs, batch, hidden], zeros where not given."""
+        h0, c0 = _split_state(hx, self.is_lstm)
+        zeros = x.new_zeros(self.num_layers * self.dirs, x.shape[1], self.hidden_size)
+        return (zeros if h0 is None else h0), (zeros if c0 is None else c0)
+
+    def _between_layers(self, y: Tensor, layer: int, masks: list[Tensor] | None) -> Tensor:
+        """Dropout after every layer but the last: the given masks, or fresh ones in training mode."""
+        if layer == self.num_layers - 1:
+            return y
+        if masks is not None:
+            return y * masks[layer]
+        return F.dropout(y, self.dropout, self.training)
+
+
+class Stacked(_Formulation):
+    """N single-layer native modules, each over the whole sequence."""
+
+    def __init__(self, native: nn.Module):
+        super().__init__(native)
+        self.layers = nn.ModuleList()
+        for layer in range(self.num_layers):
+            single = _native_like(native, num_layers=1, batch_first=False,
+                                  input_size=native.input_size if layer == 0 else self.dirs * self.hidden_size)
+            for sfx in _suffixes(native):
+                for p in PARAMS[: 4 if native.bias else 2]:
+                    getattr(single, f"{p}_l0{sfx}").data.copy_(getattr(native, f"{p}_l{layer}{sfx}").data)
+            self.layers.append(single)
+
+    def forward(self, x: Tensor, hx: Any = None, masks: list[Tensor] | None = None) -> tuple[Tensor, Any]:
+        x = x.transpose(0, 1) if self.batch_first else x
+        h0, c0 = self._states(x, hx)
+        hs, cs = [], []
+        for layer, module in enumerate(self.layers):
+            rows = slice(layer * self.dirs, (layer + 1) * self.dirs)
+            state = (h0[rows], c0[rows]) if self.is_lstm else h0[rows]
+            x, final = module(x, state)
+            hs.extend((final[0] if self.is_lstm else final).unbind(0))
+            cs.extend(final[1].unbind(0) if self.is_lstm else [])
+            x = self._between_layers(x, layer, masks)
+        return _finish(x.transpose(0, 1) if self.batch_first else x, hs, cs, self.is_lstm)
+
+    def to_native(self) -> nn.Module:
+        native = _native_like(self)
+        for layer, module in enumerate(self.layers):
+            for sfx in _suffixes(self):
+                for p in PARAMS[: 4 if self.bias else 2]:
+                    getattr(native, f"{p}_l{layer}{sfx}").data.copy_(getattr(module, f"{p}_l0{sfx}").data)
+        return native.eval()
+
+
+def cell_step(mode: str, gi: Tensor, h: Tensor, c: Tensor, weight_hh: Tensor, bias_hh: Tensor | None
+              ) -> tuple[Tensor, Tensor]:
+    """One time step in PyTorch's equations, given the input projection ``gi`` = W_ih·x_t + b_ih."""
+    gh = F.linear(h, weight_hh, bias_hh)
+    if mode == "GRU":
+        i_r, i_z, i_n = gi.chunk(3, 1)
+        h_r, h_z, h_n = gh.chunk(3, 1)
+        r, z = torch.sigmoid(i_r + h_r), torch.sigmoid(i_z + h_z)
+        n = torch.tanh(i_n + r * h_n)
+        return (1 - z) * n + z * h, c
+    if mode == "LSTM":
+        i, f, g, o = (gi + gh).chunk(4, 1)
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        return torch.sigmoid(o) * torch.tanh(c), c
+    pre = gi + gh
+    return (torch.relu(pre) if mode == "RNN_RELU" else torch.tanh(pre)), c
+
+
+class _Cells(_Formulation):
+    """Cells ``cells[layer * dirs + direction]`` holding the native module's weights."""
+
+    def __init__(self, native: nn.Module):
+        super().__init__(native)
+        self.cells = nn.ModuleList()
+        cell_class = CELL_CLASSES[native.mode]
+        extra = {"nonlinearity": native.mode.removeprefix("RNN_").lower()} if cell_class is nn.RNNCell else {}
+        for layer in range(self.num_layers):
+            for sfx in _suffixes(native):
+                size = native.input_size if layer == 0 else self.dirs * self.hidden_size
+                cell = cell_class(size, self.hidden_size, bias=native.bias, **extra)
+                for p in PARAMS[: 4 if native.bias else 2]:
+                    getattr(cell, p).data.copy_(getattr(native, f"{p}_l{layer}{sfx}").data)
+                self.cells.append(cell)
+
+    def _step(self, cell: nn.Module, gi: Tensor, h: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
+        return cell_step(self.mode, gi, h, c, cell.weight_hh, cell.bias_hh)
+
+    def to_native(self) -> nn.Module:
+        native = _native_like(self)
+        for index, cell in enumerate(self.cells):
+            layer, direction = divmod(index, self.dirs)
+            for p in PARAMS[: 4 if self.bias else 2]:
+                getattr(native, f"{p}_l{layer}{_suffixes(self)[direction]}").data.copy_(getattr(cell, p).data)
+        return native.eval()
+
+
+class LayerMajor(_Cells):
+    """Each layer over the whole sequence (its input projection in one product), then the next layer."""
+
+    def forward(self, x: Tensor, hx: Any = None, masks: list[Tensor] | None = None) -> tuple[Tensor, Any]:
+        x = x.transpose(0, 1) if self.batch_first else x
+        h0, c0 = self._states(x, hx)
+        hs, cs = [], []
+        for layer in range(self.num_layers):
+            outputs = []
+            for direction in range(self.dirs):
+                index = layer * self.dirs + direction
+                cell = self.cells[index]
+                gi_all = F.linear(x, cell.weight_ih, cell.bias_ih)  # [seq, batch, gates*hidden] at once
+                h, c = h0[index], c0[index]
+                steps = range(x.shape[0] - 1, -1, -1) if direction else range(x.shape[0])
+                ys = [None] * x.shape[0]
+                for t in steps:
+                    h, c = self._step(cell, gi_all[t], h, c)
+                    ys[t] = h
+                outputs.append(torch.stack(ys))
+                hs.append(h)
+                cs.append(c)
+            x = self._between_layers(torch.cat(outputs, dim=2), layer, masks)
+        return _finish(x.transpose(0, 1) if self.batch_first else x, hs, cs, self.is_lstm)
+
+
+class TimeMajor(_Cells):
+    """Each time step through all layers before the next step (unidirectional stacks only)."""
+
+    def __init__(self, native: nn.Module):
+        if native.bidirectional:
+            raise ValueError(f"time_major is not defined: {BIDIRECTIONAL_NOTE}")
+        super().__init__(native)
+
+    def forward(self, x: Tensor, hx: Any = None, masks: list[Tensor] | None = None) -> tuple[Tensor, Any]:
+        x = x.transpose(0, 1) if self.batch_first else x
+        h0, c0 = self._states(x, hx)
+        hs, cs = list(h0.unbind(0)), list(c0.unbind(0))
+        ys = []
+        for t in range(x.shape[0]):
+            inp = x[t]
+            for layer, cell in enumerate(self.cells):
+                gi = F.linear(inp, cell.weight_ih, cell.bias_ih)  # one product per step and layer
+                hs[layer], cs[layer] = self._step(cell, gi, hs[layer], cs[layer])
+                step_masks = None if masks is None else [m[t] for m in masks]
+                inp = self._between_layers(hs[layer], layer, step_masks)
+            ys.append(inp)
+        return _finish(torch.stack(ys).transpose(0, 1) if self.batch_first else torch.stack(ys), hs, cs, self.is_lstm)
+
+
+def _script_step(mode: str, gi: Tensor, h: Tensor, c: Tensor, weight_hh: Tensor, bias_hh: Tensor
+                 ) -> Tuple[Tensor, Tensor]:
+    """``cell_step`` for TorchScript (which wants typing's annotations and a bias tensor)."""
+    gh = F.linear(h, weight_hh, bias_hh)
+    if mode == "GRU":
+        i_r, i_z, i_n = gi.chunk(3, 1)
+        h_r, h_z, h_n = gh.chunk(3, 1)
+        r = torch.sigmoid(i_r + h_r)
+        z = torch.sigmoid(i_z + h_z)
+        n = torch.tanh(i_n + r * h_n)
+        return (1 - z) * n + z * h, c
+    if mode == "LSTM":
+        i, f, g, o = (gi + gh).chunk(4, 1)
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        return torch.sigmoid(o) * torch.tanh(c), c
+    if mode == "RNN_RELU":
+        return torch.relu(gi + gh), c
+    return torch.tanh(gi + gh), c
+
+
+class ScriptLayer(nn.Module):
+    """One unidirectional layer over the whole sequence, as PyTorch's reference custom LSTM's layers."""
+
+    __constants__ = ["mode"]
+
+    def __init__(self, mode: str, weight_ih: Tensor, weight_hh: Tensor, bias_ih: Tensor, bias_hh: Tensor):
+        super().__init__()
+        self.mode = mode
+        self.weight_ih = nn.Parameter(weight_ih.clone())
+        self.weight_hh = nn.Parameter(weight_hh.clone())
+        self.bias_ih = nn.Parameter(bias_ih.clone())
+        self.bias_hh = nn.Parameter(bias_hh.clone())
+
+    def forward(self, x: Tensor, h: Tensor, c: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        gi_all = F.linear(x, self.weight_ih, self.bias_ih)
+        outputs: List[Tensor] = []
+        for t in range(x.size(0)):
+            h, c = _script_step(self.mode, gi_all[t], h, c, self.weight_hh, self.bias_hh)
+            outputs.append(h)
+        return torch.stack(outputs), h, c
+
+
+class ScriptStack(nn.Module):
+    def __init__(self, layers: List[ScriptLayer]):
+        super().__init__()
+        self.layers = nn.ModuleList(layers)
+
+    def forward(self, x: Tensor, h0: Tensor, c0: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        hs: List[Tensor] = []
+        cs: List[Tensor] = []
+        i = 0
+        for layer in self.layers:
+            x, h, c = layer(x, h0[i], c0[i])
+            hs.append(h)
+            cs.append(c)
+            i += 1
+        return x, torch.stack(hs), torch.stack(cs)
+
+
+def scripted_unavailable() -> str | None:
+    """Why the scripted formulation cannot be built with the installed torch, or None."""
+    if not callable(getattr(torch.jit, "script", None)):
+        return f"torch {torch.__version__} has no torch.jit.script"
+    return None
+
+
+class Scripted(_Formulation):
+    """A ``torch.jit.script`` stack of layers (unidirectional, eval only); biases are zeros without bias."""
+
+    def __init__(self, native: nn.Module):
+        if native.bidirectional:
+            raise ValueError(f"scripted is not defined: {BIDIRECTIONAL_NOTE}")
+        super().__init__(native)
+        layers = []
+        for layer in range(self.num_layers):
+            w_ih, w_hh = (getattr(native, f"{p}_l{layer}").data for p in PARAMS[:2])
+            zeros = w_ih.new_zeros(w_ih.shape[0])
+            b_ih, b_hh = ((getattr(native, f"{p}_l{layer}").data if native.bias else zeros) for p in PARAMS[2:])
+            layers.append(ScriptLayer(native.mode, w_ih, w_hh, b_ih, b_hh))
+        with warnings.catch_warnings():
+            # torch.jit.script is deprecated in torch 2.13 but still works; this row exists to show it.
+            warnings.filterwarnings("ignore", message=r"`torch.jit.script` is deprecated", category=DeprecationWarning)
+            self.core = torch.jit.script(ScriptStack(layers))
+
+    def forward(self, x: Tensor, hx: Any = None, masks: list[Tensor] | None = None) -> tuple[Tensor, Any]:
+        x = x.transpose(0, 1) if self.batch_first else x
+        h0, c0 = self._states(x, hx)
+        y, h_n, c_n = self.core(x, h0, c0)
+        y = y.transpose(0, 1) if self.batch_first else y
+        return y, ((h_n, c_n) if self.is_lstm else h_n)
+
+    def to_native(self) -> nn.Module:
+        native = _native_like(self)
+        for layer, module in enumerate(self.core.layers):
+            for p in PARAMS[: 4 if self.bias else 2]:
+                getattr(native, f"{p}_l{layer}").data.copy_(getattr(module, p).data)
+        return native.eval()
+
+
+def make_formulation(native: nn.Module, kind: str) -> nn.Module:
+    """``native``'s weights in formulation ``kind`` (one of ``FORMULATIONS``), in eval mode.
+
+    Raises ValueError for time_major/scripted on a bidirectional stack."""
+    builders = {"stacked": Stacked, "layer_major": LayerMajor, "time_major": TimeMajor, "scripted": Scripted}
+    if kind == "native":
+        return native
+    return builders[kind](native).eval()
+
+
+@dataclass
+class FormulationResult:
+    """One formulation measured on the config's example shape. ``status``: "ok", "not defined" (for
+    this architecture) or "not available" (in this torch)."""
+
+    name: str
+    status: str = "ok"
+    reason: str | None = None
+    max_abs_vs_native: float | None = None
+    max_abs_vs_oracle: float | None = None
+    seconds: float | None = None  # median time of one forward pass
+    onnx_sha256: str | None = None
+
+
+@dataclass
+class FormulationsReport:
+    config: str
+    shape: dict[str, int]
+    results: list[FormulationResult]
+    dropout: dict[str, float] | None = None  # training mode, fixed masks: max |Δ| from layer_major
+    expected_max_abs: float = 0.0
+
+    def allowed(self, atol: float, rtol: float) -> float:
+        return atol + rtol * self.expected_max_abs
+
+    def passed(self, atol: float, rtol: float) -> bool:
+        """Every available formulation (and the dropout check) within ``atol + rtol × max|native|``,
+        and every exported graph byte-identical."""
+        limit = self.allowed(atol, rtol)
+        ok = [r for r in self.results if r.status == "ok"]
+        diffs = [r.max_abs_vs_native for r in ok] + list((self.dropout or {}).values())
+        return all(d <= limit for d in diffs) and len({r.onnx_sha256 for r in ok}) == 1
+
+    def speedup(self) -> float | None:
+        """time_major's time over layer_major's: how much faster the layer-major order runs."""
+        times = {r.name: r.seconds for r in self.results if r.status == "ok"}
+        if "time_major" in times and "layer_major" in times:
+            return times["time_major"] / times["layer_major"]
+        return None
+
+
+def _call(module: nn.Module, feeds: dict[str, Tensor], masks: list[Tensor] | None = None) -> list[Tensor]:
+    state = None
+    if "h0" in feeds:
+        state = (feeds["h0"], feeds["c0"]) if "c0" in feeds else feeds["h0"]
+    y, final = module(feeds["input"], state, masks) if masks is not None else module(feeds["input"], state)
+    return [y, *(final if isinstance(final, tuple) else (final,))]
+
+
+def _max_diff(a: list[Tensor], b: list[Tensor]) -> float:
+    return max(float((x.double() - y.double()).abs().max()) for x, y in zip(a, b))
+
+
+def _median_seconds(module: nn.Module, feeds: dict[str, Tensor], repeats: int) -> float:
+    _call(module, feeds)  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        _call(module, feeds)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def compare_formulations(cfg: ModelConfig, repeats: int = 5, seed: int = 0) -> FormulationsReport:
+    """Every formulation of ``cfg``'s model on its example shape (full lengths, the config's states):
+    max |Δ| from native and from the float64 oracle, median forward time, exported sha256."""
+    native = build_model(cfg)
+    arrays = make_feeds(cfg, cfg.example.seq_len, cfg.example.batch, np.random.default_rng(seed))
+    feeds = {k: torch.from_numpy(v) for k, v in arrays.items() if k != "sequence_lens"}
+    oracle = Float64Oracle(native).infer({k: v for k, v in arrays.items() if k != "sequence_lens"})
+    oracle_out = [torch.from_numpy(oracle[k]) for k in ("output", "h_n", "c_n") if k in oracle]
+    results = []
+    with torch.no_grad():
+        expected = _call(native, feeds)
+        for kind in FORMULATIONS:
+            status, reason = _unavailable(kind, native)
+            if reason:
+                results.append(FormulationResult(kind, status, reason))
+                continue
+            module = make_formulation(native, kind)
+            got = _call(module, feeds)
+            model = export_config(cfg, module)[1]
+            results.append(FormulationResult(
+                kind, max_abs_vs_native=_max_diff(expected, got), max_abs_vs_oracle=_max_diff(oracle_out, got),
+                seconds=_median_seconds(module, feeds, repeats),
+                onnx_sha256=hashlib.sha256(model.SerializeToString()).hexdigest()))
+        report = FormulationsReport(cfg.name, {"seq_len": cfg.example.seq_len, "batch": cfg.example.batch}, results,
+                                    expected_max_abs=max(float(t.abs().max()) for t in expected))
+        if cfg.dropout > 0:
+            report.dropout = dropout_agreement(native, feeds, seed)
+    return report
+
+
+def _unavailable(kind: str, native: nn.Module) -> tuple[str, str | None]:
+    if kind in UNIDIRECTIONAL_ONLY and native.bidirectional:
+        return "not defined", BIDIRECTIONAL_NOTE
+    if kind == "scripted":
+        return "not available", scripted_unavailable()
+    return "ok", None
+
+
+def dropout_masks(native: nn.Module, seq_len: int, batch: int, seed: int) -> list[Tensor]:
+    """One fixed inverted-dropout mask per layer boundary, [seq, batch, dirs*hidden], scaled by 1/(1-p)."""
+    generator = torch.Generator().manual_seed(seed)
+    keep = 1.0 - float(native.dropout)
+    width = (2 if native.bidirectional else 1) * native.hidden_size
+    return [torch.bernoulli(torch.full((seq_len, batch, width), keep), generator=generator) / keep
+            for _ in range(native.num_layers - 1)]
+
+
+def dropout_agreement(native: nn.Module, feeds: dict[str, Tensor], seed: int = 0) -> dict[str, float]:
+    """Training mode with one fixed set of masks: each formulation's max |Δ| from layer_major."""
+    x = feeds["input"]
+    seq_len, batch = (x.shape[1], x.shape[0]) if native.batch_first else (x.shape[0], x.shape[1])
+    masks = dropout_masks(native, seq_len, batch, seed)
+    kinds = ["stacked", "time_major"] if not native.bidirectional else ["stacked"]
+    reference = _call(make_formulation(native, "layer_major").train(), feeds, masks)
+    return {k: _max_diff(reference, _call(make_formulation(native, k).train(), feeds, masks)) for k in kinds}
