@@ -17,7 +17,7 @@ import click
 from . import __version__
 from .cases import CASE_NAMES, LONG_SEQ
 from .config import load_configs
-from .errors import RnnExportError
+from .errors import ArtifactError, RnnExportError
 
 
 class _Group(click.Group):
@@ -50,27 +50,52 @@ def _progress(items: list[Any], label: str, quiet: bool = False) -> Iterator[Ite
         yield bar
 
 
+SHARD_HELP = "Only the configs of shard K of N (a stable split by name), for a CI matrix of N jobs."
+
+
 @main.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--out", type=click.Path(path_type=Path), default=Path("artifacts"), show_default=True,
               help="Folder that receives one artifact folder per config.")
+@click.option("--check", is_flag=True,
+              help="Write nothing: rebuild in memory and compare with --out byte for byte; exit 1 on any difference.")
+@click.option("--shard", metavar="K/N", help=SHARD_HELP)
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
-def build(paths: tuple[Path, ...], out: Path, quiet: bool) -> None:
+def build(paths: tuple[Path, ...], out: Path, check: bool, shard: str | None, quiet: bool) -> None:
     """Build an artifact (model.onnx, weights.pt, manifest.json) for each config.
 
-    PATHS are config files or folders of them. Every config is validated before anything is written.
+    PATHS are config files or folders of them. Every config is validated before anything is written;
+    --out/index.json lists every artifact afterwards.
     """
+    from .ci import check_artifact, in_shard, parse_shard, write_index
     from .pipeline import build_artifact
 
-    configs = load_configs(list(paths))
-    with _progress(configs, "building", quiet) as items:
+    part = parse_shard(shard) if shard else None
+    configs = [c for c in load_configs(list(paths)) if in_shard(c.name, part)]
+    problems = []
+    with _progress(configs, "checking" if check else "building", quiet) as items:
         for cfg in items:
             start = time.perf_counter()
+            if check:
+                found = check_artifact(cfg, out)
+                problems += found
+                _say(quiet, f"{'differs' if found else 'up to date'}: {cfg.name}")
+                continue
             folder = build_artifact(cfg, out)
-            if not quiet:
-                size = (folder / "model.onnx").stat().st_size
-                click.echo(f"built {cfg.name}: {folder} ({cfg.num_layers} × {cfg.cell}, opset {cfg.opset}, "
-                           f"{size / 1024:.1f} KiB) in {time.perf_counter() - start:.2f} s")
+            size = (folder / "model.onnx").stat().st_size
+            _say(quiet, f"built {cfg.name}: {folder} ({cfg.num_layers} × {cfg.cell}, opset {cfg.opset}, "
+                        f"{size / 1024:.1f} KiB) in {time.perf_counter() - start:.2f} s")
+    if check:
+        for problem in problems:
+            click.echo(f"✗ {problem}", err=True)
+        sys.exit(1 if problems else 0)
+    if configs:
+        write_index(out)
+
+
+def _say(quiet: bool, text: str) -> None:
+    if not quiet:
+        click.echo(text)
 
 
 def _split(values: tuple[str, ...]) -> tuple[str, ...]:
@@ -95,9 +120,14 @@ def _split(values: tuple[str, ...]) -> tuple[str, ...]:
 @click.option("--long-seq", type=click.IntRange(min=1), default=LONG_SEQ, show_default=True,
               help="Steps of the 'long' case.")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), help="Write every report as one JSON file.")
+@click.option("--junit", "junit_path", type=click.Path(path_type=Path),
+              help="Write a JUnit XML report (one test case per config × runner × case).")
+@click.option("--export-test-data", "test_data", type=click.Path(path_type=Path),
+              help="Write each model and its cases in ONNX's test-case layout (input_K.pb, output_K.pb).")
+@click.option("--shard", metavar="K/N", help=SHARD_HELP)
 @click.option("-q", "--quiet", is_flag=True, help="Print only the verdict lines.")
 def verify(paths, config_path, weights, providers, require, case_names, atol, rtol, strict_placement, seed,
-           long_seq, json_path, quiet) -> None:
+           long_seq, json_path, junit_path, test_data, shard, quiet) -> None:
     """Run the same inputs through PyTorch and ONNX Runtime and measure drift against a float64 oracle.
 
     PATHS are artifact folders (their manifest is checked first), folders of artifacts or configs, config
@@ -106,27 +136,41 @@ def verify(paths, config_path, weights, providers, require, case_names, atol, rt
     3 when a runtime failed or a required provider is missing.
     """
     from .artifacts import write_json_atomic
+    from .ci import export_test_data, in_shard, junit_xml, parse_shard, write_index
     from .report import render_text, write_report
     from .verify import load_targets, tolerances_for
     from .verify import verify as verify_model
 
     providers, require, case_names = _split(providers), _split(require), _split(case_names)
     _check_names(providers, require, case_names)
+    part = parse_shard(shard) if shard else None
     codes, reports = [], []
-    for target in load_targets(list(paths), config_path, weights):
+    for target in [t for t in load_targets(list(paths), config_path, weights) if in_shard(t.cfg.name, part)]:
         tolerances = tolerances_for(target.cfg, atol, rtol)
         report = verify_model(target.module, target.model, cfg=target.cfg, providers=providers or None,
                               case_names=case_names or None, tolerances=tolerances, seed=seed, long_seq=long_seq)
         if target.folder:
             write_report(report, target.folder)
+            write_index(target.folder.parent)
+        if test_data:
+            export_test_data(target, report.inputs, test_data)
         text = render_text(report, strict_placement=strict_placement, require=require)
         click.echo(text.splitlines()[0] if quiet else text)
-        reports.append(report.to_dict())
+        reports.append(report)
         failed = report.runtime_failed(require)
         codes.append(3 if failed else 0 if report.passed(strict_placement=strict_placement, require=require) else 1)
     if json_path:
-        write_json_atomic(json_path, {"schema_version": 1, "reports": reports})
+        write_json_atomic(json_path, {"schema_version": 1, "reports": [r.to_dict() for r in reports]})
+    if junit_path:
+        _write_text(junit_path, junit_xml(reports, strict_placement, require))
     sys.exit(max(codes, default=0))
+
+
+def _write_text(path: Path, text: str) -> None:
+    try:
+        path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise ArtifactError(f"{path}: cannot write: {exc.strerror or exc}") from None
 
 
 def _check_names(providers: tuple[str, ...], require: tuple[str, ...], case_names: tuple[str, ...]) -> None:

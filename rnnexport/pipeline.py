@@ -68,10 +68,15 @@ def manifest_for(cfg: ModelConfig, model: onnx.ModelProto) -> dict[str, Any]:
     }
 
 
-def build_artifact(cfg: ModelConfig, out: str | Path) -> Path:
-    """Build ``cfg`` and write ``out/<name>/`` atomically. Returns the artifact folder."""
+def artifact_files(cfg: ModelConfig) -> tuple[onnx.ModelProto, dict[str, bytes]]:
+    """The model, and the bytes of ``model.onnx`` and ``weights.pt`` for ``cfg`` (both deterministic)."""
     module, model = export_config(cfg)
     weights = io.BytesIO()
     torch.save(module.state_dict(), weights)
-    files = {MODEL_FILE: model.SerializeToString(), WEIGHTS_FILE: weights.getvalue()}
+    return model, {MODEL_FILE: model.SerializeToString(), WEIGHTS_FILE: weights.getvalue()}
+
+
+def build_artifact(cfg: ModelConfig, out: str | Path) -> Path:
+    """Build ``cfg`` and write ``out/<name>/`` atomically. Returns the artifact folder."""
+    model, files = artifact_files(cfg)
     return write_artifact(out, cfg, files, manifest_for(cfg, model))

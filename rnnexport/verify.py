@@ -11,7 +11,7 @@ import hashlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import onnx
@@ -76,6 +76,12 @@ class Tolerances:
         return self.cuda if device == "cuda" else self.cpu
 
 
+class Problem(NamedTuple):
+    runner: str
+    case: str | None
+    text: str
+
+
 @dataclass
 class VerifyReport:
     name: str
@@ -89,28 +95,33 @@ class VerifyReport:
     seconds: float = 0.0
     inputs: list[Case] = field(default_factory=list, repr=False)  # the feeds, saved as inputs.npz
 
-    def failures(self, tolerances: Tolerances | None = None, strict_placement: bool = False,
-                 require: tuple[str, ...] = ()) -> list[str]:
-        """Every reason this report fails, one sentence each; empty when it passes."""
+    def problems(self, tolerances: Tolerances | None = None, strict_placement: bool = False,
+                 require: tuple[str, ...] = ()) -> list[Problem]:
+        """Every failed check: the runner, the case (None for the runner as a whole) and one sentence."""
         tol = tolerances or self.tolerances
-        problems = []
+        found = []
         for r in self.runners:
             required = r.name in require or r.settings.get("provider") in require
             if r.status == "failed" or (r.status == "not available" and required):
-                problems.append(f"{r.name}: {r.status}: {r.reason}")
+                found.append(Problem(r.name, None, f"{r.name}: {r.status}: {r.reason}"))
             if strict_placement and r.fallbacks:
                 nodes = ", ".join(f"{n} on {p}" for n, p in r.fallbacks.items())
-                problems.append(f"{r.name}: recurrent nodes fell back to another provider: {nodes}")
+                found.append(Problem(r.name, None, f"{r.name}: recurrent nodes fell back to another provider: {nodes}"))
             t = tol.for_device(r.device)
             for case, outputs in r.drift.items():
                 for output, d in outputs.items():
                     if d.nonfinite_mismatches:
-                        problems.append(f"{r.name}: {case}/{output}: {d.nonfinite_mismatches} NaN/Inf "
-                                        "where the oracle has none")
+                        found.append(Problem(r.name, case, f"{r.name}: {case}/{output}: {d.nonfinite_mismatches} "
+                                                           "NaN/Inf where the oracle has none"))
                     elif d.max_abs > t.atol + t.rtol * d.expected_max_abs:
-                        problems.append(f"{r.name}: {case}/{output}: max |Δ| {d.max_abs:.3g} > atol {t.atol:g} "
-                                        f"+ rtol {t.rtol:g} × {d.expected_max_abs:.3g}")
-        return problems
+                        found.append(Problem(r.name, case, f"{r.name}: {case}/{output}: max |Δ| {d.max_abs:.3g} > "
+                                                           f"atol {t.atol:g} + rtol {t.rtol:g} × {d.expected_max_abs:.3g}"))
+        return found
+
+    def failures(self, tolerances: Tolerances | None = None, strict_placement: bool = False,
+                 require: tuple[str, ...] = ()) -> list[str]:
+        """Every reason this report fails, one sentence each; empty when it passes."""
+        return [p.text for p in self.problems(tolerances, strict_placement, require)]
 
     def passed(self, tolerances: Tolerances | None = None, strict_placement: bool = False,
                require: tuple[str, ...] = ()) -> bool:

@@ -1,0 +1,156 @@
+"""What CI pipelines need: reproducibility checks, shards, ``index.json``, ONNX test data and JUnit XML."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from onnx import numpy_helper
+
+from .artifacts import MANIFEST_FILE, MODEL_FILE, TMP_PREFIX, WEIGHTS_FILE, write_json_atomic
+from .cases import Case
+from .config import ModelConfig
+from .errors import ArtifactError
+from .pipeline import artifact_files
+from .report import REPORT_FILE
+from .runtimes import Float64Oracle
+from .verify import Target, VerifyReport
+
+INDEX_FILE = "index.json"
+INDEX_SCHEMA_VERSION = 1
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"K/N"`` → (K, N) with 1 <= K <= N."""
+    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
+    if not match or not 1 <= int(match[1]) <= int(match[2]):
+        raise ArtifactError(f"--shard {text!r}: expected K/N with 1 <= K <= N, for example 2/4")
+    return int(match[1]), int(match[2])
+
+
+def in_shard(name: str, shard: tuple[int, int] | None) -> bool:
+    """Stable: a config's shard depends only on its name and N, never on which other configs exist."""
+    if shard is None:
+        return True
+    k, n = shard
+    return int(hashlib.sha256(name.encode()).hexdigest()[:12], 16) % n == k - 1
+
+
+def check_artifact(cfg: ModelConfig, out: Path) -> list[str]:
+    """Rebuild ``cfg`` in memory and compare with ``out/<name>`` byte for byte; one line per difference."""
+    folder = out / cfg.name
+    if not (folder / MANIFEST_FILE).is_file():
+        return [f"{cfg.name}: no artifact at {folder}"]
+    problems = []
+    for fname, data in artifact_files(cfg)[1].items():
+        path = folder / fname
+        if not path.is_file() or path.read_bytes() != data:
+            problems.append(f"{cfg.name}: {fname} differs from a fresh build")
+    manifest = json.loads((folder / MANIFEST_FILE).read_text())
+    if manifest.get("config_sha256") != cfg.sha256():
+        problems.append(f"{cfg.name}: the config changed since the artifact was built")
+    return problems
+
+
+def _worst_drift(report: dict[str, Any]) -> float | None:
+    values = [d["max_abs"] for r in report.get("runners", []) if r.get("status") == "ok"
+              for outputs in r.get("drift", {}).values() for d in outputs.values()]
+    return max(values) if values else None
+
+
+def write_index(out: Path) -> Path:
+    """``out/index.json``: every artifact with its config and model sha256, verdict and worst drift,
+    derived from the folders themselves (so shards and reruns never disagree with it)."""
+    entries = []
+    for folder in sorted(p for p in out.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        try:
+            manifest = json.loads((folder / MANIFEST_FILE).read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        report_path = folder / REPORT_FILE
+        report = json.loads(report_path.read_text()) if report_path.is_file() else None
+        entries.append({
+            "name": folder.name,
+            "config_sha256": manifest.get("config_sha256"),
+            "model_sha256": manifest.get("files", {}).get(MODEL_FILE, {}).get("sha256"),
+            "weights_sha256": manifest.get("files", {}).get(WEIGHTS_FILE, {}).get("sha256"),
+            "verified": report is not None,
+            "passed": report.get("passed") if report else None,
+            "worst_drift": _worst_drift(report) if report else None,
+        })
+    write_json_atomic(out / INDEX_FILE, {"schema_version": INDEX_SCHEMA_VERSION, "artifacts": entries})
+    return out / INDEX_FILE
+
+
+def export_test_data(target: Target, cases: list[Case], out: Path) -> Path:
+    """``out/<name>/model.onnx`` and ``test_data_set_N/{input,output}_K.pb`` in ONNX's test-case layout.
+
+    Expected outputs are PyTorch's float64 oracle, cast to the model's float32. Streaming cases (several
+    calls) are left out: a test data set is one call.
+    """
+    folder = out / target.cfg.name
+    staging = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{target.cfg.name}-", dir=_mkdir(out)))
+    try:
+        (staging / MODEL_FILE).write_bytes(target.model.SerializeToString())
+        oracle = Float64Oracle(target.module)
+        input_names = [i.name for i in target.model.graph.input]
+        output_names = [o.name for o in target.model.graph.output]
+        for number, case in enumerate(c for c in cases if not c.chunks):
+            data_set = staging / f"test_data_set_{number}"
+            data_set.mkdir()
+            expected = oracle.infer(case.feeds)
+            for k, name in enumerate(input_names):
+                _write_tensor(data_set / f"input_{k}.pb", case.feeds[name], name)
+            for k, name in enumerate(output_names):
+                _write_tensor(data_set / f"output_{k}.pb", expected[name].astype(np.float32), name)
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.rename(staging, folder)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return folder
+
+
+def _mkdir(path: Path) -> Path:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ArtifactError(f"{path}: cannot create folder: {exc.strerror or exc}") from None
+    return path
+
+
+def _write_tensor(path: Path, array: np.ndarray, name: str) -> None:
+    path.write_bytes(numpy_helper.from_array(array, name).SerializeToString())
+
+
+def junit_xml(reports: list[VerifyReport], strict_placement: bool = False, require: tuple[str, ...] = ()) -> str:
+    """One ``<testcase>`` per config × runner × case: failure on drift, skipped when the runner could not run."""
+    suites = ET.Element("testsuites", name="rnnexport verify")
+    for report in reports:
+        problems = report.problems(strict_placement=strict_placement, require=require)
+        suite = ET.SubElement(suites, "testsuite", name=report.name)
+        counts = {"tests": 0, "failures": 0, "skipped": 0}
+        case_names = [c["name"] for c in report.cases]
+        for runner in report.runners:
+            for case in case_names:
+                counts["tests"] += 1
+                element = ET.SubElement(suite, "testcase", classname=f"{report.name}.{runner.name}", name=case)
+                mine = [p.text for p in problems if p.runner == runner.name and p.case in (case, None)]
+                if mine:
+                    counts["failures"] += 1
+                    ET.SubElement(element, "failure", message=mine[0]).text = "\n".join(mine)
+                elif runner.status != "ok":
+                    counts["skipped"] += 1
+                    ET.SubElement(element, "skipped", message=f"{runner.status}: {runner.reason}")
+        suite.attrib.update({k: str(v) for k, v in counts.items()})
+    ET.indent(suites)
+    return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(suites, encoding="unicode") + "\n"
