@@ -17,7 +17,7 @@ import click
 from . import __version__
 from .cases import CASE_NAMES, LONG_SEQ
 from .config import load_configs
-from .errors import ArtifactError, RnnExportError
+from .errors import RnnExportError
 
 
 class _Group(click.Group):
@@ -61,7 +61,8 @@ SHARD_HELP = "Only the configs of shard K of N (a stable split by name), for a C
               help="Write nothing: rebuild in memory and compare with --out byte for byte; exit 1 on any difference.")
 @click.option("--shard", metavar="K/N", help=SHARD_HELP)
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
-def build(paths: tuple[Path, ...], out: Path, check: bool, shard: str | None, quiet: bool) -> None:
+@click.option("-v", "--verbose", is_flag=True, help="Also print each model's inputs, outputs and op counts.")
+def build(paths: tuple[Path, ...], out: Path, check: bool, shard: str | None, quiet: bool, verbose: bool) -> None:
     """Build an artifact (model.onnx, weights.pt, manifest.json) for each config.
 
     PATHS are config files or folders of them. Every config is validated before anything is written;
@@ -85,6 +86,10 @@ def build(paths: tuple[Path, ...], out: Path, check: bool, shard: str | None, qu
             size = (folder / "model.onnx").stat().st_size
             _say(quiet, f"built {cfg.name}: {folder} ({cfg.num_layers} × {cfg.cell}, opset {cfg.opset}, "
                         f"{size / 1024:.1f} KiB) in {time.perf_counter() - start:.2f} s")
+            if verbose and not quiet:
+                from .inspection import inspect_path, render_inspect
+
+                click.echo(render_inspect(inspect_path(folder)))
     if check:
         for problem in problems:
             click.echo(f"✗ {problem}", err=True)
@@ -120,57 +125,69 @@ def _split(values: tuple[str, ...]) -> tuple[str, ...]:
 @click.option("--long-seq", type=click.IntRange(min=1), default=LONG_SEQ, show_default=True,
               help="Steps of the 'long' case.")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), help="Write every report as one JSON file.")
+@click.option("--html", "html_path", type=click.Path(path_type=Path),
+              help="Write a self-contained HTML report with drift plots (plots need rnnexport[plots]).")
 @click.option("--junit", "junit_path", type=click.Path(path_type=Path),
               help="Write a JUnit XML report (one test case per config × runner × case).")
 @click.option("--export-test-data", "test_data", type=click.Path(path_type=Path),
               help="Write each model and its cases in ONNX's test-case layout (input_K.pb, output_K.pb).")
 @click.option("--shard", metavar="K/N", help=SHARD_HELP)
 @click.option("-q", "--quiet", is_flag=True, help="Print only the verdict lines.")
+@click.option("-v", "--verbose", is_flag=True, help="Also print the worst drift of every runner in every case.")
 def verify(paths, config_path, weights, providers, require, case_names, atol, rtol, strict_placement, seed,
-           long_seq, json_path, junit_path, test_data, shard, quiet) -> None:
+           long_seq, json_path, html_path, junit_path, test_data, shard, quiet, verbose) -> None:
     """Run the same inputs through PyTorch and ONNX Runtime and measure drift against a float64 oracle.
 
     PATHS are artifact folders (their manifest is checked first), folders of artifacts or configs, config
     files (built in memory), or MODEL.onnx with --config and --weights. An artifact folder receives
-    report.json and inputs.npz. Exit 0 when every check is within tolerance, 1 on drift, 2 on bad input,
+    report.json, report.md and inputs.npz. Exit 0 when every check is within tolerance, 1 on drift, 2 on bad input,
     3 when a runtime failed or a required provider is missing.
     """
-    from .artifacts import write_json_atomic
-    from .ci import export_test_data, in_shard, junit_xml, parse_shard, write_index
-    from .report import render_text, write_report
-    from .verify import load_targets, tolerances_for
-    from .verify import verify as verify_model
+    from .artifacts import write_json_atomic, write_text_atomic
+    from .ci import in_shard, junit_xml, parse_shard
+    from .report import render_text
+    from .verify import load_targets
 
     providers, require, case_names = _split(providers), _split(require), _split(case_names)
     _check_names(providers, require, case_names)
     part = parse_shard(shard) if shard else None
     codes, reports = [], []
-    for target in [t for t in load_targets(list(paths), config_path, weights) if in_shard(t.cfg.name, part)]:
-        tolerances = tolerances_for(target.cfg, atol, rtol)
-        report = verify_model(target.module, target.model, cfg=target.cfg, providers=providers or None,
-                              case_names=case_names or None, tolerances=tolerances, seed=seed, long_seq=long_seq)
-        if target.folder:
-            write_report(report, target.folder)
-            write_index(target.folder.parent)
-        if test_data:
-            export_test_data(target, report.inputs, test_data)
-        text = render_text(report, strict_placement=strict_placement, require=require)
-        click.echo(text.splitlines()[0] if quiet else text)
-        reports.append(report)
-        failed = report.runtime_failed(require)
-        codes.append(3 if failed else 0 if report.passed(strict_placement=strict_placement, require=require) else 1)
+    targets = [t for t in load_targets(list(paths), config_path, weights) if in_shard(t.cfg.name, part)]
+    with _progress(targets, "verifying", quiet) as items:
+        for target in items:
+            report = _verify_one(target, providers, case_names, atol, rtol, seed, long_seq, strict_placement, require,
+                                 test_data)
+            text = render_text(report, strict_placement=strict_placement, require=require, verbose=verbose)
+            click.echo(text.splitlines()[0] if quiet else text)
+            reports.append(report)
+            failed = report.runtime_failed(require)
+            codes.append(3 if failed else 0 if report.passed(strict_placement=strict_placement, require=require) else 1)
     if json_path:
         write_json_atomic(json_path, {"schema_version": 1, "reports": [r.to_dict() for r in reports]})
+    if html_path:
+        from .report_html import render_html
+
+        write_text_atomic(html_path, render_html(reports, strict_placement, require))
     if junit_path:
-        _write_text(junit_path, junit_xml(reports, strict_placement, require))
+        write_text_atomic(junit_path, junit_xml(reports, strict_placement, require))
     sys.exit(max(codes, default=0))
 
 
-def _write_text(path: Path, text: str) -> None:
-    try:
-        path.write_text(text, encoding="utf-8")
-    except OSError as exc:
-        raise ArtifactError(f"{path}: cannot write: {exc.strerror or exc}") from None
+def _verify_one(target, providers, case_names, atol, rtol, seed, long_seq, strict_placement, require, test_data):
+    """Verify one target; an artifact folder gets report.json/.md and inputs.npz, and its index is renewed."""
+    from .ci import export_test_data, write_index
+    from .report import write_report
+    from .verify import tolerances_for, verify
+
+    report = verify(target.module, target.model, cfg=target.cfg, providers=providers or None,
+                    case_names=case_names or None, tolerances=tolerances_for(target.cfg, atol, rtol), seed=seed,
+                    long_seq=long_seq)
+    if target.folder:
+        write_report(report, target.folder, strict_placement, require)
+        write_index(target.folder.parent)
+    if test_data:
+        export_test_data(target, report.inputs, test_data)
+    return report
 
 
 def _check_names(providers: tuple[str, ...], require: tuple[str, ...], case_names: tuple[str, ...]) -> None:
@@ -207,3 +224,17 @@ def formulations(paths: tuple[Path, ...], repeats: int, markdown: bool) -> None:
         click.echo(render_formulations(report, cfg.tolerance.atol, cfg.tolerance.rtol, markdown) + "\n")
         codes.append(0 if report.passed(cfg.tolerance.atol, cfg.tolerance.rtol) else 1)
     sys.exit(max(codes))
+
+
+@main.command()
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of the summary.")
+def inspect(path: Path, as_json: bool) -> None:
+    """Summarise MODEL.onnx or an artifact folder: cell, layers, sizes, directions, opset, inputs and
+    outputs with their dims, op counts, size, sha256, metadata and (for a folder) the manifest check."""
+    import json
+
+    from .inspection import inspect_path, render_inspect
+
+    info = inspect_path(path)
+    click.echo(json.dumps(info, indent=2) if as_json else render_inspect(info))

@@ -6,6 +6,9 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+# Error histogram: counts of |actual - expected| in half-decade bins [0, 1e-12), [1e-12, 10^-11.5), ...,
+# [10^1.5, 1e2), [1e2, inf); 30 bins in all.
+HISTOGRAM_EDGES = tuple(float(10.0**e) for e in np.arange(-12.0, 2.01, 0.5))
 REL_FLOOR = 1e-6  # |expected| below this counts as this, so relative error near zero stays finite
 CURVE_POINTS = 256  # per-timestep curves are max-pooled to at most this many points in reports
 
@@ -18,6 +21,7 @@ class OutputDrift:
     exactly one side is NaN/Inf (or both are, differently). ``per_step`` is the max abs error at each
     time step (outputs with a time axis only); ``growth_slope`` its least-squares slope per step and
     ``growth_ratio`` the mean error over the last quarter of the steps over the first quarter.
+    ``histogram`` counts the errors of finite elements per bin of ``HISTOGRAM_EDGES``.
     """
 
     max_abs: float
@@ -30,6 +34,7 @@ class OutputDrift:
     per_step: tuple[float, ...] | None = None
     growth_slope: float | None = None
     growth_ratio: float | None = None
+    histogram: tuple[int, ...] = ()  # counts per bin of HISTOGRAM_EDGES (finite elements only)
 
     @classmethod
     def from_arrays(cls, expected: np.ndarray, actual: np.ndarray, time_axis: int | None = None) -> OutputDrift:
@@ -58,11 +63,13 @@ class OutputDrift:
             per_step=None if per_step is None else tuple(float(v) for v in per_step),
             growth_slope=slope,
             growth_ratio=ratio,
+            histogram=tuple(int(c) for c in np.histogram(err[finite], bins=(0.0, *HISTOGRAM_EDGES, np.inf))[0]),
         )
 
     def to_dict(self) -> dict:
         data = asdict(self)
         data["worst_index"] = list(self.worst_index)
+        data["histogram"] = list(self.histogram)
         data["per_step"] = None if self.per_step is None else pooled_curve(self.per_step)
         return data
 

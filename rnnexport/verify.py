@@ -20,7 +20,7 @@ import torch
 from .builders import config_for_module
 from .cases import LONG_SEQ, Case, make_cases, skipped_cases
 from .config import ModelConfig, Tolerance, parse_config
-from .drift import OutputDrift
+from .drift import HISTOGRAM_EDGES, OutputDrift
 from .errors import ArtifactError, ProviderUnavailable
 from .onnx_export import recurrent_nodes
 from .runtimes import CPU, CUDA, SHORT_NAMES, TENSORRT, Float64Oracle, OrtRunner, TorchRunner, provider_status
@@ -146,6 +146,7 @@ class VerifyReport:
             "cases": self.cases,
             "skipped_cases": self.skipped_cases,
             "runners": [r.to_dict() for r in self.runners],
+            "histogram_edges": list(HISTOGRAM_EDGES),
             "seconds": self.seconds,
         }
 

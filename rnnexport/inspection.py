@@ -1,0 +1,104 @@
+"""What an ONNX file or artifact folder holds: a compact summary for people, a dict for machines."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import onnx
+
+from .artifacts import MANIFEST_FILE, MODEL_FILE, load_artifact
+from .errors import ArtifactError
+from .onnx_export import op_counts, recurrent_nodes
+from .verify import load_model_bytes
+
+
+def _dims(value: onnx.ValueInfoProto) -> list[Any]:
+    return [d.dim_param or (d.dim_value if d.HasField("dim_value") else "?") for d in value.type.tensor_type.shape.dim]
+
+
+def _attrs(node: onnx.NodeProto) -> dict[str, Any]:
+    return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+
+
+def layer_summary(model: onnx.ModelProto) -> list[dict[str, Any]]:
+    """One entry per recurrent node: op, hidden and input size, direction, activations, GRU's
+    linear_before_reset and the layout attribute (ONNX's defaults filled in)."""
+    shapes = {t.name: list(t.dims) for t in model.graph.initializer}
+    layers = []
+    for node in recurrent_nodes(model):
+        attrs = _attrs(node)
+        w_dims = shapes.get(node.input[1]) if len(node.input) > 1 else None
+        entry = {
+            "node": node.name, "op": node.op_type, "hidden_size": attrs.get("hidden_size"),
+            "input_size": w_dims[2] if w_dims and len(w_dims) == 3 else None,
+            "direction": (attrs.get("direction") or b"forward").decode(),
+            "activations": [a.decode() for a in attrs.get("activations", [])] or "default",
+            "layout": attrs.get("layout", 0),
+            "weights_are_initializers": all(name in shapes for name in node.input[1:3]),
+        }
+        if node.op_type == "GRU":
+            entry["linear_before_reset"] = attrs.get("linear_before_reset", 0)
+        layers.append(entry)
+    return layers
+
+
+def inspect_path(path: str | Path) -> dict[str, Any]:
+    """Summary of ``MODEL.onnx`` or an artifact folder (whose manifest is checked, not trusted)."""
+    path = Path(path)
+    manifest_status = None
+    model_path = path
+    if path.is_dir():
+        if not (path / MANIFEST_FILE).is_file():
+            raise ArtifactError(f"{path}: not an artifact folder (no {MANIFEST_FILE})")
+        model_path = path / MODEL_FILE
+        try:
+            load_artifact(path)
+            manifest_status = "ok: every file matches its sha256"
+        except ArtifactError as exc:
+            manifest_status = f"problem: {exc}"
+    try:
+        data = model_path.read_bytes()
+    except OSError as exc:
+        raise ArtifactError(f"{model_path}: cannot read: {exc.strerror or exc}") from None
+    model = load_model_bytes(data, str(model_path))
+    layers = layer_summary(model)
+    initializers = {i.name for i in model.graph.initializer}
+    return {
+        "file": f"{path.name}/{MODEL_FILE}" if path.is_dir() else model_path.name,
+        "bytes": len(data),
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "producer": f"{model.producer_name} {model.producer_version}".strip(),
+        "ir_version": model.ir_version,
+        "opset": next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None),
+        "cell": sorted({layer["op"] for layer in layers}),
+        "layers": layers,
+        "inputs": [{"name": v.name, "dims": _dims(v)} for v in model.graph.input if v.name not in initializers],
+        "outputs": [{"name": v.name, "dims": _dims(v)} for v in model.graph.output],
+        "op_counts": op_counts(model),
+        "metadata": {p.key: p.value for p in model.metadata_props},
+        "manifest": manifest_status,
+    }
+
+
+def render_inspect(info: dict[str, Any]) -> str:
+    layers = info["layers"]
+    first = layers[0] if layers else {}
+    lines = [
+        f"{info['file']}: {info['bytes'] / 1024:.1f} KiB, sha256 {info['sha256'][:16]}…, {info['producer'] or '?'}, "
+        f"opset {info['opset']}, IR {info['ir_version']}",
+        f"  cell        {', '.join(info['cell']) or 'none (no GRU, LSTM or RNN node)'} × {len(layers)} layers, "
+        f"hidden {first.get('hidden_size')}, input {first.get('input_size')}, {first.get('direction', '-')}"
+        + ("" if first.get("activations", "default") == "default" else f", activations {'/'.join(first['activations'])}"),
+    ]
+    for v in info["inputs"]:
+        lines.append(f"  input       {v['name']} [{', '.join(map(str, v['dims']))}]")
+    for v in info["outputs"]:
+        lines.append(f"  output      {v['name']} [{', '.join(map(str, v['dims']))}]")
+    lines.append("  ops         " + ", ".join(f"{k} {v}" for k, v in info["op_counts"].items()))
+    for key, value in info["metadata"].items():
+        lines.append(f"  metadata    {key} = {value}")
+    if info["manifest"]:
+        lines.append(f"  manifest    {info['manifest']}")
+    return "\n".join(lines)
