@@ -154,3 +154,26 @@ def _case_table(report: VerifyReport) -> list[str]:
 def _aligned(header: tuple[str, ...], rows: list[tuple[str, ...]], indent: str = "  ") -> list[str]:
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     return [indent + "  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in [header, *rows]]
+
+
+def render_formulations(report: FormulationsReport, atol: float, rtol: float, markdown: bool = False) -> str:
+    """A table of formulations: max |Δ| from native and from the float64 oracle, time, exported sha256."""
+    ok = report.passed(atol, rtol)
+    shape = f"seq {report.shape['seq_len']}, batch {report.shape['batch']}"
+    head = (f"{report.config}: {'all formulations agree' if ok else 'FORMULATIONS DISAGREE'} "
+            f"(example {shape}; allowed |Δ| {report.allowed(atol, rtol):.1e})")
+    header = ("formulation", "max |Δ| vs native", "max |Δ| vs float64", "ms / forward", "model.onnx sha256")
+    rows = [(r.name, f"{r.max_abs_vs_native:.1e}", f"{r.max_abs_vs_oracle:.1e}", f"{r.seconds * 1e3:.2f}",
+             r.onnx_sha256[:16]) for r in report.results if r.status == "ok"]
+    notes = [f"{r.name}: {r.status}: {r.reason}" for r in report.results if r.status != "ok"]
+    if report.speedup():
+        notes.append(f"layer_major runs {report.speedup():.2f}× as fast as time_major")
+    if report.dropout:
+        diffs = ", ".join(f"{k} {v:.1e}" for k, v in report.dropout.items())
+        notes.append(f"dropout (training mode, one fixed set of masks), max |Δ| from layer_major: {diffs}")
+    if markdown:
+        cells = [h.replace("|", "\\|") for h in header]
+        lines = [f"**{head}**", "", "| " + " | ".join(cells) + " |", "|" + "---|" * len(header)]
+        lines += ["| " + " | ".join(f"`{c}`" if i in (0, 4) else c for i, c in enumerate(row)) + " |" for row in rows]
+        return "\n".join(lines + [""] + [f"- {n}" for n in notes])
+    return "\n".join([head, *_aligned(header, rows)] + [f"  {n}" for n in notes])
