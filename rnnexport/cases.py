@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from .config import ModelConfig
+from .errors import ArtifactError
 
 LONG_SEQ = 1024
 CASE_NAMES = ("example", "seq1", "batch1", "long", "other_batch", "saturating", "tiny", "zero_state",
@@ -116,14 +117,20 @@ def skipped_cases(cfg: ModelConfig) -> dict[str, str]:
     return skipped
 
 
+CHUNKS_KEY = "__chunks__"
+
+
 def save_cases(cases: list[Case], path: str | Path) -> None:
-    """All feeds in one ``.npz``, keyed ``<case>/<input>``, written atomically; read back with
-    ``load_case_arrays``."""
+    """All feeds in one ``.npz``, keyed ``<case>/<input>`` (and ``<case>/__chunks__`` for streaming),
+    written atomically; read back with ``load_cases``."""
     path = Path(path)
+    arrays = {f"{c.name}/{k}": v for c in cases for k, v in c.feeds.items()}
+    arrays.update({f"{c.name}/{CHUNKS_KEY}": np.array(c.chunks, np.int64) for c in cases if c.chunks})
     fd, tmp = tempfile.mkstemp(prefix=".rnnexport-tmp-", suffix=".npz", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            np.savez_compressed(f, **{f"{c.name}/{k}": v for c in cases for k, v in c.feeds.items()})
+            np.savez_compressed(f, **arrays)
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -131,10 +138,67 @@ def save_cases(cases: list[Case], path: str | Path) -> None:
 
 
 def load_case_arrays(path: str | Path) -> dict[str, dict[str, np.ndarray]]:
-    """``{case: {input: array}}`` from a file written by ``save_cases`` (no pickle)."""
+    """``{case: {key: array}}`` from a file written by ``save_cases``; pickled objects are refused."""
     out: dict[str, dict[str, np.ndarray]] = {}
-    with np.load(path, allow_pickle=False) as data:
-        for key in data.files:
-            case, _, name = key.partition("/")
-            out.setdefault(case, {})[name] = data[key]
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            for key in data.files:
+                case, _, name = key.partition("/")
+                out.setdefault(case, {})[name] = data[key]
+    except FileNotFoundError:
+        raise ArtifactError(f"{path}: no such file") from None
+    except ValueError as exc:
+        raise ArtifactError(f"{path}: refused: it holds pickled objects ({exc})") from None
+    except Exception as exc:  # zipfile.BadZipFile, OSError, EOFError, ...
+        raise ArtifactError(f"{path}: not a .npz file of inputs ({type(exc).__name__})") from None
     return out
+
+
+def load_cases(path: str | Path, cfg: ModelConfig) -> list[Case]:
+    """Replay saved inputs: every case's feeds checked against ``cfg``'s graph inputs and sizes."""
+    cases = []
+    expected = input_names(cfg)
+    for name, arrays in load_case_arrays(path).items():
+        chunks = arrays.pop(CHUNKS_KEY, None)
+        if sorted(arrays) != sorted(expected):
+            raise ArtifactError(f"{path}: case '{name}' has inputs {sorted(arrays)}; the model takes {expected}")
+        feeds = {k: arrays[k].astype(np.int32 if k == "sequence_lens" else np.float32) for k in expected}
+        _check_shapes(cfg, feeds, f"{path}: case '{name}'")
+        time_axis = 1 if cfg.batch_first else 0
+        chunk_lengths = tuple(int(c) for c in chunks) if chunks is not None else None
+        if chunk_lengths and sum(chunk_lengths) != feeds["input"].shape[time_axis]:
+            raise ArtifactError(f"{path}: case '{name}': chunks {list(chunk_lengths)} do not add up to the sequence")
+        cases.append(Case(name, feeds, f"replayed from {Path(path).name}", chunk_lengths, time_axis))
+    if not cases:
+        raise ArtifactError(f"{path}: holds no cases")
+    return cases
+
+
+def input_names(cfg: ModelConfig) -> list[str]:
+    """The graph inputs of ``cfg``'s model, in order."""
+    names = ["input"]
+    if cfg.inputs.initial_state:
+        names += ["h0", "c0"] if cfg.cell == "lstm" else ["h0"]
+    if cfg.inputs.variable_lengths:
+        names.append("sequence_lens")
+    return names
+
+
+def _check_shapes(cfg: ModelConfig, feeds: dict[str, np.ndarray], where: str) -> None:
+    x = feeds["input"]
+    if x.ndim != 3 or x.shape[2] != cfg.input_size or 0 in x.shape:
+        raise ArtifactError(f"{where}: input has shape {list(x.shape)}; expected 3 dims ending in {cfg.input_size}")
+    batch = x.shape[0] if cfg.batch_first else x.shape[1]
+    seq = x.shape[1] if cfg.batch_first else x.shape[0]
+    state = [cfg.num_layers * cfg.num_directions, batch, cfg.hidden_size]
+    for name in ("h0", "c0"):
+        if name in feeds and list(feeds[name].shape) != state:
+            raise ArtifactError(f"{where}: {name} has shape {list(feeds[name].shape)}; expected {state}")
+    lengths = feeds.get("sequence_lens")
+    if lengths is not None and (lengths.shape != (batch,) or lengths.min() < 1 or lengths.max() > seq):
+        raise ArtifactError(f"{where}: sequence_lens must hold {batch} lengths from 1 to {seq}")
+
+
+def nonfinite_count(case: Case) -> int:
+    """NaN and Inf values among a case's float inputs."""
+    return sum(int(np.count_nonzero(~np.isfinite(v))) for k, v in case.feeds.items() if v.dtype.kind == "f")

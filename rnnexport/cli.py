@@ -17,7 +17,7 @@ import click
 from . import __version__
 from .cases import CASE_NAMES, LONG_SEQ
 from .config import load_configs
-from .errors import RnnExportError
+from .errors import ProviderUnavailable, RnnExportError
 
 
 class _Group(click.Group):
@@ -122,6 +122,8 @@ def _split(values: tuple[str, ...]) -> tuple[str, ...]:
 @click.option("--rtol", type=click.FloatRange(min=0), help="Relative tolerance, times max|oracle| per output.")
 @click.option("--strict-placement", is_flag=True, help="Fail when a recurrent node falls back to another provider.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed of the input cases.")
+@click.option("--inputs", "inputs_path", type=click.Path(path_type=Path),
+              help="Replay the cases saved in an inputs.npz (instead of generating them).")
 @click.option("--long-seq", type=click.IntRange(min=1), default=LONG_SEQ, show_default=True,
               help="Steps of the 'long' case.")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), help="Write every report as one JSON file.")
@@ -135,7 +137,7 @@ def _split(values: tuple[str, ...]) -> tuple[str, ...]:
 @click.option("-q", "--quiet", is_flag=True, help="Print only the verdict lines.")
 @click.option("-v", "--verbose", is_flag=True, help="Also print the worst drift of every runner in every case.")
 def verify(paths, config_path, weights, providers, require, case_names, atol, rtol, strict_placement, seed,
-           long_seq, json_path, html_path, junit_path, test_data, shard, quiet, verbose) -> None:
+           inputs_path, long_seq, json_path, html_path, junit_path, test_data, shard, quiet, verbose) -> None:
     """Run the same inputs through PyTorch and ONNX Runtime and measure drift against a float64 oracle.
 
     PATHS are artifact folders (their manifest is checked first), folders of artifacts or configs, config
@@ -144,19 +146,22 @@ def verify(paths, config_path, weights, providers, require, case_names, atol, rt
     3 when a runtime failed or a required provider is missing.
     """
     from .artifacts import write_json_atomic, write_text_atomic
+    from .cases import load_cases
     from .ci import in_shard, junit_xml, parse_shard
     from .report import render_text
     from .verify import load_targets
 
     providers, require, case_names = _split(providers), _split(require), _split(case_names)
     _check_names(providers, require, case_names)
+    _check_required(require)
     part = parse_shard(shard) if shard else None
     codes, reports = [], []
     targets = [t for t in load_targets(list(paths), config_path, weights) if in_shard(t.cfg.name, part)]
     with _progress(targets, "verifying", quiet) as items:
         for target in items:
+            cases = load_cases(inputs_path, target.cfg) if inputs_path else None
             report = _verify_one(target, providers, case_names, atol, rtol, seed, long_seq, strict_placement, require,
-                                 test_data)
+                                 test_data, cases)
             text = render_text(report, strict_placement=strict_placement, require=require, verbose=verbose)
             click.echo(text.splitlines()[0] if quiet else text)
             reports.append(report)
@@ -173,7 +178,8 @@ def verify(paths, config_path, weights, providers, require, case_names, atol, rt
     sys.exit(max(codes, default=0))
 
 
-def _verify_one(target, providers, case_names, atol, rtol, seed, long_seq, strict_placement, require, test_data):
+def _verify_one(target, providers, case_names, atol, rtol, seed, long_seq, strict_placement, require, test_data,
+                cases=None):
     """Verify one target; an artifact folder gets report.json/.md and inputs.npz, and its index is renewed."""
     from .ci import export_test_data, write_index
     from .report import write_report
@@ -181,7 +187,7 @@ def _verify_one(target, providers, case_names, atol, rtol, seed, long_seq, stric
 
     report = verify(target.module, target.model, cfg=target.cfg, providers=providers or None,
                     case_names=case_names or None, tolerances=tolerances_for(target.cfg, atol, rtol), seed=seed,
-                    long_seq=long_seq)
+                    long_seq=long_seq, cases=cases)
     if target.folder:
         write_report(report, target.folder, strict_placement, require)
         write_index(target.folder.parent)
@@ -196,10 +202,24 @@ def _check_names(providers: tuple[str, ...], require: tuple[str, ...], case_name
     known = onnxruntime.get_all_providers()
     for name in providers + tuple(r for r in require if not r.startswith(("torch-", "ort-"))):
         if name not in known:
-            raise click.UsageError(f"unknown provider {name!r}; known: {', '.join(known)}")
+            raise RnnExportError(f"unknown provider {name!r}; known: {', '.join(known)}")
     for name in case_names:
         if name not in CASE_NAMES:
-            raise click.UsageError(f"unknown case {name!r}; known: {', '.join(CASE_NAMES)}")
+            raise RnnExportError(f"unknown case {name!r}; known: {', '.join(CASE_NAMES)}")
+
+
+def _check_required(require: tuple[str, ...]) -> None:
+    """Fail before any work when a required provider cannot be used here (exit 3)."""
+    import torch
+
+    from .runtimes import provider_status
+
+    for name in require:
+        if name == "torch-float32-cuda" and not torch.cuda.is_available():
+            raise ProviderUnavailable(f"required runner {name} is not available: torch {torch.__version__} sees no CUDA device")
+        reason = None if name.startswith(("torch-", "ort-")) else provider_status(name)
+        if reason:
+            raise ProviderUnavailable(f"required provider {name} is not available: {reason}")
 
 
 @main.command()

@@ -72,6 +72,10 @@ def render_text(report: VerifyReport, tolerances: Tolerances | None = None, stri
         if r.fallbacks:
             nodes = ", ".join(f"{n} → {p}" for n, p in r.fallbacks.items())
             lines.append(f"  {r.name}: recurrent nodes ran on another provider: {nodes}")
+    for case in report.cases:
+        if case.get("nonfinite_inputs"):
+            lines.append(f"  ⚠ case {case['name']}: the inputs hold {case['nonfinite_inputs']} NaN/Inf values; "
+                         "outputs are compared where both sides are finite")
     if report.skipped_cases:
         lines.append("  skipped: " + "; ".join(f"{k} ({v})" for k, v in report.skipped_cases.items()))
     for problem in failures[:8]:

@@ -18,7 +18,7 @@ import onnx
 import torch
 
 from .builders import config_for_module
-from .cases import LONG_SEQ, Case, make_cases, skipped_cases
+from .cases import LONG_SEQ, Case, input_names, make_cases, nonfinite_count, skipped_cases
 from .config import ModelConfig, Tolerance, parse_config
 from .drift import HISTOGRAM_EDGES, OutputDrift
 from .errors import ArtifactError, ProviderUnavailable
@@ -177,11 +177,7 @@ def check_model_matches(model: onnx.ModelProto, cfg: ModelConfig, source: str) -
     nodes = recurrent_nodes(model)
     if not nodes:
         raise ArtifactError(f"{source}: the graph has no GRU, LSTM or RNN node")
-    expected = ["input"]
-    if cfg.inputs.initial_state:
-        expected += ["h0", "c0"] if cfg.cell == "lstm" else ["h0"]
-    if cfg.inputs.variable_lengths:
-        expected.append("sequence_lens")
+    expected = input_names(cfg)
     initializers = {i.name for i in model.graph.initializer}
     found = [i.name for i in model.graph.input if i.name not in initializers]
     if found != expected:
@@ -347,6 +343,7 @@ def _case_summary(case: Case) -> dict[str, Any]:
         "description": case.description,
         "inputs": {k: list(v.shape) for k, v in case.feeds.items()},
         "chunks": list(case.chunks) if case.chunks else None,
+        "nonfinite_inputs": nonfinite_count(case),
     }
 
 
