@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import pickle
+import re
 from pathlib import Path
 
 import numpy as np
@@ -79,8 +80,13 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     except IsADirectoryError:
         raise ArtifactError(f"{path}: is a folder, expected a weights file") from None
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unpickling failed"
-        raise ArtifactError(f"{path}: refused: not a plain weights file; loading it would run code ({first})") from None
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
+        if found is None:  # not a pickle of tensors at all
+            detail = re.search(r"WeightsUnpickler error:\s*(.+)", str(exc))
+            reason = detail[1].strip() if detail else str(exc).strip().splitlines()[0]
+            raise ArtifactError(f"{path}: not a PyTorch weights file ({reason})") from None
+        raise ArtifactError(f"{path}: refused: not a plain weights file; loading it would run code "
+                            f"(it references {found[1]})") from None
     except Exception as exc:  # torch.load raises RuntimeError, EOFError, zipfile errors, ...
         raise ArtifactError(f"{path}: not a PyTorch weights file ({type(exc).__name__}: {exc})") from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):

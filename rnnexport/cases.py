@@ -141,14 +141,19 @@ def load_case_arrays(path: str | Path) -> dict[str, dict[str, np.ndarray]]:
     """``{case: {key: array}}`` from a file written by ``save_cases``; pickled objects are refused."""
     out: dict[str, dict[str, np.ndarray]] = {}
     try:
+        with open(path, "rb") as f:
+            magic = f.read(4)
+    except OSError as exc:
+        raise ArtifactError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    if magic != b"PK\x03\x04":
+        raise ArtifactError(f"{path}: not a .npz file of inputs")
+    try:
         with np.load(path, allow_pickle=False) as data:
             for key in data.files:
                 case, _, name = key.partition("/")
                 out.setdefault(case, {})[name] = data[key]
-    except FileNotFoundError:
-        raise ArtifactError(f"{path}: no such file") from None
-    except ValueError as exc:
-        raise ArtifactError(f"{path}: refused: it holds pickled objects ({exc})") from None
+    except ValueError:
+        raise ArtifactError(f"{path}: refused: it holds pickled objects, which could run code on load") from None
     except Exception as exc:  # zipfile.BadZipFile, OSError, EOFError, ...
         raise ArtifactError(f"{path}: not a .npz file of inputs ({type(exc).__name__})") from None
     return out

@@ -18,7 +18,8 @@ class OutputDrift:
     """Drift of one output: ``actual`` measured against ``expected`` (the reference).
 
     Statistics cover elements finite on both sides; ``nonfinite_mismatches`` counts elements where
-    exactly one side is NaN/Inf (or both are, differently). ``per_step`` is the max abs error at each
+    exactly one side is NaN/Inf (or both are, differently): ``nonfinite_introduced`` of them are NaN/Inf in
+    ``actual`` only, the rest are finite in ``actual`` where ``expected`` is not (a NaN hidden). ``per_step`` is the max abs error at each
     time step (outputs with a time axis only); ``growth_slope`` its least-squares slope per step and
     ``growth_ratio`` the mean error over the last quarter of the steps over the first quarter.
     ``histogram`` counts the errors of finite elements per bin of ``HISTOGRAM_EDGES``.
@@ -31,6 +32,7 @@ class OutputDrift:
     expected_max_abs: float
     worst_index: tuple[int, ...]
     nonfinite_mismatches: int
+    nonfinite_introduced: int
     per_step: tuple[float, ...] | None = None
     growth_slope: float | None = None
     growth_ratio: float | None = None
@@ -45,6 +47,7 @@ class OutputDrift:
         finite = np.isfinite(e) & np.isfinite(a)
         same_nonfinite = ~finite & ((np.isnan(e) & np.isnan(a)) | (e == a))
         mismatches = int(np.count_nonzero(~finite & ~same_nonfinite))
+        introduced = int(np.count_nonzero(np.isfinite(e) & ~np.isfinite(a)))
         err = np.where(finite, np.abs(a - e), 0.0)
         worst = np.unravel_index(int(np.argmax(err)), err.shape) if err.size else ()
         ref = np.where(finite, np.abs(e), 0.0)
@@ -60,6 +63,7 @@ class OutputDrift:
             expected_max_abs=float(ref.max(initial=0.0)),
             worst_index=tuple(int(i) for i in worst),
             nonfinite_mismatches=mismatches,
+            nonfinite_introduced=introduced,
             per_step=None if per_step is None else tuple(float(v) for v in per_step),
             growth_slope=slope,
             growth_ratio=ratio,

@@ -76,6 +76,16 @@ class Tolerances:
         return self.cuda if device == "cuda" else self.cpu
 
 
+def _nonfinite(d: OutputDrift) -> str:
+    parts = []
+    if d.nonfinite_introduced:
+        parts.append(f"{d.nonfinite_introduced} NaN/Inf where the oracle is finite")
+    if d.nonfinite_mismatches - d.nonfinite_introduced:
+        parts.append(f"{d.nonfinite_mismatches - d.nonfinite_introduced} finite or different values where the "
+                     "oracle is NaN/Inf")
+    return ", ".join(parts)
+
+
 class Problem(NamedTuple):
     runner: str
     case: str | None
@@ -111,8 +121,7 @@ class VerifyReport:
             for case, outputs in r.drift.items():
                 for output, d in outputs.items():
                     if d.nonfinite_mismatches:
-                        found.append(Problem(r.name, case, f"{r.name}: {case}/{output}: {d.nonfinite_mismatches} "
-                                                           "NaN/Inf where the oracle has none"))
+                        found.append(Problem(r.name, case, f"{r.name}: {case}/{output}: {_nonfinite(d)}"))
                     elif d.max_abs > t.atol + t.rtol * d.expected_max_abs:
                         found.append(Problem(r.name, case, f"{r.name}: {case}/{output}: max |Δ| {d.max_abs:.3g} > "
                                                            f"atol {t.atol:g} + rtol {t.rtol:g} × {d.expected_max_abs:.3g}"))
@@ -207,7 +216,8 @@ def verify(
     proto, data = _model_bytes(model)
     cfg = cfg or config_for_onnx(module, proto)
     check_model_matches(proto, cfg, cfg.name)
-    cases = cases if cases is not None else make_cases(cfg, seed, case_names, long_seq)
+    replayed = cases is not None
+    cases = cases if replayed else make_cases(cfg, seed, case_names, long_seq)
     tolerances = tolerances or tolerances_for(cfg)
     oracle = Float64Oracle(module)
     runners, results = _open_runners(module, data, providers or default_providers())
@@ -226,7 +236,8 @@ def verify(
         config=cfg.to_dict(),
         tolerances=tolerances,
         cases=[_case_summary(c) for c in cases],
-        skipped_cases={k: v for k, v in skipped_cases(cfg).items() if case_names is None or k in case_names},
+        skipped_cases={} if replayed else {k: v for k, v in skipped_cases(cfg).items()
+                                           if case_names is None or k in case_names},
         runners=list(results.values()),
         oracle={"name": oracle.name, **oracle.settings},
         seconds=time.perf_counter() - start,
