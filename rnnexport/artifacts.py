@@ -36,16 +36,21 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def write_text_atomic(path: str | Path, text: str) -> None:
-    """Write ``text`` to a temporary file beside ``path``, fsync it, then ``os.replace``."""
+def staging_prefix(label: str) -> str:
+    """Prefix of a hidden temporary name; the pid lets a later build tell a dead one from a live one."""
+    return f"{TMP_PREFIX}{os.getpid()}-{label}-"
+
+
+def write_bytes_atomic(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to a hidden temporary file beside ``path``, fsync it, then ``os.replace``."""
     path = Path(path)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=staging_prefix("file"), dir=path.parent)
     except OSError as exc:
         raise ArtifactError(f"{path}: cannot write: {exc.strerror or exc}") from None
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o644)
@@ -53,6 +58,10 @@ def write_text_atomic(path: str | Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    write_bytes_atomic(path, text.encode("utf-8"))
 
 
 def write_json_atomic(path: str | Path, data: Any) -> None:
@@ -98,7 +107,7 @@ def write_artifact(out: str | Path, cfg: ModelConfig, files: dict[str, bytes], m
     target = artifact_dir(out, cfg.name)
     _remove_stale_temporaries(out)
     try:
-        staging = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{cfg.name}-", dir=out))
+        staging = Path(tempfile.mkdtemp(prefix=staging_prefix(cfg.name), dir=out))
     except OSError as exc:
         raise ArtifactError(f"{out}: cannot write: {exc.strerror or exc}") from None
     try:
@@ -150,7 +159,7 @@ def _exchange(a: Path, b: Path) -> bool:
             raise ArtifactError(f"{b}: cannot replace: {os.strerror(ctypes.get_errno())}")
     # No atomic exchange on this system: a kill between these two renames leaves the old
     # artifact in a hidden folder beside the target, never a half-written one at the target.
-    aside = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}old-", dir=b.parent))
+    aside = Path(tempfile.mkdtemp(prefix=staging_prefix("old"), dir=b.parent))
     os.replace(b, aside)
     os.rename(a, b)
     os.rename(aside, a)
@@ -158,13 +167,26 @@ def _exchange(a: Path, b: Path) -> bool:
 
 
 def _remove_stale_temporaries(out: Path) -> None:
-    """Remove hidden staging folders left by killed builds (older than a minute, so not in use)."""
+    """Remove hidden staging folders left by killed builds: those whose process is gone (the pid is in
+    the name), or older than an hour."""
     for entry in out.glob(f"{TMP_PREFIX}*"):
+        pid = entry.name.removeprefix(TMP_PREFIX).split("-", 1)[0]
         try:
-            if time.time() - entry.stat().st_mtime > 60:
+            stale = not (pid.isdigit() and _alive(int(pid))) or time.time() - entry.stat().st_mtime > 3600
+            if stale:
                 shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink()
         except OSError:
             pass
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 def load_artifact(path: str | Path) -> Artifact:

@@ -5,8 +5,7 @@ Each case's inputs depend only on (seed, case name), so adding a case never chan
 
 from __future__ import annotations
 
-import os
-import tempfile
+import io
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -120,25 +119,18 @@ def skipped_cases(cfg: ModelConfig) -> dict[str, str]:
 CHUNKS_KEY = "__chunks__"
 
 
-def save_cases(cases: list[Case], path: str | Path) -> None:
-    """All feeds in one ``.npz``, keyed ``<case>/<input>`` (and ``<case>/__chunks__`` for streaming),
-    written atomically; read back with ``load_cases``."""
-    path = Path(path)
+def cases_to_npz(cases: list[Case]) -> bytes:
+    """All feeds as one ``.npz``, keyed ``<case>/<input>`` (and ``<case>/__chunks__`` for streaming);
+    read back with ``load_cases``."""
     arrays = {f"{c.name}/{k}": v for c in cases for k, v in c.feeds.items()}
     arrays.update({f"{c.name}/{CHUNKS_KEY}": np.array(c.chunks, np.int64) for c in cases if c.chunks})
-    fd, tmp = tempfile.mkstemp(prefix=".rnnexport-tmp-", suffix=".npz", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez_compressed(f, **arrays)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    return buffer.getvalue()
 
 
 def load_case_arrays(path: str | Path) -> dict[str, dict[str, np.ndarray]]:
-    """``{case: {key: array}}`` from a file written by ``save_cases``; pickled objects are refused."""
+    """``{case: {key: array}}`` from a file written from ``cases_to_npz``; pickled objects are refused."""
     out: dict[str, dict[str, np.ndarray]] = {}
     try:
         with open(path, "rb") as f:

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from onnx import numpy_helper
 
-from .artifacts import MANIFEST_FILE, MODEL_FILE, TMP_PREFIX, WEIGHTS_FILE, write_json_atomic
+from .artifacts import MANIFEST_FILE, MODEL_FILE, WEIGHTS_FILE, staging_prefix, write_json_atomic
 from .cases import Case
 from .config import ModelConfig
 from .errors import ArtifactError
@@ -97,7 +97,7 @@ def export_test_data(target: Target, cases: list[Case], out: Path) -> Path:
     calls) are left out: a test data set is one call.
     """
     folder = out / target.cfg.name
-    staging = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{target.cfg.name}-", dir=_mkdir(out)))
+    staging = Path(tempfile.mkdtemp(prefix=staging_prefix(target.cfg.name), dir=_mkdir(out)))
     try:
         (staging / MODEL_FILE).write_bytes(target.model.SerializeToString())
         oracle = Float64Oracle(target.module)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .artifacts import write_json_atomic, write_text_atomic
-from .cases import save_cases
+from .artifacts import write_bytes_atomic, write_json_atomic, write_text_atomic
+from .cases import cases_to_npz
 from .formulations import FormulationsReport
 from .verify import RunnerResult, Tolerances, VerifyReport
 
@@ -91,7 +91,7 @@ def write_report(report: VerifyReport, folder: Path, strict_placement: bool = Fa
                  require: tuple[str, ...] = ()) -> None:
     """``report.json`` (versioned), ``report.md`` and ``inputs.npz`` (every case's feeds) into ``folder``,
     each written atomically."""
-    save_cases(report.inputs, folder / INPUTS_FILE)
+    write_bytes_atomic(folder / INPUTS_FILE, cases_to_npz(report.inputs))
     write_json_atomic(folder / REPORT_FILE, report.to_dict())
     write_text_atomic(folder / MARKDOWN_FILE, render_markdown(report, strict_placement=strict_placement,
                                                               require=require))
