@@ -9,7 +9,8 @@ import numpy as np
 # Error histogram: counts of |actual - expected| in half-decade bins [0, 1e-12), [1e-12, 10^-11.5), ...,
 # [10^1.5, 1e2), [1e2, inf); 30 bins in all.
 HISTOGRAM_EDGES = tuple(float(10.0**e) for e in np.arange(-12.0, 2.01, 0.5))
-REL_FLOOR = 1e-6  # |expected| below this counts as this, so relative error near zero stays finite
+REL_FLOOR = 1e-6
+CHUNK_STEPS = 512  # time steps compared at once  # |expected| below this counts as this, so relative error near zero stays finite
 CURVE_POINTS = 256  # per-timestep curves are max-pooled to at most this many points in reports
 
 
@@ -18,9 +19,9 @@ class OutputDrift:
     """Drift of one output: ``actual`` measured against ``expected`` (the reference).
 
     Statistics cover elements finite on both sides; ``nonfinite_mismatches`` counts elements where
-    exactly one side is NaN/Inf (or both are, differently): ``nonfinite_introduced`` of them are NaN/Inf in
-    ``actual`` only, the rest are finite in ``actual`` where ``expected`` is not (a NaN hidden). ``per_step`` is the max abs error at each
-    time step (outputs with a time axis only); ``growth_slope`` its least-squares slope per step and
+    exactly one side is NaN/Inf (or both are, differently): ``nonfinite_introduced`` of them are NaN/Inf
+    in ``actual`` only, the rest are finite in ``actual`` where ``expected`` is not (a NaN hidden).
+    ``per_step`` is the max abs error at each time step (outputs with a time axis only); ``growth_slope`` its least-squares slope per step and
     ``growth_ratio`` the mean error over the last quarter of the steps over the first quarter.
     ``histogram`` counts the errors of finite elements per bin of ``HISTOGRAM_EDGES``.
     """
@@ -39,35 +40,28 @@ class OutputDrift:
     histogram: tuple[int, ...] = ()  # counts per bin of HISTOGRAM_EDGES (finite elements only)
 
     @classmethod
-    def from_arrays(cls, expected: np.ndarray, actual: np.ndarray, time_axis: int | None = None) -> OutputDrift:
+    def from_arrays(cls, expected: np.ndarray, actual: np.ndarray, time_axis: int | None = None,
+                    chunk_steps: int = CHUNK_STEPS) -> OutputDrift:
+        """Compare two arrays of one shape. With ``time_axis``, the statistics are gathered
+        ``chunk_steps`` time steps at a time, so the memory used here does not grow with the sequence."""
         if expected.shape != actual.shape:
             raise ValueError(f"shape mismatch: expected {expected.shape}, actual {actual.shape}")
-        e = expected.astype(np.float64, copy=False)
-        a = actual.astype(np.float64, copy=False)
-        finite = np.isfinite(e) & np.isfinite(a)
-        same_nonfinite = ~finite & ((np.isnan(e) & np.isnan(a)) | (e == a))
-        mismatches = int(np.count_nonzero(~finite & ~same_nonfinite))
-        introduced = int(np.count_nonzero(np.isfinite(e) & ~np.isfinite(a)))
-        err = np.where(finite, np.abs(a - e), 0.0)
-        worst = np.unravel_index(int(np.argmax(err)), err.shape) if err.size else ()
-        ref = np.where(finite, np.abs(e), 0.0)
-        per_step = slope = ratio = None
-        if time_axis is not None and err.size:
-            per_step = err.max(axis=tuple(i for i in range(err.ndim) if i != time_axis))
-            slope, ratio = _growth(per_step)
+        acc = _Accumulator()
+        if time_axis is None or expected.size == 0:
+            acc.add(expected, actual, None, 0)
+        else:
+            for start in range(0, expected.shape[time_axis], chunk_steps):
+                window = (slice(None),) * time_axis + (slice(start, start + chunk_steps),)
+                acc.add(expected[window], actual[window], time_axis, start)
+        per_step = np.concatenate(acc.per_step) if acc.per_step else None
+        slope, ratio = _growth(per_step) if per_step is not None else (None, None)
+        count = max(acc.finite, 1)
         return cls(
-            max_abs=float(err.max(initial=0.0)),
-            mean_abs=float(err.sum() / max(int(finite.sum()), 1)),
-            rms=float(np.sqrt((err**2).sum() / max(int(finite.sum()), 1))),
-            max_rel=float((err / np.maximum(ref, REL_FLOOR)).max(initial=0.0)),
-            expected_max_abs=float(ref.max(initial=0.0)),
-            worst_index=tuple(int(i) for i in worst),
-            nonfinite_mismatches=mismatches,
-            nonfinite_introduced=introduced,
+            max_abs=acc.max_abs, mean_abs=acc.sum_abs / count, rms=float(np.sqrt(acc.sum_sq / count)),
+            max_rel=acc.max_rel, expected_max_abs=acc.expected_max_abs, worst_index=acc.worst_index,
+            nonfinite_mismatches=acc.mismatches, nonfinite_introduced=acc.introduced,
             per_step=None if per_step is None else tuple(float(v) for v in per_step),
-            growth_slope=slope,
-            growth_ratio=ratio,
-            histogram=tuple(int(c) for c in np.histogram(err[finite], bins=(0.0, *HISTOGRAM_EDGES, np.inf))[0]),
+            growth_slope=slope, growth_ratio=ratio, histogram=tuple(int(c) for c in acc.histogram),
         )
 
     def to_dict(self) -> dict:
@@ -76,6 +70,41 @@ class OutputDrift:
         data["histogram"] = list(self.histogram)
         data["per_step"] = None if self.per_step is None else pooled_curve(self.per_step)
         return data
+
+
+class _Accumulator:
+    """Running statistics over the pieces of one output, in time order."""
+
+    def __init__(self) -> None:
+        self.max_abs = self.sum_abs = self.sum_sq = self.max_rel = self.expected_max_abs = 0.0
+        self.finite = self.mismatches = self.introduced = 0
+        self.worst_index: tuple[int, ...] = ()
+        self.per_step: list[np.ndarray] = []
+        self.histogram = np.zeros(len(HISTOGRAM_EDGES) + 1, dtype=np.int64)
+
+    def add(self, expected: np.ndarray, actual: np.ndarray, time_axis: int | None, offset: int) -> None:
+        e = expected.astype(np.float64, copy=False)
+        a = actual.astype(np.float64, copy=False)
+        finite = np.isfinite(e) & np.isfinite(a)
+        same_nonfinite = ~finite & ((np.isnan(e) & np.isnan(a)) | (e == a))
+        self.mismatches += int(np.count_nonzero(~finite & ~same_nonfinite))
+        self.introduced += int(np.count_nonzero(np.isfinite(e) & ~np.isfinite(a)))
+        err = np.where(finite, np.abs(a - e), 0.0)
+        ref = np.where(finite, np.abs(e), 0.0)
+        if err.size and (not self.worst_index or err.max() > self.max_abs):
+            index = list(np.unravel_index(int(np.argmax(err)), err.shape))
+            if time_axis is not None:
+                index[time_axis] += offset
+            self.worst_index = tuple(int(i) for i in index)
+        self.max_abs = max(self.max_abs, float(err.max(initial=0.0)))
+        self.sum_abs += float(err.sum())
+        self.sum_sq += float((err**2).sum())
+        self.finite += int(finite.sum())
+        self.max_rel = max(self.max_rel, float((err / np.maximum(ref, REL_FLOOR)).max(initial=0.0)))
+        self.expected_max_abs = max(self.expected_max_abs, float(ref.max(initial=0.0)))
+        self.histogram += np.histogram(err[finite], bins=(0.0, *HISTOGRAM_EDGES, np.inf))[0]
+        if time_axis is not None:
+            self.per_step.append(err.max(axis=tuple(i for i in range(err.ndim) if i != time_axis)))
 
 
 def _growth(per_step: np.ndarray) -> tuple[float | None, float | None]:

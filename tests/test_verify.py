@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -261,3 +262,21 @@ def test_cuda_verification_of_every_shipped_config(tmp_path):
         report = json.loads((out / path.stem / "report.json").read_text())
         cuda = next(r for r in report["runners"] if r["name"] == "ort-cuda")
         assert cuda["status"] == "ok" and cuda["drift"]
+
+
+def test_drift_memory_does_not_grow_with_the_sequence():
+    import tracemalloc
+
+    rng = np.random.default_rng(0)
+    expected = rng.standard_normal((20000, 2, 64))  # 20 MB as float64
+    actual = (expected + rng.standard_normal(expected.shape) * 1e-7).astype(np.float32)
+    tracemalloc.start()
+    drift = OutputDrift.from_arrays(expected, actual, time_axis=0)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 6 * 2**20, peak  # a few 512-step windows, not a copy of the output
+    whole = OutputDrift.from_arrays(expected, actual, time_axis=0, chunk_steps=20000)
+    # streaming changes nothing but memory (and the summation order of the mean)
+    assert drift.mean_abs == pytest.approx(whole.mean_abs, rel=1e-12)
+    assert dataclasses.replace(drift, mean_abs=whole.mean_abs) == whole
+    assert len(drift.per_step) == 20000
