@@ -17,6 +17,7 @@ import click
 from . import __version__
 from .cases import CASE_NAMES, LONG_SEQ
 from .config import load_configs
+from .exporters import EXPORTERS
 from .errors import ProviderUnavailable, RnnExportError
 
 
@@ -60,19 +61,28 @@ SHARD_HELP = "Only the configs of shard K of N (a stable split by name), for a C
 @click.option("--check", is_flag=True,
               help="Write nothing: rebuild in memory and compare with --out byte for byte; exit 1 on any difference.")
 @click.option("--shard", metavar="K/N", help=SHARD_HELP)
+@click.option("--exporter", type=click.Choice(EXPORTERS), default="native", show_default=True,
+              help="rnnexport's own writer, or PyTorch's exporters for comparison.")
+@click.option("--weights", type=click.Path(path_type=Path),
+              help="Take the weights from this state_dict or checkpoint (one config only) instead of the seed.")
+@click.option("--prefix", help="Key prefix of the recurrent module in --weights (e.g. encoder.rnn.); found if alone.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
 @click.option("-v", "--verbose", is_flag=True, help="Also print each model's inputs, outputs and op counts.")
-def build(paths: tuple[Path, ...], out: Path, check: bool, shard: str | None, quiet: bool, verbose: bool) -> None:
+def build(paths: tuple[Path, ...], out: Path, check: bool, shard: str | None, exporter: str, weights: Path | None,
+          prefix: str | None, quiet: bool, verbose: bool) -> None:
     """Build an artifact (model.onnx, weights.pt, manifest.json) for each config.
 
     PATHS are config files or folders of them. Every config is validated before anything is written;
-    --out/index.json lists every artifact afterwards.
+    --out/index.json lists every artifact afterwards. With --weights, the config gives the architecture
+    and the file (a state_dict, or a checkpoint with the module under --prefix) the weights.
     """
     from .ci import check_artifact, in_shard, parse_shard, write_index
     from .pipeline import build_artifact
 
     part = parse_shard(shard) if shard else None
     configs = [c for c in load_configs(list(paths)) if in_shard(c.name, part)]
+    if weights and len(configs) != 1:
+        raise RnnExportError(f"--weights takes exactly one config; {len(configs)} were given")
     problems = []
     with _progress(configs, "checking" if check else "building", quiet) as items:
         for cfg in items:
@@ -82,7 +92,7 @@ def build(paths: tuple[Path, ...], out: Path, check: bool, shard: str | None, qu
                 problems += found
                 _say(quiet, f"{'differs' if found else 'up to date'}: {cfg.name}")
                 continue
-            folder = build_artifact(cfg, out)
+            folder = build_artifact(cfg, out, exporter=exporter, weights=weights, prefix=prefix)
             size = (folder / "model.onnx").stat().st_size
             _say(quiet, f"built {cfg.name}: {folder} ({cfg.num_layers} × {cfg.cell}, opset {cfg.opset}, "
                         f"{size / 1024:.1f} KiB) in {time.perf_counter() - start:.2f} s")
@@ -111,7 +121,8 @@ def _split(values: tuple[str, ...]) -> tuple[str, ...]:
 @main.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--config", "config_path", type=click.Path(path_type=Path), help="Config of a bare MODEL.onnx.")
-@click.option("--weights", type=click.Path(path_type=Path), help="state_dict (.pt) of a bare MODEL.onnx.")
+@click.option("--weights", type=click.Path(path_type=Path), help="state_dict or checkpoint of a bare MODEL.onnx.")
+@click.option("--prefix", help="Key prefix of the recurrent module in --weights; found if alone.")
 @click.option("--providers", multiple=True, metavar="NAMES",
               help="ONNX Runtime providers to run (comma-separated). Default: CPU and CUDA (and TensorRT if present).")
 @click.option("--require", multiple=True, metavar="NAMES",
@@ -136,7 +147,7 @@ def _split(values: tuple[str, ...]) -> tuple[str, ...]:
 @click.option("--shard", metavar="K/N", help=SHARD_HELP)
 @click.option("-q", "--quiet", is_flag=True, help="Print only the verdict lines.")
 @click.option("-v", "--verbose", is_flag=True, help="Also print the worst drift of every runner in every case.")
-def verify(paths, config_path, weights, providers, require, case_names, atol, rtol, strict_placement, seed,
+def verify(paths, config_path, weights, prefix, providers, require, case_names, atol, rtol, strict_placement, seed,
            inputs_path, long_seq, json_path, html_path, junit_path, test_data, shard, quiet, verbose) -> None:
     """Run the same inputs through PyTorch and ONNX Runtime and measure drift against a float64 oracle.
 
@@ -156,7 +167,7 @@ def verify(paths, config_path, weights, providers, require, case_names, atol, rt
     _check_required(require)
     part = parse_shard(shard) if shard else None
     codes, reports = [], []
-    targets = [t for t in load_targets(list(paths), config_path, weights) if in_shard(t.cfg.name, part)]
+    targets = [t for t in load_targets(list(paths), config_path, weights, prefix) if in_shard(t.cfg.name, part)]
     with _progress(targets, "verifying", quiet) as items:
         for target in items:
             cases = load_cases(inputs_path, target.cfg) if inputs_path else None
@@ -258,3 +269,55 @@ def inspect(path: Path, as_json: bool) -> None:
 
     info = inspect_path(path)
     click.echo(json.dumps(info, indent=2) if as_json else render_inspect(info))
+
+
+@main.command()
+@click.option("--from-checkpoint", "checkpoint", type=click.Path(path_type=Path), required=True,
+              help="A state_dict or checkpoint holding an nn.GRU, nn.LSTM or nn.RNN.")
+@click.option("--prefix", help="Key prefix of the recurrent module (e.g. encoder.rnn.); found if alone.")
+@click.option("--name", help="The config's name (default: the checkpoint's file stem).")
+@click.option("--out", "out_path", type=click.Path(path_type=Path), help="Write the config here (default: print it).")
+def init(checkpoint: Path, prefix: str | None, name: str | None, out_path: Path | None) -> None:
+    """Write a config from a checkpoint: cell, sizes, layers, directions and bias come from the weights'
+    keys and shapes; what cannot be known (batch_first, tanh or relu) is marked in the file."""
+    from .artifacts import write_text_atomic
+    from .checkpoints import config_toml, infer_config, load_tensors, select_module
+    from .config import parse_config
+
+    found, state = select_module(load_tensors(checkpoint), prefix, str(checkpoint))
+    raw, notes = infer_config(state, str(checkpoint))
+    name = name or checkpoint.stem
+    parse_config({"name": name, **raw}, f"--name {name!r}")  # the same checks a config file gets
+    text = config_toml(name, raw, notes, f"{checkpoint.name}" + (f" (prefix {found!r})" if found else ""))
+    if out_path is None:
+        click.echo(text, nl=False)
+        return
+    if out_path.exists():
+        raise RnnExportError(f"{out_path}: already exists; choose another --out or remove it")
+    write_text_atomic(out_path, text)
+    click.echo(f"wrote {out_path}: {raw['num_layers']} × {raw['cell']}, hidden {raw['hidden_size']}; " + "; ".join(notes))
+
+
+@main.command()
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--config", "config_path", type=click.Path(path_type=Path),
+              help="Also check the graph against this config (one recurrent node per layer).")
+def lint(path: Path, config_path: Path | None) -> None:
+    """Check any ONNX file for what breaks recurrent models in deployment: recurrent nodes present (one per
+    layer), no Loop/Scan or per-step unroll, GRU linear_before_reset=1, layout=0, default activations,
+    dynamic seq and batch dims, weights as initializers. One line per finding; exit 1 on any error."""
+    from .config import load_config
+    from .lint import has_errors, lint_model
+    from .verify import load_model_bytes
+
+    layers = load_config(config_path).num_layers if config_path else None
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise RnnExportError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    findings = lint_model(load_model_bytes(data, str(path)), layers)
+    for finding in findings:
+        click.echo(f"{path}: {finding}")
+    errors = sum(f.level == "error" for f in findings)
+    click.echo(f"{path}: {errors} error(s), {len(findings) - errors} warning(s)")
+    sys.exit(1 if has_errors(findings) else 0)

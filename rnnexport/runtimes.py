@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -132,7 +133,7 @@ class OrtRunner:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.graph_optimization_level = optimization
-        options.log_severity_level = 3
+        options.log_severity_level = 4  # failures come back as exceptions; its own log would repeat them
         self._profile_dir = None
         if provider != CPU:  # CPU has nothing to fall back to; profile the others to see placement
             self._profile_dir = tempfile.mkdtemp(prefix="rnnexport-ort-profile-")
@@ -195,5 +196,7 @@ class OrtRunner:
 
 
 def _first_line(exc: Exception) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0][:400]
+    """ONNX Runtime's message without its source location: what failed and the shapes involved."""
+    text = (str(exc).strip() or type(exc).__name__).splitlines()[0]
+    text = re.sub(r"Status Message: /\S+:\d+ .*? was false\. ", "", text)
+    return text[:300]

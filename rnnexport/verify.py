@@ -49,6 +49,7 @@ class RunnerResult:
     fallbacks: dict[str, str] = field(default_factory=dict)
     drift: dict[str, dict[str, OutputDrift]] = field(default_factory=dict)
     vs_float32: dict[str, dict[str, OutputDrift]] = field(default_factory=dict)
+    case_errors: dict[str, str] = field(default_factory=dict)  # case → why the runner could not run it
     run_seconds: float = 0.0
 
     def worst(self) -> tuple[str, str, OutputDrift] | None:
@@ -58,7 +59,7 @@ class RunnerResult:
 
     def to_dict(self) -> dict[str, Any]:
         data = {k: getattr(self, k) for k in ("name", "kind", "device", "status", "reason", "settings",
-                                              "placement", "fallbacks", "run_seconds")}
+                                              "placement", "fallbacks", "case_errors", "run_seconds")}
         for key in ("drift", "vs_float32"):
             data[key] = {c: {o: d.to_dict() for o, d in outs.items()} for c, outs in getattr(self, key).items()}
         return data
@@ -114,6 +115,8 @@ class VerifyReport:
             required = r.name in require or r.settings.get("provider") in require
             if r.status == "failed" or (r.status == "not available" and required):
                 found.append(Problem(r.name, None, f"{r.name}: {r.status}: {r.reason}"))
+            for case, error in r.case_errors.items():
+                found.append(Problem(r.name, case, f"{r.name}: {case}: failed to run: {error}"))
             if strict_placement and r.fallbacks:
                 nodes = ", ".join(f"{n} on {p}" for n, p in r.fallbacks.items())
                 found.append(Problem(r.name, None, f"{r.name}: recurrent nodes fell back to another provider: {nodes}"))
@@ -138,7 +141,7 @@ class VerifyReport:
 
     def runtime_failed(self, require: tuple[str, ...] = ()) -> bool:
         """A runner could not load or run the model, or a required provider is missing (exit 3)."""
-        return any(r.status == "failed" or (r.status == "not available" and
+        return any(r.status == "failed" or r.case_errors or (r.status == "not available" and
                                             (r.name in require or r.settings.get("provider") in require))
                    for r in self.runners)
 
@@ -181,10 +184,10 @@ def config_for_onnx(module: torch.nn.Module, model: onnx.ModelProto, name: str =
     return parse_config(raw, f"module {name}")
 
 
-def check_model_matches(model: onnx.ModelProto, cfg: ModelConfig, source: str) -> None:
-    """Refuse an ONNX file whose recurrent nodes or inputs do not fit ``cfg`` (bad input, exit 2)."""
-    nodes = recurrent_nodes(model)
-    if not nodes:
+def check_model_matches(model: onnx.ModelProto, cfg: ModelConfig, source: str, need_recurrent: bool = True) -> None:
+    """Refuse an ONNX file whose inputs do not fit ``cfg``, or (``need_recurrent``) that has no recurrent
+    node: bad input, exit 2. A torch exporter's unrolled graph is verified all the same."""
+    if need_recurrent and not recurrent_nodes(model):
         raise ArtifactError(f"{source}: the graph has no GRU, LSTM or RNN node")
     expected = input_names(cfg)
     initializers = {i.name for i in model.graph.initializer}
@@ -215,7 +218,7 @@ def verify(
     start = time.perf_counter()
     proto, data = _model_bytes(model)
     cfg = cfg or config_for_onnx(module, proto)
-    check_model_matches(proto, cfg, cfg.name)
+    check_model_matches(proto, cfg, cfg.name, need_recurrent=False)
     replayed = cases is not None
     cases = cases if replayed else make_cases(cfg, seed, case_names, long_seq)
     tolerances = tolerances or tolerances_for(cfg)
@@ -310,8 +313,8 @@ def _run_case(case: Case, oracle: Float64Oracle, runners: dict[str, Any], result
         t0 = time.perf_counter()
         try:
             actual = _infer(runner, case)
-        except ProviderUnavailable as exc:
-            result.status, result.reason = "failed", f"case {case.name}: {exc}"
+        except ProviderUnavailable as exc:  # this case would not run (a shape the graph cannot take, say)
+            result.case_errors[case.name] = str(exc).split(": ", 1)[-1]
             continue
         result.run_seconds += time.perf_counter() - t0
         if result.kind == "torch":
@@ -369,11 +372,12 @@ class Target:
     folder: Path | None = None
 
 
-def load_targets(paths: list[Path], config: Path | None = None, weights: Path | None = None) -> list[Target]:
+def load_targets(paths: list[Path], config: Path | None = None, weights: Path | None = None,
+                 prefix: str | None = None) -> list[Target]:
     """Resolve artifact folders (manifest checked first), folders of artifacts or configs, config files
     (built in memory), and ``MODEL.onnx`` files (which need ``config`` and ``weights``)."""
     from .artifacts import load_artifact
-    from .builders import module_with_weights
+    from .checkpoints import module_from_weights
     from .config import find_configs, load_config
     from .pipeline import export_config
 
@@ -381,8 +385,10 @@ def load_targets(paths: list[Path], config: Path | None = None, weights: Path | 
     for path in _expand(paths):
         if path.is_dir():
             artifact = load_artifact(path)
-            module = module_with_weights(artifact.config, artifact.weights_path)
+            module = module_from_weights(artifact.config, artifact.weights_path, prefix="")[0]
             model = _model_bytes(artifact.model_path)[0]
+            native = artifact.manifest.get("exporter", "native") == "native"
+            check_model_matches(model, artifact.config, str(artifact.model_path), need_recurrent=native)
             targets.append(Target(artifact.config, module, model, artifact.path))
         elif path.suffix == ".onnx":
             if config is None or weights is None:
@@ -390,7 +396,7 @@ def load_targets(paths: list[Path], config: Path | None = None, weights: Path | 
             cfg = load_config(config)
             model = _model_bytes(path)[0]
             check_model_matches(model, cfg, str(path))
-            targets.append(Target(cfg, module_with_weights(cfg, weights), model))
+            targets.append(Target(cfg, module_from_weights(cfg, weights, prefix)[0], model))
         else:
             for cfg_path in find_configs([path]):
                 cfg = load_config(cfg_path)

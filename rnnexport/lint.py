@@ -1,0 +1,125 @@
+"""Checks any ONNX file for what breaks recurrent models in deployment. One ``Finding`` per problem."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import NamedTuple
+
+import onnx
+
+from .inspection import layer_summary
+from .onnx_export import recurrent_nodes
+
+UNROLL_OPS = ("MatMul", "Gemm")
+RECURRENT_OPS = ("GRU", "LSTM", "RNN")
+PASS_THROUGH = ("Transpose", "Squeeze", "Unsqueeze", "Identity")
+
+
+class Finding(NamedTuple):
+    level: str  # "error" or "warning"
+    code: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.level}: {self.code}: {self.message}"
+
+
+def lint_model(model: onnx.ModelProto, num_layers: int | None = None) -> list[Finding]:
+    """Everything wrong with ``model`` for deployment; ``num_layers``, when known, is checked too."""
+    found = _structure(model, num_layers)
+    for layer in layer_summary(model):
+        found += _node_findings(layer)
+    found += _dynamic_dims(model) + _fixed_reshapes(model)
+    return found
+
+
+def _structure(model: onnx.ModelProto, num_layers: int | None) -> list[Finding]:
+    ops = Counter(n.op_type for n in model.graph.node)
+    nodes = recurrent_nodes(model)
+    found = []
+    for op in ("Loop", "Scan"):
+        if ops[op]:
+            found.append(Finding("error", "loop", f"{ops[op]} {op} node(s): the recurrence runs as a generic loop, "
+                                                  "not ONNX's GRU/LSTM/RNN operator"))
+    matmuls = sum(ops[op] for op in UNROLL_OPS)
+    if not nodes:
+        hint = f" and {matmuls} MatMul/Gemm nodes: the recurrence looks unrolled step by step" if matmuls else ""
+        found.append(Finding("error", "no-recurrent-node", f"no GRU, LSTM or RNN node{hint}"))
+    elif matmuls > 2 * len(nodes):
+        found.append(Finding("warning", "unroll", f"{matmuls} MatMul/Gemm nodes beside {len(nodes)} recurrent "
+                                                  "node(s): part of the recurrence may be unrolled"))
+    if num_layers is not None and nodes and len(nodes) != num_layers:
+        found.append(Finding("error", "layers", f"{len(nodes)} recurrent nodes for {num_layers} layers; "
+                                                "expected one node per layer"))
+    return found
+
+
+def _node_findings(layer: dict) -> list[Finding]:
+    node, found = layer["node"] or layer["op"], []
+    if layer["op"] == "GRU" and layer.get("linear_before_reset") != 1:
+        found.append(Finding("error", "linear-before-reset", f"{node}: GRU with linear_before_reset=0 computes "
+                                                             "another function than PyTorch's GRU (which needs 1)"))
+    if layer["layout"] != 0:
+        found.append(Finding("error", "layout", f"{node}: layout={layer['layout']}; ONNX Runtime's CPU and CUDA "
+                                                "kernels reject layout=1 (use Transpose nodes)"))
+    if layer["activations"] != "default":
+        found.append(Finding("warning", "activations", f"{node}: activations {'/'.join(layer['activations'])}: "
+                                                       "non-default activations fall back to CPU on the CUDA provider"))
+    if not layer["weights_are_initializers"]:
+        found.append(Finding("warning", "weights", f"{node}: W/R are not initializers: runtimes cannot prepack "
+                                                   "them, and the graph may compute them on every call"))
+    return found
+
+
+def _dynamic_dims(model: onnx.ModelProto) -> list[Finding]:
+    """The sequence and batch dims of the inputs should be symbolic: a number fixes the model to one shape."""
+    initializers = {i.name for i in model.graph.initializer}
+    found = []
+    for value in model.graph.input:
+        if value.name in initializers:
+            continue
+        dims = value.type.tensor_type.shape.dim
+        if value.type.tensor_type.elem_type != onnx.TensorProto.FLOAT or len(dims) != 3:
+            continue
+        # input: [seq, batch, features] (either order); states: [layers*dirs, batch, hidden]
+        axes = (1,) if value.name in ("h0", "c0") or "state" in value.name else (0, 1)
+        fixed = [str(dims[i].dim_value) for i in axes if dims[i].HasField("dim_value")]
+        if fixed:
+            found.append(Finding("error", "static-dims", f"input {value.name}: dims {', '.join(fixed)} are fixed "
+                                                         "numbers where seq and batch should be dynamic"))
+    return found
+
+
+def _constants(model: onnx.ModelProto) -> dict[str, list[int]]:
+    values = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
+            values[node.output[0]] = onnx.numpy_helper.to_array(node.attribute[0].t)
+    return {k: v.ravel().tolist() for k, v in values.items() if v.ndim == 1 and v.dtype.kind == "i"}
+
+
+def _fixed_reshapes(model: onnx.ModelProto) -> list[Finding]:
+    """A Reshape of a recurrent node's sequence output to a constant shape with a fixed first (time) dim
+    works at the example's sequence length only."""
+    producers = {out: node for node in model.graph.node for out in node.output}
+    constants = _constants(model)
+    found = []
+    for node in model.graph.node:
+        shape = constants.get(node.input[1]) if node.op_type == "Reshape" and len(node.input) > 1 else None
+        if not shape or shape[0] <= 0:
+            continue
+        tensor = node.input[0]
+        source = producers.get(tensor)
+        for _ in range(3):  # through a Transpose or Squeeze or two
+            if source is None or source.op_type in RECURRENT_OPS or source.op_type not in PASS_THROUGH:
+                break
+            tensor = source.input[0]
+            source = producers.get(tensor)
+        if source is not None and source.op_type in RECURRENT_OPS and tensor == source.output[0]:  # Y, not Y_h
+            found.append(Finding("error", "static-reshape", f"{node.name or 'Reshape'}: reshapes the output of "
+                                 f"{source.name or source.op_type} to {shape}, fixing the sequence length to {shape[0]}"))
+    return found
+
+
+def has_errors(findings: list[Finding]) -> bool:
+    return any(f.level == "error" for f in findings)
