@@ -62,13 +62,24 @@ def _node_findings(layer: dict) -> list[Finding]:
     if layer["layout"] != 0:
         found.append(Finding("error", "layout", f"{node}: layout={layer['layout']}; ONNX Runtime's CPU and CUDA "
                                                 "kernels reject layout=1 (use Transpose nodes)"))
-    if layer["activations"] != "default":
+    if not _default_activations(layer):
         found.append(Finding("warning", "activations", f"{node}: activations {'/'.join(layer['activations'])}: "
                                                        "non-default activations fall back to CPU on the CUDA provider"))
     if not layer["weights_are_initializers"]:
         found.append(Finding("warning", "weights", f"{node}: W/R are not initializers: runtimes cannot prepack "
                                                    "them, and the graph may compute them on every call"))
     return found
+
+
+DEFAULT_ACTIVATIONS = {"GRU": ["sigmoid", "tanh"], "LSTM": ["sigmoid", "tanh", "tanh"], "RNN": ["tanh"]}
+
+
+def _default_activations(layer: dict) -> bool:
+    """No activations attribute, or one that spells out the operator's defaults (as torch's exporter does)."""
+    if layer["activations"] == "default":
+        return True
+    dirs = 2 if layer["direction"] == "bidirectional" else 1
+    return [a.lower() for a in layer["activations"]] == DEFAULT_ACTIVATIONS[layer["op"]] * dirs
 
 
 def _dynamic_dims(model: onnx.ModelProto) -> list[Finding]:
