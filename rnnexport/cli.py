@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from collections.abc import Iterable, Iterator
@@ -263,8 +264,6 @@ def formulations(paths: tuple[Path, ...], repeats: int, markdown: bool) -> None:
 def inspect(path: Path, as_json: bool) -> None:
     """Summarise MODEL.onnx or an artifact folder: cell, layers, sizes, directions, opset, inputs and
     outputs with their dims, op counts, size, sha256, metadata and (for a folder) the manifest check."""
-    import json
-
     from .inspection import inspect_path, render_inspect
 
     info = inspect_path(path)
@@ -321,3 +320,36 @@ def lint(path: Path, config_path: Path | None) -> None:
     errors = sum(f.level == "error" for f in findings)
     click.echo(f"{path}: {errors} error(s), {len(findings) - errors} warning(s)")
     sys.exit(1 if has_errors(findings) else 0)
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--rounds", type=click.IntRange(min=3), default=7, show_default=True, help="Timed rounds per runner.")
+@click.option("--json", "json_path", type=click.Path(path_type=Path), help="Write every measurement as JSON.")
+def bench(paths: tuple[Path, ...], rounds: int, json_path: Path | None) -> None:
+    """Measure, as ratios within one run: export time of each exporter, PyTorch eager vs ONNX Runtime on our
+    graph (1 thread and all cores) and on torch.onnx's graphs, per shape class (example, one streaming step,
+    a large batch, a long sequence), the share of this machine's float32 GEMM peak, and verification time.
+
+    PATHS are configs or artifact folders; an artifact's manifest receives the fastest ONNX Runtime
+    settings per shape class (runtime_recommendation).
+    """
+    from .artifacts import MANIFEST_FILE, write_json_atomic
+    from .bench import CORES, bench_config, gemm_peak, render_bench
+    from .verify import load_targets
+
+    targets = load_targets(list(paths))
+    peaks = {1: gemm_peak(1), CORES: gemm_peak(CORES)}
+    click.echo(f"float32 GEMM peak: {peaks[1]:.0f} GFLOP/s on 1 thread, {peaks[CORES]:.0f} on {CORES}")
+    results = []
+    for target in targets:
+        result = bench_config(target.cfg, rounds)
+        results.append(result.to_dict())
+        click.echo(render_bench(result, peaks))
+        if target.folder:
+            manifest = json.loads((target.folder / MANIFEST_FILE).read_text())
+            manifest["runtime_recommendation"] = result.recommendation
+            write_json_atomic(target.folder / MANIFEST_FILE, manifest)
+    if json_path:
+        write_json_atomic(json_path, {"schema_version": 1, "cores": CORES, "gemm_peak_gflops": peaks,
+                                      "configs": results})

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 
@@ -65,7 +65,7 @@ class OutputDrift:
         )
 
     def to_dict(self) -> dict:
-        data = asdict(self)
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
         data["worst_index"] = list(self.worst_index)
         data["histogram"] = list(self.histogram)
         data["per_step"] = None if self.per_step is None else pooled_curve(self.per_step)
@@ -102,7 +102,9 @@ class _Accumulator:
         self.finite += int(finite.sum())
         self.max_rel = max(self.max_rel, float((err / np.maximum(ref, REL_FLOOR)).max(initial=0.0)))
         self.expected_max_abs = max(self.expected_max_abs, float(ref.max(initial=0.0)))
-        self.histogram += np.histogram(err[finite], bins=(0.0, *HISTOGRAM_EDGES, np.inf))[0]
+        # searchsorted into the 29 edges, not np.histogram: that sorts the data for uneven bins
+        self.histogram += np.bincount(np.searchsorted(HISTOGRAM_EDGES, err[finite], side="right"),
+                                      minlength=len(HISTOGRAM_EDGES) + 1)
         if time_axis is not None:
             self.per_step.append(err.max(axis=tuple(i for i in range(err.ndim) if i != time_axis)))
 

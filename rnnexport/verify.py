@@ -224,9 +224,10 @@ def verify(
     tolerances = tolerances or tolerances_for(cfg)
     oracle = Float64Oracle(module)
     runners, results = _open_runners(module, data, providers or default_providers())
+    oracle_seconds = 0.0
     try:
         for case in cases:
-            _run_case(case, oracle, runners, results)
+            oracle_seconds += _run_case(case, oracle, runners, results)
     finally:
         for runner in runners.values():
             runner.__exit__(None, None, None)
@@ -242,7 +243,7 @@ def verify(
         skipped_cases={} if replayed else {k: v for k, v in skipped_cases(cfg).items()
                                            if case_names is None or k in case_names},
         runners=list(results.values()),
-        oracle={"name": oracle.name, **oracle.settings},
+        oracle={"name": oracle.name, **oracle.settings, "run_seconds": oracle_seconds},
         seconds=time.perf_counter() - start,
         inputs=cases,
     )
@@ -303,8 +304,11 @@ def _open_runners(module: torch.nn.Module, data: bytes, providers: tuple[str, ..
     return runners, results
 
 
-def _run_case(case: Case, oracle: Float64Oracle, runners: dict[str, Any], results: dict[str, RunnerResult]) -> None:
+def _run_case(case: Case, oracle: Float64Oracle, runners: dict[str, Any], results: dict[str, RunnerResult]) -> float:
+    """Run one case everywhere and record the drift; returns the oracle's run time."""
+    t0 = time.perf_counter()
     expected = oracle.infer(case.feeds)
+    oracle_seconds = time.perf_counter() - t0
     float32: dict[str, dict[str, np.ndarray]] = {}
     for name, runner in runners.items():
         result = results[name]
@@ -323,6 +327,7 @@ def _run_case(case: Case, oracle: Float64Oracle, runners: dict[str, Any], result
         reference = float32.get("cpu")
         if result.kind == "onnxruntime" and reference is not None:
             result.vs_float32[case.name] = _compare(reference, actual, case)
+    return oracle_seconds
 
 
 def _infer(runner: Any, case: Case) -> dict[str, np.ndarray]:
