@@ -84,6 +84,8 @@ class Timing:
 
 def time_interleaved(calls: dict[str, Callable[[], Any]], rounds: int) -> dict[str, Timing]:
     """Median and spread of each call, measured in rotated order within each round."""
+    if not calls:
+        return {}
     repeat = {}
     for name, call in calls.items():
         call()  # warm-up
@@ -113,10 +115,14 @@ class ConfigBench:
         return asdict(self)
 
 
-def _export_times(cfg: ModelConfig, module: torch.nn.Module, rounds: int) -> tuple[dict, dict]:
+def _export_times(cfg: ModelConfig, module: torch.nn.Module, rounds: int, exporters: tuple[str, ...]
+                  ) -> tuple[dict, dict]:
     """Export time of each exporter (module → serialized bytes) and the graphs they made."""
     graphs, calls = {}, {}
     for exporter in EXPORTERS:
+        if exporter not in exporters:
+            graphs[exporter] = "not measured"
+            continue
         try:
             graphs[exporter] = export_config(cfg, module, exporter)[1].SerializeToString()
         except ExportError as exc:
@@ -172,10 +178,11 @@ def _recommend(runtime: dict[str, dict]) -> dict[str, dict[str, Any]]:
     return best
 
 
-def bench_config(cfg: ModelConfig, rounds: int = 5) -> ConfigBench:
-    """Every measurement for one config (see the module's docstring for the method)."""
+def bench_config(cfg: ModelConfig, rounds: int = 5, exporters: tuple[str, ...] = EXPORTERS) -> ConfigBench:
+    """Every measurement for one config (see the module's docstring for the method); ``native`` is
+    always measured, the torch exporters when named in ``exporters``."""
     module = build_model(cfg)
-    export_ms, graphs = _export_times(cfg, module, rounds)
+    export_ms, graphs = _export_times(cfg, module, rounds, ("native", *exporters))
     runtime = _runtime(cfg, module, graphs, rounds)
     start = time.perf_counter()
     report = verify(module, graphs["native"], cfg=cfg, providers=("CPUExecutionProvider",))

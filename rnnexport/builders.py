@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import torch
@@ -20,23 +21,20 @@ def build_model(cfg: ModelConfig) -> RecurrentModule:
     uniform in ±1/sqrt(hidden_size) as PyTorch's own initialiser, so they do not depend on torch's
     global RNG state.
     """
-    common = dict(
-        input_size=cfg.input_size,
-        hidden_size=cfg.hidden_size,
-        num_layers=cfg.num_layers,
-        bias=cfg.bias,
-        batch_first=cfg.batch_first,
-        dropout=cfg.dropout,
-        bidirectional=cfg.bidirectional,
-    )
-    if cfg.cell == "gru":
-        module = nn.GRU(**common)
-    elif cfg.cell == "lstm":
-        module = nn.LSTM(**common)
-    else:
-        module = nn.RNN(nonlinearity=cfg.cell.removeprefix("rnn_"), **common)
+    module = native_module(cfg.cell, input_size=cfg.input_size, hidden_size=cfg.hidden_size,
+                           num_layers=cfg.num_layers, bias=cfg.bias, batch_first=cfg.batch_first,
+                           dropout=cfg.dropout, bidirectional=cfg.bidirectional)
     fill_deterministic(module, cfg.seed)
     return module.eval()
+
+
+def native_module(cell: str, **kwargs: Any) -> RecurrentModule:
+    """``nn.GRU``, ``nn.LSTM`` or ``nn.RNN`` for a config's ``cell``, with ``nn.RNN``'s nonlinearity set."""
+    if cell == "gru":
+        return nn.GRU(**kwargs)
+    if cell == "lstm":
+        return nn.LSTM(**kwargs)
+    return nn.RNN(nonlinearity=cell.removeprefix("rnn_"), **kwargs)
 
 
 def fill_deterministic(module: nn.Module, seed: int) -> None:
@@ -49,7 +47,7 @@ def fill_deterministic(module: nn.Module, seed: int) -> None:
             param.copy_(torch.from_numpy(values))
 
 
-def config_for_module(module: RecurrentModule, name: str = "model") -> dict:
+def config_for_module(module: nn.Module, name: str = "model") -> dict:
     """The architecture keys of a config that describe ``module`` (for ``parse_config``)."""
     cell = {"GRU": "gru", "LSTM": "lstm", "RNN_TANH": "rnn_tanh", "RNN_RELU": "rnn_relu"}[module.mode]
     return dict(

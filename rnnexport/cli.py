@@ -325,8 +325,10 @@ def lint(path: Path, config_path: Path | None) -> None:
 @main.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--rounds", type=click.IntRange(min=3), default=7, show_default=True, help="Timed rounds per runner.")
+@click.option("--exporters", multiple=True, metavar="NAMES",
+              help=f"Exporters to compare (comma-separated; default all): {', '.join(EXPORTERS)}.")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), help="Write every measurement as JSON.")
-def bench(paths: tuple[Path, ...], rounds: int, json_path: Path | None) -> None:
+def bench(paths: tuple[Path, ...], rounds: int, exporters: tuple[str, ...], json_path: Path | None) -> None:
     """Measure, as ratios within one run: export time of each exporter, PyTorch eager vs ONNX Runtime on our
     graph (1 thread and all cores) and on torch.onnx's graphs, per shape class (example, one streaming step,
     a large batch, a long sequence), the share of this machine's float32 GEMM peak, and verification time.
@@ -338,12 +340,16 @@ def bench(paths: tuple[Path, ...], rounds: int, json_path: Path | None) -> None:
     from .bench import CORES, bench_config, gemm_peak, render_bench
     from .verify import load_targets
 
+    exporters = _split(exporters) or EXPORTERS
+    unknown = [e for e in exporters if e not in EXPORTERS]
+    if unknown:
+        raise RnnExportError(f"unknown exporter {unknown[0]!r}; known: {', '.join(EXPORTERS)}")
     targets = load_targets(list(paths))
     peaks = {1: gemm_peak(1), CORES: gemm_peak(CORES)}
     click.echo(f"float32 GEMM peak: {peaks[1]:.0f} GFLOP/s on 1 thread, {peaks[CORES]:.0f} on {CORES}")
     results = []
     for target in targets:
-        result = bench_config(target.cfg, rounds)
+        result = bench_config(target.cfg, rounds, exporters)
         results.append(result.to_dict())
         click.echo(render_bench(result, peaks))
         if target.folder:

@@ -20,14 +20,14 @@ import statistics
 import time
 import warnings
 from dataclasses import dataclass
-from typing import Any, List, Tuple
+from typing import Any, List, Optional, Tuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .builders import build_model
+from .builders import build_model, config_for_module, native_module
 from .cases import make_feeds
 from .config import ModelConfig
 from .pipeline import export_config
@@ -43,15 +43,12 @@ PARAMS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
 
 def _native_like(native: nn.Module, **changes: Any) -> nn.Module:
     """A new native module with ``native``'s architecture (optionally changed), float32, eval mode."""
-    kwargs = dict(input_size=native.input_size, hidden_size=native.hidden_size, num_layers=native.num_layers,
-                  bias=native.bias, batch_first=native.batch_first, dropout=float(native.dropout),
-                  bidirectional=native.bidirectional)
+    kwargs = config_for_module(native)
+    del kwargs["name"]
     kwargs.update(changes)
     if kwargs["num_layers"] == 1:
         kwargs["dropout"] = 0.0  # PyTorch warns about dropout on a single layer; there is none to apply
-    if native.mode.startswith("RNN_"):
-        return nn.RNN(nonlinearity=native.mode.removeprefix("RNN_").lower(), **kwargs)
-    return {"GRU": nn.GRU, "LSTM": nn.LSTM}[native.mode](**kwargs)
+    return native_module(kwargs.pop("cell"), **kwargs)
 
 
 def _suffixes(module: nn.Module) -> list[str]:
@@ -132,22 +129,25 @@ class Stacked(_Formulation):
         return native.eval()
 
 
-def cell_step(mode: str, gi: Tensor, h: Tensor, c: Tensor, weight_hh: Tensor, bias_hh: Tensor | None
-              ) -> tuple[Tensor, Tensor]:
-    """One time step in PyTorch's equations, given the input projection ``gi`` = W_ih·x_t + b_ih."""
+def cell_step(mode: str, gi: Tensor, h: Tensor, c: Tensor, weight_hh: Tensor, bias_hh: Optional[Tensor]
+              ) -> Tuple[Tensor, Tensor]:
+    """One time step in PyTorch's equations, given the input projection ``gi`` = W_ih·x_t + b_ih.
+    Returns (h, c); ``c`` passes through unchanged except for LSTM. TorchScript compiles it as it is."""
     gh = F.linear(h, weight_hh, bias_hh)
     if mode == "GRU":
         i_r, i_z, i_n = gi.chunk(3, 1)
         h_r, h_z, h_n = gh.chunk(3, 1)
-        r, z = torch.sigmoid(i_r + h_r), torch.sigmoid(i_z + h_z)
+        r = torch.sigmoid(i_r + h_r)
+        z = torch.sigmoid(i_z + h_z)
         n = torch.tanh(i_n + r * h_n)
         return (1 - z) * n + z * h, c
     if mode == "LSTM":
         i, f, g, o = (gi + gh).chunk(4, 1)
         c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
         return torch.sigmoid(o) * torch.tanh(c), c
-    pre = gi + gh
-    return (torch.relu(pre) if mode == "RNN_RELU" else torch.tanh(pre)), c
+    if mode == "RNN_RELU":
+        return torch.relu(gi + gh), c
+    return torch.tanh(gi + gh), c
 
 
 class _Cells(_Formulation):
@@ -228,26 +228,6 @@ class TimeMajor(_Cells):
         return _finish(torch.stack(ys).transpose(0, 1) if self.batch_first else torch.stack(ys), hs, cs, self.is_lstm)
 
 
-def _script_step(mode: str, gi: Tensor, h: Tensor, c: Tensor, weight_hh: Tensor, bias_hh: Tensor
-                 ) -> Tuple[Tensor, Tensor]:
-    """``cell_step`` for TorchScript (which wants typing's annotations and a bias tensor)."""
-    gh = F.linear(h, weight_hh, bias_hh)
-    if mode == "GRU":
-        i_r, i_z, i_n = gi.chunk(3, 1)
-        h_r, h_z, h_n = gh.chunk(3, 1)
-        r = torch.sigmoid(i_r + h_r)
-        z = torch.sigmoid(i_z + h_z)
-        n = torch.tanh(i_n + r * h_n)
-        return (1 - z) * n + z * h, c
-    if mode == "LSTM":
-        i, f, g, o = (gi + gh).chunk(4, 1)
-        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-        return torch.sigmoid(o) * torch.tanh(c), c
-    if mode == "RNN_RELU":
-        return torch.relu(gi + gh), c
-    return torch.tanh(gi + gh), c
-
-
 class ScriptLayer(nn.Module):
     """One unidirectional layer over the whole sequence, as PyTorch's reference custom LSTM's layers."""
 
@@ -265,7 +245,7 @@ class ScriptLayer(nn.Module):
         gi_all = F.linear(x, self.weight_ih, self.bias_ih)
         outputs: List[Tensor] = []
         for t in range(x.size(0)):
-            h, c = _script_step(self.mode, gi_all[t], h, c, self.weight_hh, self.bias_hh)
+            h, c = cell_step(self.mode, gi_all[t], h, c, self.weight_hh, self.bias_hh)
             outputs.append(h)
         return torch.stack(outputs), h, c
 
