@@ -154,12 +154,13 @@ def _runtime(cfg: ModelConfig, module: torch.nn.Module, graphs: dict, rounds: in
     eager = TorchRunner(module)
     for shape, (seq_len, batch) in shape_classes(cfg).items():
         feeds = make_feeds(cfg, seq_len, batch, np.random.default_rng(0))
-        calls: dict[str, Callable[[], Any]] = {f"torch-eager-{torch.get_num_threads()}t": lambda: eager.infer(feeds)}
+        calls: dict[str, Callable[[], Any]] = {
+            f"torch-eager-{torch.get_num_threads()}t": lambda f=feeds: eager.infer(f)}
         results[shape] = {}
         for name, runner in runners.items():
             try:
                 runner.infer(feeds)
-                calls[name] = (lambda r=runner: r.infer(feeds))
+                calls[name] = (lambda r=runner, f=feeds: r.infer(f))
             except ProviderUnavailable as exc:
                 results[shape][name] = f"does not run: {str(exc).split(': ', 1)[-1][:120]}"
         results[shape].update(time_interleaved(calls, rounds))
@@ -239,6 +240,7 @@ def render_bench(result: ConfigBench, peaks: dict[int, float]) -> str:
                      f"{eager.median_ms / ours.median_ms:<11.2f} {vs_script:<18} {peak:.1%}")
     overhead = 1 - result.verify_execution_seconds / result.verify_seconds
     lines.append(f"  verify: {result.verify_seconds:.2f} s, {overhead:.0%} outside model execution")
-    lines.append("  recommended: " + "; ".join(f"{s} {r['intra_op_num_threads']} thread(s), "
-                                              f"{r['graph_optimization_level']}" for s, r in result.recommendation.items()))
+    settings = [f"{s} {r['intra_op_num_threads']} thread(s), {r['graph_optimization_level']}"
+                for s, r in result.recommendation.items()]
+    lines.append("  recommended: " + "; ".join(settings))
     return "\n".join(lines)

@@ -48,12 +48,14 @@ def make_feeds(cfg: ModelConfig, seq_len: int, batch: int, rng: np.random.Genera
     feeds = {"input": (rng.standard_normal(dims) * scale).astype(np.float32)}
     if cfg.inputs.initial_state:
         state_dims = (cfg.num_layers * cfg.num_directions, batch, cfg.hidden_size)
+        zeros = np.zeros(state_dims, np.float32)
         random = state == "random"
-        feeds["h0"] = rng.uniform(-1, 1, state_dims).astype(np.float32) if random else np.zeros(state_dims, np.float32)
+        feeds["h0"] = rng.uniform(-1, 1, state_dims).astype(np.float32) if random else zeros
         if cfg.cell == "lstm":
-            feeds["c0"] = rng.standard_normal(state_dims).astype(np.float32) if random else np.zeros(state_dims, np.float32)
+            feeds["c0"] = rng.standard_normal(state_dims).astype(np.float32) if random else zeros.copy()
     if cfg.inputs.variable_lengths:
-        feeds["sequence_lens"] = _lengths(seq_len, batch, rng) if lengths == "ragged" else np.full(batch, seq_len, np.int32)
+        ragged = lengths == "ragged"
+        feeds["sequence_lens"] = _lengths(seq_len, batch, rng) if ragged else np.full(batch, seq_len, np.int32)
     return feeds
 
 

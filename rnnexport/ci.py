@@ -22,7 +22,8 @@ from .errors import ArtifactError
 from .pipeline import artifact_files
 from .report import REPORT_FILE
 from .runtimes import Float64Oracle
-from .verify import Target, VerifyReport
+from .targets import Target
+from .verify import VerifyReport
 
 INDEX_FILE = "index.json"
 INDEX_SCHEMA_VERSION = 1

@@ -161,7 +161,7 @@ def verify(paths, config_path, weights, prefix, providers, require, case_names, 
     from .cases import load_cases
     from .ci import in_shard, junit_xml, parse_shard
     from .report import render_text
-    from .verify import load_targets
+    from .targets import load_targets
 
     providers, require, case_names = _split(providers), _split(require), _split(case_names)
     _check_names(providers, require, case_names)
@@ -228,7 +228,8 @@ def _check_required(require: tuple[str, ...]) -> None:
 
     for name in require:
         if name == "torch-float32-cuda" and not torch.cuda.is_available():
-            raise ProviderUnavailable(f"required runner {name} is not available: torch {torch.__version__} sees no CUDA device")
+            raise ProviderUnavailable(f"required runner {name} is not available: "
+                                      f"torch {torch.__version__} sees no CUDA device")
         reason = None if name.startswith(("torch-", "ort-")) else provider_status(name)
         if reason:
             raise ProviderUnavailable(f"required provider {name} is not available: {reason}")
@@ -294,7 +295,8 @@ def init(checkpoint: Path, prefix: str | None, name: str | None, out_path: Path 
     if out_path.exists():
         raise RnnExportError(f"{out_path}: already exists; choose another --out or remove it")
     write_text_atomic(out_path, text)
-    click.echo(f"wrote {out_path}: {raw['num_layers']} × {raw['cell']}, hidden {raw['hidden_size']}; " + "; ".join(notes))
+    summary = f"{raw['num_layers']} × {raw['cell']}, hidden {raw['hidden_size']}"
+    click.echo(f"wrote {out_path}: {summary}; " + "; ".join(notes))
 
 
 @main.command()
@@ -338,7 +340,7 @@ def bench(paths: tuple[Path, ...], rounds: int, exporters: tuple[str, ...], json
     """
     from .artifacts import MANIFEST_FILE, write_json_atomic
     from .bench import CORES, bench_config, gemm_peak, render_bench
-    from .verify import load_targets
+    from .targets import load_targets
 
     exporters = _split(exporters) or EXPORTERS
     unknown = [e for e in exporters if e not in EXPORTERS]

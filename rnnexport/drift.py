@@ -9,8 +9,8 @@ import numpy as np
 # Error histogram: counts of |actual - expected| in half-decade bins [0, 1e-12), [1e-12, 10^-11.5), ...,
 # [10^1.5, 1e2), [1e2, inf); 30 bins in all.
 HISTOGRAM_EDGES = tuple(float(10.0**e) for e in np.arange(-12.0, 2.01, 0.5))
-REL_FLOOR = 1e-6
-CHUNK_STEPS = 512  # time steps compared at once  # |expected| below this counts as this, so relative error near zero stays finite
+REL_FLOOR = 1e-6  # |expected| below this counts as this, so relative error near zero stays finite
+CHUNK_STEPS = 512  # time steps compared at once
 CURVE_POINTS = 256  # per-timestep curves are max-pooled to at most this many points in reports
 
 
@@ -21,8 +21,9 @@ class OutputDrift:
     Statistics cover elements finite on both sides; ``nonfinite_mismatches`` counts elements where
     exactly one side is NaN/Inf (or both are, differently): ``nonfinite_introduced`` of them are NaN/Inf
     in ``actual`` only, the rest are finite in ``actual`` where ``expected`` is not (a NaN hidden).
-    ``per_step`` is the max abs error at each time step (outputs with a time axis only); ``growth_slope`` its least-squares slope per step and
-    ``growth_ratio`` the mean error over the last quarter of the steps over the first quarter.
+    ``per_step`` is the max abs error at each time step (outputs with a time axis only); ``growth_slope``
+    its least-squares slope per step and ``growth_ratio`` the mean error over the last quarter of the steps
+    over the first quarter.
     ``histogram`` counts the errors of finite elements per bin of ``HISTOGRAM_EDGES``.
     """
 

@@ -108,7 +108,8 @@ def _require_onnxscript() -> None:
     try:
         import onnxscript  # noqa: F401
     except ImportError:
-        raise ExportError("--exporter torch-dynamo needs onnxscript: pip install 'rnnexport[torch-exporters]'") from None
+        raise ExportError("--exporter torch-dynamo needs onnxscript: "
+                          "pip install 'rnnexport[torch-exporters]'") from None
 
 
 def exporter_versions() -> dict[str, str]:

@@ -85,12 +85,13 @@ def inspect_path(path: str | Path) -> dict[str, Any]:
 def render_inspect(info: dict[str, Any]) -> str:
     layers = info["layers"]
     first = layers[0] if layers else {}
+    activations = first.get("activations", "default")
     lines = [
         f"{info['file']}: {info['bytes'] / 1024:.1f} KiB, sha256 {info['sha256'][:16]}…, {info['producer'] or '?'}, "
         f"opset {info['opset']}, IR {info['ir_version']}",
         f"  cell        {', '.join(info['cell']) or 'none (no GRU, LSTM or RNN node)'} × {len(layers)} layers, "
         f"hidden {first.get('hidden_size')}, input {first.get('input_size')}, {first.get('direction', '-')}"
-        + ("" if first.get("activations", "default") == "default" else f", activations {'/'.join(first['activations'])}"),
+        + ("" if activations == "default" else f", activations {'/'.join(activations)}"),
     ]
     for v in info["inputs"]:
         lines.append(f"  input       {v['name']} [{', '.join(map(str, v['dims']))}]")

@@ -127,8 +127,9 @@ def _fixed_reshapes(model: onnx.ModelProto) -> list[Finding]:
             tensor = source.input[0]
             source = producers.get(tensor)
         if source is not None and source.op_type in RECURRENT_OPS and tensor == source.output[0]:  # Y, not Y_h
-            found.append(Finding("error", "static-reshape", f"{node.name or 'Reshape'}: reshapes the output of "
-                                 f"{source.name or source.op_type} to {shape}, fixing the sequence length to {shape[0]}"))
+            found.append(Finding("error", "static-reshape",
+                                 f"{node.name or 'Reshape'}: reshapes the output of {source.name or source.op_type} "
+                                 f"to {shape}, fixing the sequence length to {shape[0]}"))
     return found
 
 

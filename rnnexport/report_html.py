@@ -100,7 +100,8 @@ def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
     body = []
     for row in rows:
         if len(row) < len(header):  # a runner that did not run: its name and why, across the row
-            cells = f'<td>{html.escape(row[0])}</td><td class="na" colspan="{len(header) - 1}">{html.escape(row[1])}</td>'
+            span = len(header) - 1
+            cells = f'<td>{html.escape(row[0])}</td><td class="na" colspan="{span}">{html.escape(row[1])}</td>'
         else:
             cells = "".join(f"<td>{html.escape(c)}</td>" for c in row)
         body.append(f"<tr>{cells}</tr>")
@@ -144,7 +145,8 @@ def _section(report: VerifyReport, tolerances: Tolerances, plt: Any | None, stri
     if plt is None:
         parts.append('<p class="note">Plots need matplotlib: pip install "rnnexport[plots]".</p>')
     else:
-        for title, image in (("per-timestep error", _curve_plot(plt, report)), ("histogram", _histogram_plot(plt, report))):
+        plots = (("per-timestep error", _curve_plot(plt, report)), ("histogram", _histogram_plot(plt, report)))
+        for title, image in plots:
             if image:
                 parts.append(f'<img alt="{title}" src="data:image/png;base64,{image}">')
     parts.append("<h2>Environment</h2>" + _table(("what", "value"), environment(report)))

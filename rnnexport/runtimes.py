@@ -75,7 +75,8 @@ class TorchRunner:
             x, torch.from_numpy(lengths.astype(np.int64)), batch_first=batch_first, enforce_sorted=False
         )
         y, final = self.module(packed, state)
-        y, _ = nn.utils.rnn.pad_packed_sequence(y, batch_first=batch_first, total_length=x.shape[1 if batch_first else 0])
+        total = x.shape[1 if batch_first else 0]
+        y, _ = nn.utils.rnn.pad_packed_sequence(y, batch_first=batch_first, total_length=total)
         return y, final
 
 
@@ -145,7 +146,8 @@ class OrtRunner:
             self.session = ort.InferenceSession(model_arg, sess_options=options,
                                                 providers=[(provider, provider_options)])
         except Exception as exc:  # ONNX Runtime raises its own exception types for bad models
-            raise ProviderUnavailable(f"ONNX Runtime ({provider}) could not load the model: {_first_line(exc)}") from None
+            raise ProviderUnavailable(f"ONNX Runtime ({provider}) could not load the model: "
+                                      f"{_first_line(exc)}") from None
         used = self.session.get_providers()[0]
         if used != provider:
             raise ProviderUnavailable(f"{provider}: not available: the session fell back to {used} (no usable device)")
@@ -175,7 +177,8 @@ class OrtRunner:
         try:
             values = self.session.run(self.output_names, feeds)
         except Exception as exc:
-            raise ProviderUnavailable(f"ONNX Runtime ({self.provider}) failed to run the model: {_first_line(exc)}") from None
+            raise ProviderUnavailable(f"ONNX Runtime ({self.provider}) failed to run the model: "
+                                      f"{_first_line(exc)}") from None
         if self._profile_dir and not self.placement:
             self.placement = self._read_placement()
         return dict(zip(self.output_names, values))

@@ -126,8 +126,9 @@ class VerifyReport:
                     if d.nonfinite_mismatches:
                         found.append(Problem(r.name, case, f"{r.name}: {case}/{output}: {_nonfinite(d)}"))
                     elif d.max_abs > t.atol + t.rtol * d.expected_max_abs:
-                        found.append(Problem(r.name, case, f"{r.name}: {case}/{output}: max |Δ| {d.max_abs:.3g} > "
-                                                           f"atol {t.atol:g} + rtol {t.rtol:g} × {d.expected_max_abs:.3g}"))
+                        limit = f"atol {t.atol:g} + rtol {t.rtol:g} × {d.expected_max_abs:.3g}"
+                        text = f"{r.name}: {case}/{output}: max |Δ| {d.max_abs:.3g} > {limit}"
+                        found.append(Problem(r.name, case, text))
         return found
 
     def failures(self, tolerances: Tolerances | None = None, strict_placement: bool = False,
@@ -216,7 +217,7 @@ def verify(
     the config's for CPU and ``CUDA_TOLERANCE`` (or the config's, if larger) for CUDA.
     """
     start = time.perf_counter()
-    proto, data = _model_bytes(model)
+    proto, data = model_from_source(model)
     cfg = cfg or config_for_onnx(module, proto)
     check_model_matches(proto, cfg, cfg.name, need_recurrent=False)
     replayed = cases is not None
@@ -249,7 +250,8 @@ def verify(
     )
 
 
-def _model_bytes(model: onnx.ModelProto | str | Path | bytes) -> tuple[onnx.ModelProto, bytes]:
+def model_from_source(model: onnx.ModelProto | str | Path | bytes) -> tuple[onnx.ModelProto, bytes]:
+    """The parsed model and its bytes, from a ModelProto, a path or bytes."""
     if isinstance(model, onnx.ModelProto):
         return model, model.SerializeToString()
     if isinstance(model, (str, Path)):
@@ -364,66 +366,3 @@ def _case_summary(case: Case) -> dict[str, Any]:
         "chunks": list(case.chunks) if case.chunks else None,
         "nonfinite_inputs": nonfinite_count(case),
     }
-
-
-@dataclass
-class Target:
-    """Something to verify: a module and its ONNX model, with the config that describes them.
-    ``folder`` is the artifact folder (where report.json goes), None for configs and bare files."""
-
-    cfg: ModelConfig
-    module: torch.nn.Module
-    model: onnx.ModelProto
-    folder: Path | None = None
-
-
-def load_targets(paths: list[Path], config: Path | None = None, weights: Path | None = None,
-                 prefix: str | None = None) -> list[Target]:
-    """Resolve artifact folders (manifest checked first), folders of artifacts or configs, config files
-    (built in memory), and ``MODEL.onnx`` files (which need ``config`` and ``weights``)."""
-    from .artifacts import load_artifact
-    from .checkpoints import module_from_weights
-    from .config import find_configs, load_config
-    from .pipeline import export_config
-
-    targets = []
-    for path in _expand(paths):
-        if path.is_dir():
-            artifact = load_artifact(path)
-            module = module_from_weights(artifact.config, artifact.weights_path, prefix="")[0]
-            model = _model_bytes(artifact.model_path)[0]
-            native = artifact.manifest.get("exporter", "native") == "native"
-            check_model_matches(model, artifact.config, str(artifact.model_path), need_recurrent=native)
-            targets.append(Target(artifact.config, module, model, artifact.path))
-        elif path.suffix == ".onnx":
-            if config is None or weights is None:
-                raise ArtifactError(f"{path}: a bare .onnx file needs --config CFG.toml and --weights WEIGHTS.pt")
-            cfg = load_config(config)
-            model = _model_bytes(path)[0]
-            check_model_matches(model, cfg, str(path))
-            targets.append(Target(cfg, module_from_weights(cfg, weights, prefix)[0], model))
-        else:
-            for cfg_path in find_configs([path]):
-                cfg = load_config(cfg_path)
-                module, model = export_config(cfg)
-                targets.append(Target(cfg, module, model))
-    return targets
-
-
-def _expand(paths: list[Path]) -> list[Path]:
-    """A folder that is not an artifact stands for the artifacts and configs inside it."""
-    from .artifacts import MANIFEST_FILE
-
-    found = []
-    for path in paths:
-        if not path.exists():
-            raise ArtifactError(f"{path}: no such file or folder")
-        if path.is_dir() and not (path / MANIFEST_FILE).exists():
-            inside = sorted(p for p in path.iterdir() if not p.name.startswith(".")
-                            and ((p / MANIFEST_FILE).is_file() or p.suffix == ".toml"))
-            if not inside:
-                raise ArtifactError(f"{path}: holds no artifact folder and no .toml config")
-            found.extend(inside)
-        else:
-            found.append(path)
-    return found

@@ -92,8 +92,8 @@ def summary(results: dict) -> list[str]:
                 wins.append(f"`{name}`: {exporter} writes a smaller file")
             if m["seconds"] < n["seconds"]:
                 wins.append(f"`{name}`: {exporter} exports faster")
-    lines.append("- Where a torch exporter wins: " + ("; ".join(wins) if wins else
-                                                       "nowhere in these measurements (node count, size, export time)."))
+    nowhere = "nowhere in these measurements (node count, size, export time)."
+    lines.append("- Where a torch exporter wins: " + ("; ".join(wins) if wins else nowhere))
     return lines
 
 

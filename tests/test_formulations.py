@@ -14,8 +14,8 @@ from rnnexport.builders import build_model
 from rnnexport.cases import make_feeds
 from rnnexport.cli import main
 from rnnexport.config import load_config, parse_config
-from rnnexport.formulations import (FORMULATIONS, _call, _max_diff, compare_formulations, dropout_masks,
-                                    make_formulation)
+from rnnexport.formulations import FORMULATIONS, compare_formulations, dropout_masks, make_formulation
+from rnnexport.formulations.compare import _call, _max_diff
 from rnnexport.onnx_export import export_onnx
 
 GRID = [

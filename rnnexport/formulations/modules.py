@@ -15,23 +15,14 @@ uses it, so each formulation exports to the same graph.
 
 from __future__ import annotations
 
-import hashlib
-import statistics
-import time
 import warnings
-from dataclasses import dataclass
 from typing import Any, List, Optional, Tuple
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .builders import build_model, config_for_module, native_module
-from .cases import make_feeds
-from .config import ModelConfig
-from .pipeline import export_config
-from .runtimes import Float64Oracle
+from ..builders import config_for_module, native_module
 
 FORMULATIONS = ("native", "stacked", "layer_major", "time_major", "scripted")
 UNIDIRECTIONAL_ONLY = ("time_major", "scripted")
@@ -315,123 +306,3 @@ def make_formulation(native: nn.Module, kind: str) -> nn.Module:
     if kind == "native":
         return native
     return builders[kind](native).eval()
-
-
-@dataclass
-class FormulationResult:
-    """One formulation measured on the config's example shape. ``status``: "ok", "not defined" (for
-    this architecture) or "not available" (in this torch)."""
-
-    name: str
-    status: str = "ok"
-    reason: str | None = None
-    max_abs_vs_native: float | None = None
-    max_abs_vs_oracle: float | None = None
-    seconds: float | None = None  # median time of one forward pass
-    onnx_sha256: str | None = None
-
-
-@dataclass
-class FormulationsReport:
-    config: str
-    shape: dict[str, int]
-    results: list[FormulationResult]
-    dropout: dict[str, float] | None = None  # training mode, fixed masks: max |Δ| from layer_major
-    expected_max_abs: float = 0.0
-
-    def allowed(self, atol: float, rtol: float) -> float:
-        return atol + rtol * self.expected_max_abs
-
-    def passed(self, atol: float, rtol: float) -> bool:
-        """Every available formulation (and the dropout check) within ``atol + rtol × max|native|``,
-        and every exported graph byte-identical."""
-        limit = self.allowed(atol, rtol)
-        ok = [r for r in self.results if r.status == "ok"]
-        diffs = [r.max_abs_vs_native for r in ok] + list((self.dropout or {}).values())
-        return all(d <= limit for d in diffs) and len({r.onnx_sha256 for r in ok}) == 1
-
-    def speedup(self) -> float | None:
-        """time_major's time over layer_major's: how much faster the layer-major order runs."""
-        times = {r.name: r.seconds for r in self.results if r.status == "ok"}
-        if "time_major" in times and "layer_major" in times:
-            return times["time_major"] / times["layer_major"]
-        return None
-
-
-def _call(module: nn.Module, feeds: dict[str, Tensor], masks: list[Tensor] | None = None) -> list[Tensor]:
-    state = None
-    if "h0" in feeds:
-        state = (feeds["h0"], feeds["c0"]) if "c0" in feeds else feeds["h0"]
-    y, final = module(feeds["input"], state, masks) if masks is not None else module(feeds["input"], state)
-    return [y, *(final if isinstance(final, tuple) else (final,))]
-
-
-def _max_diff(a: list[Tensor], b: list[Tensor]) -> float:
-    return max(float((x.double() - y.double()).abs().max()) for x, y in zip(a, b))
-
-
-def _median_seconds(module: nn.Module, feeds: dict[str, Tensor], repeats: int) -> float:
-    _call(module, feeds)  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        _call(module, feeds)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
-def compare_formulations(cfg: ModelConfig, repeats: int = 5, seed: int = 0) -> FormulationsReport:
-    """Every formulation of ``cfg``'s model on its example shape (full lengths, the config's states):
-    max |Δ| from native and from the float64 oracle, median forward time, exported sha256."""
-    native = build_model(cfg)
-    arrays = make_feeds(cfg, cfg.example.seq_len, cfg.example.batch, np.random.default_rng(seed))
-    feeds = {k: torch.from_numpy(v) for k, v in arrays.items() if k != "sequence_lens"}
-    oracle = Float64Oracle(native).infer({k: v for k, v in arrays.items() if k != "sequence_lens"})
-    oracle_out = [torch.from_numpy(oracle[k]) for k in ("output", "h_n", "c_n") if k in oracle]
-    results = []
-    with torch.no_grad():
-        expected = _call(native, feeds)
-        for kind in FORMULATIONS:
-            status, reason = _unavailable(kind, native)
-            if reason:
-                results.append(FormulationResult(kind, status, reason))
-                continue
-            module = make_formulation(native, kind)
-            got = _call(module, feeds)
-            model = export_config(cfg, module)[1]
-            results.append(FormulationResult(
-                kind, max_abs_vs_native=_max_diff(expected, got), max_abs_vs_oracle=_max_diff(oracle_out, got),
-                seconds=_median_seconds(module, feeds, repeats),
-                onnx_sha256=hashlib.sha256(model.SerializeToString()).hexdigest()))
-        report = FormulationsReport(cfg.name, {"seq_len": cfg.example.seq_len, "batch": cfg.example.batch}, results,
-                                    expected_max_abs=max(float(t.abs().max()) for t in expected))
-        if cfg.dropout > 0:
-            report.dropout = dropout_agreement(native, feeds, seed)
-    return report
-
-
-def _unavailable(kind: str, native: nn.Module) -> tuple[str, str | None]:
-    if kind in UNIDIRECTIONAL_ONLY and native.bidirectional:
-        return "not defined", BIDIRECTIONAL_NOTE
-    if kind == "scripted":
-        return "not available", scripted_unavailable()
-    return "ok", None
-
-
-def dropout_masks(native: nn.Module, seq_len: int, batch: int, seed: int) -> list[Tensor]:
-    """One fixed inverted-dropout mask per layer boundary, [seq, batch, dirs*hidden], scaled by 1/(1-p)."""
-    generator = torch.Generator().manual_seed(seed)
-    keep = 1.0 - float(native.dropout)
-    width = (2 if native.bidirectional else 1) * native.hidden_size
-    return [torch.bernoulli(torch.full((seq_len, batch, width), keep), generator=generator) / keep
-            for _ in range(native.num_layers - 1)]
-
-
-def dropout_agreement(native: nn.Module, feeds: dict[str, Tensor], seed: int = 0) -> dict[str, float]:
-    """Training mode with one fixed set of masks: each formulation's max |Δ| from layer_major."""
-    x = feeds["input"]
-    seq_len, batch = (x.shape[1], x.shape[0]) if native.batch_first else (x.shape[0], x.shape[1])
-    masks = dropout_masks(native, seq_len, batch, seed)
-    kinds = ["stacked", "time_major"] if not native.bidirectional else ["stacked"]
-    reference = _call(make_formulation(native, "layer_major").train(), feeds, masks)
-    return {k: _max_diff(reference, _call(make_formulation(native, k).train(), feeds, masks)) for k in kinds}
