@@ -8,8 +8,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -42,14 +41,31 @@ def main() -> None:
     """Export stacked GRU/LSTM/RNN models from PyTorch to ONNX and measure how far they drift."""
 
 
-@contextmanager
-def _progress(items: list[Any], label: str, quiet: bool = False) -> Iterator[Iterable[Any]]:
-    """A progress bar on a terminal with several items; a plain iteration (one line per item) otherwise."""
-    if quiet or len(items) < 2 or not sys.stderr.isatty():
-        yield items
-        return
-    with click.progressbar(items, label=label, file=sys.stderr, item_show_func=lambda c: c and c.name) as bar:
-        yield bar
+class _Progress:
+    """Iterates ``items``. On a terminal, with several items, it shows a progress bar and holds what
+    ``say`` is given until the bar is done; elsewhere each line is printed as its item finishes, so CI
+    logs stay readable."""
+
+    def __init__(self, items: list[Any], label: str, name: Callable[[Any], str], bar: bool = True):
+        self.items, self.label, self.name = items, label, name
+        self.bar = bar and len(items) > 1 and sys.stderr.isatty()
+        self.held: list[str] = []
+
+    def __iter__(self) -> Iterator[Any]:
+        if not self.bar:
+            yield from self.items
+            return
+        show = lambda item: item and self.name(item)  # noqa: E731
+        with click.progressbar(self.items, label=self.label, file=sys.stderr, item_show_func=show) as bar:
+            yield from bar
+        for line in self.held:
+            click.echo(line)
+
+    def say(self, text: str) -> None:
+        if self.bar:
+            self.held.append(text)
+        else:
+            click.echo(text)
 
 
 SHARD_HELP = "Only the configs of shard K of N (a stable split by name), for a CI matrix of N jobs."
@@ -85,33 +101,30 @@ def build(paths: tuple[Path, ...], out: Path, check: bool, shard: str | None, ex
     if weights and len(configs) != 1:
         raise RnnExportError(f"--weights takes exactly one config; {len(configs)} were given")
     problems = []
-    with _progress(configs, "checking" if check else "building", quiet) as items:
-        for cfg in items:
-            start = time.perf_counter()
-            if check:
-                found = check_artifact(cfg, out)
-                problems += found
-                _say(quiet, f"{'differs' if found else 'up to date'}: {cfg.name}")
-                continue
-            folder = build_artifact(cfg, out, exporter=exporter, weights=weights, prefix=prefix)
-            size = (folder / "model.onnx").stat().st_size
-            _say(quiet, f"built {cfg.name}: {folder} ({cfg.num_layers} × {cfg.cell}, opset {cfg.opset}, "
-                        f"{size / 1024:.1f} KiB) in {time.perf_counter() - start:.2f} s")
-            if verbose and not quiet:
-                from .inspection import inspect_path, render_inspect
+    progress = _Progress(configs, "checking" if check else "building", lambda cfg: cfg.name, bar=not quiet)
+    for cfg in progress:
+        start = time.perf_counter()
+        if check:
+            found = check_artifact(cfg, out)
+            problems += found
+            if not quiet:
+                progress.say(f"{'differs' if found else 'up to date'}: {cfg.name}")
+            continue
+        folder = build_artifact(cfg, out, exporter=exporter, weights=weights, prefix=prefix)
+        size = (folder / "model.onnx").stat().st_size
+        if not quiet:
+            progress.say(f"built {cfg.name}: {folder} ({cfg.num_layers} × {cfg.cell}, opset {cfg.opset}, "
+                         f"{size / 1024:.1f} KiB) in {time.perf_counter() - start:.2f} s")
+        if verbose and not quiet:
+            from .inspection import inspect_path, render_inspect
 
-                click.echo(render_inspect(inspect_path(folder)))
+            progress.say(render_inspect(inspect_path(folder)))
     if check:
         for problem in problems:
             click.echo(f"✗ {problem}", err=True)
         sys.exit(1 if problems else 0)
     if configs:
         write_index(out)
-
-
-def _say(quiet: bool, text: str) -> None:
-    if not quiet:
-        click.echo(text)
 
 
 def _split(values: tuple[str, ...]) -> tuple[str, ...]:
@@ -169,16 +182,16 @@ def verify(paths, config_path, weights, prefix, providers, require, case_names, 
     part = parse_shard(shard) if shard else None
     codes, reports = [], []
     targets = [t for t in load_targets(list(paths), config_path, weights, prefix) if in_shard(t.cfg.name, part)]
-    with _progress(targets, "verifying", quiet) as items:
-        for target in items:
-            cases = load_cases(inputs_path, target.cfg) if inputs_path else None
-            report = _verify_one(target, providers, case_names, atol, rtol, seed, long_seq, strict_placement, require,
-                                 test_data, cases)
-            text = render_text(report, strict_placement=strict_placement, require=require, verbose=verbose)
-            click.echo(text.splitlines()[0] if quiet else text)
-            reports.append(report)
-            failed = report.runtime_failed(require)
-            codes.append(3 if failed else 0 if report.passed(strict_placement=strict_placement, require=require) else 1)
+    progress = _Progress(targets, "verifying", lambda target: target.cfg.name, bar=not quiet)
+    for target in progress:
+        cases = load_cases(inputs_path, target.cfg) if inputs_path else None
+        report = _verify_one(target, providers, case_names, atol, rtol, seed, long_seq, strict_placement, require,
+                             test_data, cases)
+        text = render_text(report, strict_placement=strict_placement, require=require, verbose=verbose)
+        progress.say(text.splitlines()[0] if quiet else text)
+        reports.append(report)
+        failed = report.runtime_failed(require)
+        codes.append(3 if failed else 0 if report.passed(strict_placement=strict_placement, require=require) else 1)
     if json_path:
         write_json_atomic(json_path, {"schema_version": 1, "reports": [r.to_dict() for r in reports]})
     if html_path:

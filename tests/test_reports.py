@@ -120,3 +120,16 @@ def test_quiet_and_plain_progress_lines(tmp_path):
     assert CliRunner().invoke(main, ["build", *paths, "--out", str(out), "-q"]).output == ""
     result = CliRunner().invoke(main, ["verify", str(out), "-q", "--cases", "example"])
     assert [line.split(" (")[0] for line in result.output.splitlines()] == ["gru_2layer: PASS", "rnn_tanh_nobias: PASS"]
+
+
+@pytest.mark.skipif(shutil.which("script") is None, reason="util-linux's `script` (a pseudo-terminal) is not installed")
+def test_progress_bar_on_a_terminal_then_the_results(tmp_path):
+    out = tmp_path / "art"
+    paths = [str(CONFIG[n]) for n in ("gru_2layer", "rnn_tanh_nobias")]
+    assert CliRunner().invoke(main, ["build", *paths, "--out", str(out)]).exit_code == 0
+    command = f"{sys.executable} -m rnnexport verify {out} --cases example"
+    log = tmp_path / "tty.log"
+    subprocess.run(["script", "-qc", command, str(log)], capture_output=True, timeout=120, check=True)
+    text = log.read_text(errors="replace")
+    bar_end = text.rindex("verifying  [####################################]  100%")
+    assert text.index("gru_2layer: PASS") > bar_end and text.index("rnn_tanh_nobias: PASS") > bar_end
