@@ -26,13 +26,8 @@ def _growth(result: RunnerResult) -> str:
 
 def _vs_float32(result: RunnerResult, report: VerifyReport) -> str:
     """The runner's worst error over PyTorch float32's own error at the same case and output."""
-    torch_cpu = next((r for r in report.runners if r.name == "torch-float32-cpu" and r.status == "ok"), None)
-    worst = result.worst()
-    if result.kind != "onnxruntime" or torch_cpu is None or worst is None:
-        return "—"
-    case, output, drift = worst
-    own = torch_cpu.drift.get(case, {}).get(output)
-    return f"{drift.max_abs / own.max_abs:.2g}×" if own and own.max_abs > 0 else "—"
+    ratio = report.error_ratios().get(result.name)
+    return f"{ratio:.2g}×" if ratio is not None else "—"
 
 
 def runner_row(result: RunnerResult, report: VerifyReport, tolerances: Tolerances, failed: set[str]) -> tuple:

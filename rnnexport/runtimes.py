@@ -122,11 +122,13 @@ class OrtRunner:
 
     ``model``: a path or serialized bytes. ``threads``: intra-op threads (0 = ONNX Runtime's default,
     all cores). ``settings`` records the session options; ``placement`` maps each recurrent node to
-    the provider it really runs on (measured with ONNX Runtime's profiler on the first ``infer``).
+    the provider it really runs on (measured with ONNX Runtime's profiler on the first ``infer``; by
+    default for every provider but CPU, which has nothing to fall back to).
     """
 
     def __init__(self, model: str | Path | bytes, provider: str = CPU, threads: int = 0,
-                 optimization: ort.GraphOptimizationLevel = ort.GraphOptimizationLevel.ORT_ENABLE_ALL):
+                 optimization: ort.GraphOptimizationLevel = ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+                 check_placement: bool | None = None):
         reason = provider_status(provider)
         if reason:
             raise ProviderUnavailable(f"{provider}: not available: {reason}")
@@ -136,7 +138,7 @@ class OrtRunner:
         options.graph_optimization_level = optimization
         options.log_severity_level = 4  # failures come back as exceptions; its own log would repeat them
         self._profile_dir = None
-        if provider != CPU:  # CPU has nothing to fall back to; profile the others to see placement
+        if provider != CPU if check_placement is None else check_placement:
             self._profile_dir = tempfile.mkdtemp(prefix="rnnexport-ort-profile-")
             options.enable_profiling = True
             options.profile_file_prefix = os.path.join(self._profile_dir, "profile")

@@ -60,6 +60,10 @@ class RunnerResult:
     def to_dict(self) -> dict[str, Any]:
         data = {k: getattr(self, k) for k in ("name", "kind", "device", "status", "reason", "settings",
                                               "placement", "fallbacks", "case_errors", "run_seconds")}
+        worst = self.worst()
+        data["worst"] = None if worst is None else {
+            "case": worst[0], "output": worst[1], "max_abs": worst[2].max_abs,
+            "index": list(worst[2].worst_index), "nonfinite_mismatches": worst[2].nonfinite_mismatches}
         for key in ("drift", "vs_float32"):
             data[key] = {c: {o: d.to_dict() for o, d in outs.items()} for c, outs in getattr(self, key).items()}
         return data
@@ -146,6 +150,18 @@ class VerifyReport:
                                             (r.name in require or r.settings.get("provider") in require))
                    for r in self.runners)
 
+    def error_ratios(self) -> dict[str, float]:
+        """Each ONNX Runtime runner's worst error over PyTorch float32's own error at the same case and
+        output: about 1 means the runtime is as close to the oracle as PyTorch itself."""
+        reference = next((r for r in self.runners if r.name == "torch-float32-cpu" and r.status == "ok"), None)
+        ratios = {}
+        for r in self.runners:
+            worst = r.worst()
+            own = reference and worst and reference.drift.get(worst[0], {}).get(worst[1])
+            if r.kind == "onnxruntime" and own and own.max_abs > 0:
+                ratios[r.name] = worst[2].max_abs / own.max_abs
+        return ratios
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "schema_version": SCHEMA_VERSION,
@@ -159,6 +175,7 @@ class VerifyReport:
             "cases": self.cases,
             "skipped_cases": self.skipped_cases,
             "runners": [r.to_dict() for r in self.runners],
+            "error_ratio_to_torch_float32": self.error_ratios(),
             "histogram_edges": list(HISTOGRAM_EDGES),
             "seconds": self.seconds,
         }

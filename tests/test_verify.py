@@ -280,3 +280,28 @@ def test_drift_memory_does_not_grow_with_the_sequence():
     assert drift.mean_abs == pytest.approx(whole.mean_abs, rel=1e-12)
     assert dataclasses.replace(drift, mean_abs=whole.mean_abs) == whole
     assert len(drift.per_step) == 20000
+
+
+def test_placement_is_read_from_the_profiler():
+    """On CPU every recurrent node stays on CPU; the same reading finds fallbacks on other providers."""
+    from rnnexport.runtimes import OrtRunner
+
+    cfg = load_config(CONFIG["lstm_3layer_bidir"])
+    module, model = export_config(cfg)
+    with OrtRunner(model.SerializeToString(), check_placement=True) as runner:
+        runner.infer(make_cases(cfg, names=("example",))[0].feeds)
+        assert runner.placement == {f"lstm_l{i}": "CPUExecutionProvider" for i in range(3)}
+        assert runner.fallbacks() == {}
+
+
+def test_report_json_summarises_each_runner(tmp_path):
+    cfg = load_config(CONFIG["gru_2layer"])
+    module, model = export_config(cfg)
+    report = rnnexport.verify(module, model, cfg=cfg, providers=("CPUExecutionProvider",), case_names=("example",))
+    data = json.loads(json.dumps(report.to_dict()))
+    ort_cpu = next(r for r in data["runners"] if r["name"] == "ort-cpu")
+    assert ort_cpu["worst"]["case"] == "example" and ort_cpu["worst"]["max_abs"] > 0
+    ratio = data["error_ratio_to_torch_float32"]["ort-cpu"]
+    torch_cpu = next(r for r in data["runners"] if r["name"] == "torch-float32-cpu")
+    own = torch_cpu["drift"]["example"][ort_cpu["worst"]["output"]]["max_abs"]
+    assert ratio == pytest.approx(ort_cpu["worst"]["max_abs"] / own)
