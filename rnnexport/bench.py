@@ -9,6 +9,7 @@ its spread ((p90 - p10) / median).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import statistics
 import time
@@ -82,14 +83,19 @@ class Timing:
         return cls(median * 1e3, (p90 - p10) / median if median else 0.0)
 
 
-def time_interleaved(calls: dict[str, Callable[[], Any]], rounds: int) -> dict[str, Timing]:
-    """Median and spread of each call, measured in rotated order within each round."""
+def time_interleaved(calls: dict[str, Callable[[], Any]], rounds: int,
+                     warmed: dict[str, float] | None = None) -> dict[str, Timing]:
+    """Median and spread of each call, measured in rotated order within each round. ``warmed`` gives,
+    for calls that already ran once, how long that took: they are neither warmed up nor timed again
+    to choose how many calls make one sample."""
     if not calls:
         return {}
     repeat = {}
     for name, call in calls.items():
-        call()  # warm-up
-        repeat[name] = max(1, int(SAMPLE_SECONDS / max(_seconds(call), 1e-6)))
+        if warmed is None or name not in warmed:
+            call()  # warm-up
+        once = warmed[name] if warmed and name in warmed else _seconds(call)
+        repeat[name] = max(1, int(SAMPLE_SECONDS / max(once, 1e-6)))
     samples: dict[str, list[float]] = {name: [] for name in calls}
     names = list(calls)
     for r in range(rounds):
@@ -115,23 +121,29 @@ class ConfigBench:
         return asdict(self)
 
 
+def _export_bytes(cfg: ModelConfig, module: torch.nn.Module, exporter: str) -> bytes:
+    return export_config(cfg, module, exporter)[1].SerializeToString()
+
+
 def _export_times(cfg: ModelConfig, module: torch.nn.Module, rounds: int, exporters: tuple[str, ...]
                   ) -> tuple[dict, dict]:
     """Export time of each exporter (module → serialized bytes) and the graphs they made."""
-    graphs, calls = {}, {}
+    graphs, calls, first = {}, {}, {}
     for exporter in EXPORTERS:
         if exporter not in exporters:
             graphs[exporter] = "not measured"
             continue
+        call = functools.partial(_export_bytes, cfg, module, exporter)
+        start = time.perf_counter()
         try:
-            graphs[exporter] = export_config(cfg, module, exporter)[1].SerializeToString()
+            graphs[exporter] = call()  # the graph to run, and the warm-up of its timing
         except ExportError as exc:
             graphs[exporter] = str(exc).split(": ", 1)[-1]
             continue
-        calls[exporter] = (lambda e=exporter: export_config(cfg, module, e)[1].SerializeToString())
+        first[exporter], calls[exporter] = time.perf_counter() - start, call
     slow = {k: v for k, v in calls.items() if k == "torch-dynamo"}  # seconds per call: a few rounds only
-    timings = time_interleaved({k: v for k, v in calls.items() if k not in slow}, rounds)
-    timings.update(time_interleaved(slow, max(1, rounds // 3)))
+    timings = time_interleaved({k: v for k, v in calls.items() if k not in slow}, rounds, first)
+    timings.update(time_interleaved(slow, max(1, rounds // 3), first))
     return {e: timings.get(e, graphs[e]) for e in EXPORTERS}, graphs
 
 

@@ -3,7 +3,6 @@ key prefix (``encoder.rnn.``). Loaded with ``torch.load(weights_only=True)``: no
 
 from __future__ import annotations
 
-import hashlib
 import pickle
 import re
 from pathlib import Path
@@ -74,9 +73,9 @@ def select_module(tensors: dict[str, torch.Tensor], prefix: str | None, source: 
 
 
 def module_from_weights(cfg: ModelConfig, path: str | Path, prefix: str | None = None
-                        ) -> tuple[RecurrentModule, dict[str, Any]]:
+                        ) -> tuple[RecurrentModule, str]:
     """The config's module holding the weights from ``path`` (every missing, extra or misshapen key is
-    named), and where they came from (for the manifest)."""
+    named), and the prefix the recurrent module was found under."""
     found_prefix, state = select_module(load_tensors(path), prefix, str(path))
     module = build_model(cfg)
     expected = module.state_dict()
@@ -88,9 +87,7 @@ def module_from_weights(cfg: ModelConfig, path: str | Path, prefix: str | None =
         raise ArtifactError(f"{path}: weights do not fit the config {cfg.name}: " + "; ".join(problems))
     with torch.no_grad():
         module.load_state_dict({k: v.to(torch.float32) for k, v in state.items()})
-    origin = {"kind": "file", "file": Path(path).name, "sha256": hashlib.sha256(Path(path).read_bytes()).hexdigest(),
-              "prefix": found_prefix}
-    return module.eval(), origin
+    return module.eval(), found_prefix
 
 
 def infer_config(state: dict[str, torch.Tensor], source: str) -> tuple[dict[str, Any], list[str]]:

@@ -12,7 +12,7 @@ import onnxruntime
 import torch
 
 from . import __version__
-from .artifacts import MODEL_FILE, WEIGHTS_FILE, write_artifact
+from .artifacts import MODEL_FILE, WEIGHTS_FILE, sha256_file, write_artifact
 from .builders import RecurrentModule, build_model
 from .checkpoints import module_from_weights
 from .config import ModelConfig
@@ -90,6 +90,9 @@ def build_artifact(cfg: ModelConfig, out: str | Path, *, exporter: str = "native
     """Build ``cfg`` and write ``out/<name>/`` atomically. ``weights``: a state_dict or checkpoint file
     to take the weights from (the recurrent module found alone, or under ``prefix``) instead of the
     config's seed. Returns the artifact folder."""
-    module, origin = module_from_weights(cfg, weights, prefix) if weights else (None, None)
+    module, origin = None, None
+    if weights:
+        module, found = module_from_weights(cfg, weights, prefix)
+        origin = {"kind": "file", "file": Path(weights).name, "sha256": sha256_file(Path(weights)), "prefix": found}
     model, files = artifact_files(cfg, module, exporter)
     return write_artifact(out, cfg, files, manifest_for(cfg, model, exporter, origin))
