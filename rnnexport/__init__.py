@@ -5,19 +5,36 @@
     model = rnnexport.export_onnx(module, opset=cfg.opset)
     report = rnnexport.verify(module, model)
     assert report.passed(), report.failures()
+
+Names are imported on first use, so ``import rnnexport`` (and ``rnnexport --help``) stays fast.
 """
 
-__version__ = "0.1.0"
+from __future__ import annotations
 
-from .builders import build_model  # noqa: E402
-from .config import ModelConfig, load_config, load_configs  # noqa: E402
-from .errors import ArtifactError, ConfigError, ExportError, ProviderUnavailable, RnnExportError  # noqa: E402
-from .onnx_export import export_onnx  # noqa: E402
-from .pipeline import build_artifact  # noqa: E402
-from .verify import Tolerances, VerifyReport, verify  # noqa: E402
+import importlib
+from typing import Any
 
-__all__ = [
-    "ArtifactError", "ConfigError", "ExportError", "ModelConfig", "ProviderUnavailable", "RnnExportError",
-    "Tolerances", "VerifyReport", "build_artifact", "build_model", "export_onnx", "load_config", "load_configs",
-    "verify",
-]
+from ._version import __version__
+
+_WHERE = {
+    "build_model": "builders", "ModelConfig": "config", "Tolerance": "config", "load_config": "config",
+    "load_configs": "config", "ArtifactError": "errors", "ConfigError": "errors", "ExportError": "errors",
+    "ProviderUnavailable": "errors", "RnnExportError": "errors", "RunnerFailed": "errors",
+    "RunnerUnavailable": "errors", "export_onnx": "onnx_export", "build_artifact": "pipeline",
+    "Policy": "verdict", "Tolerances": "verdict", "Verdict": "verdict", "VerifyReport": "verification",
+    "verify": "verification", "Outputs": "jobs", "VerifyOptions": "jobs", "verify_targets": "jobs",
+    "load_targets": "targets",
+}
+__all__ = ["__version__", *sorted(_WHERE)]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module 'rnnexport' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

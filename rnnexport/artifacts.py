@@ -25,7 +25,11 @@ from .errors import ArtifactError
 
 SCHEMA_VERSION = 1
 MODEL_FILE, WEIGHTS_FILE, MANIFEST_FILE = "model.onnx", "weights.pt", "manifest.json"
+REPORT_FILES = ("report.json", "report.md", "inputs.npz")  # what verify writes into an artifact folder
+INDEX_FILE = "index.json"
 TMP_PREFIX = ".rnnexport-tmp-"
+# Names rnnexport writes beside or inside artifact folders: no artifact may be called so.
+RESERVED_NAMES = frozenset({INDEX_FILE, MODEL_FILE, WEIGHTS_FILE, MANIFEST_FILE, *REPORT_FILES})
 
 
 def sha256_file(path: Path) -> str:
@@ -105,7 +109,8 @@ def write_artifact(out: str | Path, cfg: ModelConfig, files: dict[str, bytes], m
     except OSError as exc:
         raise ArtifactError(f"{out}: cannot create output folder: {exc.strerror or exc}") from None
     target = artifact_dir(out, cfg.name)
-    _remove_stale_temporaries(out)
+    refuse_foreign(target)
+    remove_stale_temporaries(out)
     try:
         staging = Path(tempfile.mkdtemp(prefix=staging_prefix(cfg.name), dir=out))
     except OSError as exc:
@@ -116,12 +121,41 @@ def write_artifact(out: str | Path, cfg: ModelConfig, files: dict[str, bytes], m
             _write_synced(staging / fname, data)
             entries[fname] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
         manifest = {"schema_version": SCHEMA_VERSION, **manifest, "files": entries}
-        _write_synced(staging / MANIFEST_FILE, (json.dumps(manifest, indent=2) + "\n").encode())
+        _write_synced(staging / MANIFEST_FILE, (json.dumps(manifest, indent=2, allow_nan=False) + "\n").encode())
         os.chmod(staging, 0o755)
+        refuse_foreign(target)  # checked again: the folder may have appeared while we wrote
         _swap_into_place(staging, target)
+    except OSError as exc:  # a full disk, a quota: the previous artifact stays whole
+        raise ArtifactError(f"{target}: cannot write: {exc.strerror or exc}") from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return out / cfg.name
+
+
+def is_own_artifact(path: Path) -> bool:
+    """True when ``path`` is a real folder (not a link) holding a manifest of a schema this rnnexport
+    knows, that lists the model and weights, and nothing but files rnnexport writes there."""
+    if path.is_symlink() or not path.is_dir():
+        return False
+    try:
+        manifest = json.loads((path / MANIFEST_FILE).read_text(encoding="utf-8"))
+        names = {p.name for p in path.iterdir()}
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    if not isinstance(manifest, dict) or type(manifest.get("schema_version")) is not int:
+        return False
+    files = manifest.get("files")
+    if manifest["schema_version"] != SCHEMA_VERSION or not isinstance(files, dict) or MODEL_FILE not in files:
+        return False
+    ours = {MANIFEST_FILE, *files, *REPORT_FILES}
+    return all(n in ours or n.startswith(TMP_PREFIX) for n in names)
+
+
+def refuse_foreign(target: Path) -> None:
+    """Refuse to replace anything at ``target`` that is not provably an rnnexport artifact."""
+    if (target.exists() or target.is_symlink()) and not is_own_artifact(target):
+        raise ArtifactError(f"{target}: exists and is not an rnnexport artifact; refusing to replace it "
+                            "(move it away, or choose another --out)")
 
 
 def _write_synced(path: Path, data: bytes) -> None:
@@ -166,7 +200,7 @@ def _exchange(a: Path, b: Path) -> bool:
     return True
 
 
-def _remove_stale_temporaries(out: Path) -> None:
+def remove_stale_temporaries(out: Path) -> None:
     """Remove hidden staging folders left by killed builds: those whose process is gone (the pid is in
     the name), or older than an hour."""
     for entry in out.glob(f"{TMP_PREFIX}*"):
@@ -193,6 +227,8 @@ def load_artifact(path: str | Path) -> Artifact:
     """Open an artifact folder, check its schema and every file's sha256, and parse its config."""
     path = Path(path)
     manifest_path = path / MANIFEST_FILE
+    if path.is_symlink():
+        raise ArtifactError(f"{path}: is a symbolic link; verify an artifact folder itself, not a link to one")
     if not path.is_dir():
         raise ArtifactError(f"{path}: no such artifact folder")
     try:
@@ -201,7 +237,8 @@ def load_artifact(path: str | Path) -> Artifact:
         raise ArtifactError(f"{path}: not an artifact folder (no {MANIFEST_FILE})") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ArtifactError(f"{manifest_path}: unreadable manifest: {exc}") from None
-    if not isinstance(manifest, dict) or manifest.get("schema_version") != SCHEMA_VERSION:
+    if not isinstance(manifest, dict) or type(manifest.get("schema_version")) is not int \
+            or manifest["schema_version"] != SCHEMA_VERSION:
         found = manifest.get("schema_version") if isinstance(manifest, dict) else None
         raise ArtifactError(
             f"{manifest_path}: schema_version {found!r} is not supported; this rnnexport reads {SCHEMA_VERSION}"

@@ -24,11 +24,12 @@ import torch
 from .builders import build_model
 from .cases import make_feeds
 from .config import GATES, ModelConfig
-from .errors import ExportError, ProviderUnavailable
+from .errors import ExportError, RunnerFailed
 from .exporters import EXPORTERS
 from .pipeline import export_config
-from .runtimes import OrtRunner, TorchRunner
-from .verify import verify
+from .runners.ort_runner import OrtRunner
+from .runners.torch_runner import TorchRunner
+from .verification import verify
 
 CORES = os.cpu_count() or 1
 SAMPLE_SECONDS = 0.02
@@ -138,7 +139,7 @@ def _export_times(cfg: ModelConfig, module: torch.nn.Module, rounds: int, export
         try:
             graphs[exporter] = call()  # the graph to run, and the warm-up of its timing
         except ExportError as exc:
-            graphs[exporter] = str(exc).split(": ", 1)[-1]
+            graphs[exporter] = exc.reason
             continue
         first[exporter], calls[exporter] = time.perf_counter() - start, call
     slow = {k: v for k, v in calls.items() if k == "torch-dynamo"}  # seconds per call: a few rounds only
@@ -173,8 +174,8 @@ def _runtime(cfg: ModelConfig, module: torch.nn.Module, graphs: dict, rounds: in
             try:
                 runner.infer(feeds)
                 calls[name] = (lambda r=runner, f=feeds: r.infer(f))
-            except ProviderUnavailable as exc:
-                results[shape][name] = f"does not run: {str(exc).split(': ', 1)[-1][:120]}"
+            except RunnerFailed as exc:
+                results[shape][name] = f"does not run: {exc.reason[:120]}"
         results[shape].update(time_interleaved(calls, rounds))
     return results
 
@@ -198,7 +199,7 @@ def bench_config(cfg: ModelConfig, rounds: int = 5, exporters: tuple[str, ...] =
     export_ms, graphs = _export_times(cfg, module, rounds, ("native", *exporters))
     runtime = _runtime(cfg, module, graphs, rounds)
     start = time.perf_counter()
-    report = verify(module, graphs["native"], cfg=cfg, providers=("CPUExecutionProvider",))
+    report = verify(module, graphs["native"], cfg=cfg, providers=("CPUExecutionProvider",), runtimes=("torch", "ort"))
     total = time.perf_counter() - start
     execution = sum(r.run_seconds for r in report.runners) + report.oracle.get("run_seconds", 0.0)
     long_cfg = export_config(_with_seq(cfg, 10 * cfg.example.seq_len))[1]

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import contract
 from .config import ModelConfig
 from .errors import ArtifactError
 
@@ -175,12 +176,7 @@ def load_cases(path: str | Path, cfg: ModelConfig) -> list[Case]:
 
 def input_names(cfg: ModelConfig) -> list[str]:
     """The graph inputs of ``cfg``'s model, in order."""
-    names = ["input"]
-    if cfg.inputs.initial_state:
-        names += ["h0", "c0"] if cfg.cell == "lstm" else ["h0"]
-    if cfg.inputs.variable_lengths:
-        names.append("sequence_lens")
-    return names
+    return contract.input_names(cfg.cell == "lstm", cfg.inputs.initial_state, bool(cfg.inputs.variable_lengths))
 
 
 def _check_shapes(cfg: ModelConfig, feeds: dict[str, np.ndarray], where: str) -> None:

@@ -21,9 +21,10 @@ from .config import ModelConfig
 from .errors import ArtifactError
 from .pipeline import artifact_files
 from .report import REPORT_FILE
-from .runtimes import Float64Oracle
+from .runners.torch_runner import Float64Oracle
 from .targets import Target
-from .verify import VerifyReport
+from .verdict import Verdict
+from .verification import VerifyReport
 
 INDEX_FILE = "index.json"
 INDEX_SCHEMA_VERSION = 1
@@ -45,13 +46,14 @@ def in_shard(name: str, shard: tuple[int, int] | None) -> bool:
     return int(hashlib.sha256(name.encode()).hexdigest()[:12], 16) % n == k - 1
 
 
-def check_artifact(cfg: ModelConfig, out: Path) -> list[str]:
-    """Rebuild ``cfg`` in memory and compare with ``out/<name>`` byte for byte; one line per difference."""
+def check_artifact(cfg: ModelConfig, out: Path, module: Any = None, exporter: str = "native") -> list[str]:
+    """Rebuild ``cfg`` in memory (with ``module``'s weights when given, else the seed's, and ``exporter``) and
+    compare with ``out/<name>`` byte for byte; one line per difference."""
     folder = out / cfg.name
     if not (folder / MANIFEST_FILE).is_file():
         return [f"{cfg.name}: no artifact at {folder}"]
     problems = []
-    for fname, data in artifact_files(cfg)[1].items():
+    for fname, data in artifact_files(cfg, module, exporter)[1].items():
         path = folder / fname
         if not path.is_file() or path.read_bytes() != data:
             problems.append(f"{cfg.name}: {fname} differs from a fresh build")
@@ -62,9 +64,20 @@ def check_artifact(cfg: ModelConfig, out: Path) -> list[str]:
 
 
 def _worst_drift(report: dict[str, Any]) -> float | None:
-    values = [d["max_abs"] for r in report.get("runners", []) if r.get("status") == "ok"
+    """The worst float32 error of any runner (reduced-precision runners are judged on their own scale)."""
+    values = [d["max_abs"] for r in report.get("runners", [])
+              if r.get("status") == "ok" and r.get("precision", "float32") == "float32"
               for outputs in r.get("drift", {}).values() for d in outputs.values()]
     return max(values) if values else None
+
+
+def _report_of(folder: Path, model_sha256: str | None) -> dict[str, Any] | None:
+    """The folder's report.json when it describes the model now in the folder; else None (not verified)."""
+    try:
+        report = json.loads((folder / REPORT_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return report if isinstance(report, dict) and report.get("model_sha256") == model_sha256 else None
 
 
 def write_index(out: Path) -> Path:
@@ -74,14 +87,16 @@ def write_index(out: Path) -> Path:
     for folder in sorted(p for p in out.iterdir() if p.is_dir() and not p.name.startswith(".")):
         try:
             manifest = json.loads((folder / MANIFEST_FILE).read_text())
-        except (OSError, json.JSONDecodeError):
+        except (OSError, ValueError):
             continue
-        report_path = folder / REPORT_FILE
-        report = json.loads(report_path.read_text()) if report_path.is_file() else None
+        if not isinstance(manifest, dict):
+            continue
+        model_sha256 = manifest.get("files", {}).get(MODEL_FILE, {}).get("sha256")
+        report = _report_of(folder, model_sha256)
         entries.append({
             "name": folder.name,
             "config_sha256": manifest.get("config_sha256"),
-            "model_sha256": manifest.get("files", {}).get(MODEL_FILE, {}).get("sha256"),
+            "model_sha256": model_sha256,
             "weights_sha256": manifest.get("files", {}).get(WEIGHTS_FILE, {}).get("sha256"),
             "verified": report is not None,
             "passed": report.get("passed") if report else None,
@@ -98,6 +113,7 @@ def export_test_data(target: Target, cases: list[Case], out: Path) -> Path:
     calls) are left out: a test data set is one call.
     """
     folder = out / target.cfg.name
+    check_test_data_target(folder)
     staging = Path(tempfile.mkdtemp(prefix=staging_prefix(target.cfg.name), dir=_mkdir(out)))
     try:
         (staging / MODEL_FILE).write_bytes(target.model.SerializeToString())
@@ -112,6 +128,7 @@ def export_test_data(target: Target, cases: list[Case], out: Path) -> Path:
                 _write_tensor(data_set / f"input_{k}.pb", case.feeds[name], name)
             for k, name in enumerate(output_names):
                 _write_tensor(data_set / f"output_{k}.pb", expected[name].astype(np.float32), name)
+        check_test_data_target(folder)
         if folder.exists():
             shutil.rmtree(folder)
         os.rename(staging, folder)
@@ -119,6 +136,19 @@ def export_test_data(target: Target, cases: list[Case], out: Path) -> Path:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return folder
+
+
+def check_test_data_target(folder: Path) -> None:
+    """Refuse to replace anything at ``folder`` but an ONNX test-case folder (model.onnx and
+    test_data_set_N folders only), such as an earlier ``--export-test-data`` wrote."""
+    if not (folder.exists() or folder.is_symlink()):
+        return
+    ours = folder.is_dir() and not folder.is_symlink() and all(
+        (p.name == MODEL_FILE and p.is_file()) or (re.fullmatch(r"test_data_set_\d+", p.name) and p.is_dir())
+        for p in folder.iterdir())
+    if not ours:
+        raise ArtifactError(f"{folder}: exists and is not ONNX test data written by rnnexport; refusing to replace "
+                            "it (move it away, or choose another --export-test-data folder)")
 
 
 def _mkdir(path: Path) -> Path:
@@ -133,11 +163,11 @@ def _write_tensor(path: Path, array: np.ndarray, name: str) -> None:
     path.write_bytes(numpy_helper.from_array(array, name).SerializeToString())
 
 
-def junit_xml(reports: list[VerifyReport], strict_placement: bool = False, require: tuple[str, ...] = ()) -> str:
+def junit_xml(judged: list[tuple[VerifyReport, Verdict]]) -> str:
     """One ``<testcase>`` per config × runner × case: failure on drift, skipped when the runner could not run."""
     suites = ET.Element("testsuites", name="rnnexport verify")
-    for report in reports:
-        problems = report.problems(strict_placement=strict_placement, require=require)
+    for report, verdict in judged:
+        problems = verdict.problems
         suite = ET.SubElement(suites, "testsuite", name=report.name)
         counts = {"tests": 0, "failures": 0, "skipped": 0}
         case_names = [c["name"] for c in report.cases]

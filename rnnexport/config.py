@@ -26,6 +26,10 @@ MAX_SEQ_LEN = 1_000_000
 # Protobuf caps one ONNX file at 2 GiB; we write no external data, so stay well below.
 MAX_WEIGHT_BYTES = 1 << 30
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+# Files rnnexport writes beside artifact folders or inside them (artifacts.RESERVED_NAMES, kept here
+# without the import): a model of that name would collide with them.
+RESERVED_NAMES = ("index.json", "model.onnx", "weights.pt", "manifest.json", "report.json", "report.md", "inputs.npz")
+MAX_CONFIG_BYTES = 1 << 20
 
 
 def newest_opset() -> int:
@@ -48,7 +52,7 @@ class Inputs:
     """Optional graph inputs: ``h0``/``c0`` (initial_state) and ``sequence_lens`` (variable_lengths)."""
 
     initial_state: bool = False
-    variable_lengths: bool = False
+    variable_lengths: bool | str = False  # true: ONNX's sequence_lens; "masked": portable (see onnx_export)
 
 
 @dataclass(frozen=True)
@@ -57,6 +61,26 @@ class Tolerance:
 
     atol: float = 1e-5
     rtol: float = 1e-5
+
+    def allowed(self, expected_max_abs: float) -> float:
+        """The largest error allowed for an output whose reference has this max |value|."""
+        return self.atol + self.rtol * expected_max_abs
+
+    def allows(self, max_abs: float, expected_max_abs: float) -> bool:
+        """The one pass rule of rnnexport: ``max_abs <= atol + rtol * expected_max_abs``."""
+        return max_abs <= self.allowed(expected_max_abs)
+
+    def __str__(self) -> str:
+        return f"atol {self.atol:g}, rtol {self.rtol:g}"
+
+
+@dataclass(frozen=True)
+class Weights:
+    """Trained weights for the model: ``file`` (a path relative to the config file) and the key ``prefix`` of
+    the recurrent module in it (empty: found when alone). Every build of the config uses them."""
+
+    file: str = ""
+    prefix: str = ""
 
 
 @dataclass(frozen=True)
@@ -75,6 +99,7 @@ class ModelConfig:
     example: Example = Example()
     inputs: Inputs = Inputs()
     tolerance: Tolerance = Tolerance()
+    weights: Weights | None = None
     source: str | None = dataclasses.field(default=None, compare=False)
 
     @property
@@ -85,7 +110,16 @@ class ModelConfig:
         """The resolved config (every default filled in), without where it came from."""
         data = dataclasses.asdict(self)
         del data["source"]
+        if data["weights"] is None:  # configs without trained weights keep the hash they always had
+            del data["weights"]
         return data
+
+    def weights_file(self) -> Path | None:
+        """The ``[weights]`` file, resolved against the folder of the config file; None without one."""
+        if self.weights is None or not self.weights.file:
+            return None
+        base = Path(self.source).parent if self.source and self.source.endswith(".toml") else Path(".")
+        return base / self.weights.file
 
     def sha256(self) -> str:
         """Hash of the resolved config: comments and key order in the file do not change it."""
@@ -118,8 +152,9 @@ _SCALARS: dict[str, tuple[type, Any]] = {
     "seed": (int, 0),
     "opset": (int, DEFAULT_OPSET),
 }
-_TABLES: dict[str, type] = {"example": Example, "inputs": Inputs, "tolerance": Tolerance}
+_TABLES: dict[str, type] = {"example": Example, "inputs": Inputs, "tolerance": Tolerance, "weights": Weights}
 _REQUIRED = ("cell", "input_size", "hidden_size")
+_CHOICES = {"inputs.variable_lengths": ((False, True, "masked"), 'true, false or "masked"')}
 _TYPE_WORDS = {str: "a string", int: "an integer", bool: "true or false", float: "a number", dict: "a table"}
 
 
@@ -153,8 +188,17 @@ class _Checker:
                 raise ConfigError(
                     f"{self.source}: unknown key '{key}.{sub}'; allowed in [{key}]: {', '.join(fields)}"
                 )
-            values[sub] = self.typed(f"{key}.{sub}", value, type(fields[sub].default))
+            if f"{key}.{sub}" in _CHOICES:
+                values[sub] = self.choice(f"{key}.{sub}", value)
+            else:
+                values[sub] = self.typed(f"{key}.{sub}", value, type(fields[sub].default))
         return kind(**values)
+
+    def choice(self, key: str, value: Any) -> Any:
+        allowed, words = _CHOICES[key]
+        if not any(value == a and type(value) is type(a) for a in allowed):
+            raise self.fail(key, value, words)
+        return value
 
 
 def _show(value: Any) -> str:
@@ -196,6 +240,8 @@ def _check_values(check: _Checker, v: dict[str, Any]) -> None:
         raise check.fail(
             "name", name, "1-64 characters of letters, digits, '.', '_' or '-', starting with a letter or digit"
         )
+    if name in RESERVED_NAMES:
+        raise check.fail("name", name, f"a name other than those of the files rnnexport writes ({', '.join(RESERVED_NAMES)})")
     if v["cell"] not in CELLS:
         raise check.fail("cell", v["cell"], "one of " + ", ".join(CELLS))
     for key in ("input_size", "hidden_size"):
@@ -212,8 +258,8 @@ def _check_values(check: _Checker, v: dict[str, Any]) -> None:
     check.in_range("example.seq_len", example.seq_len, 1, MAX_SEQ_LEN, f"an integer from 1 to {MAX_SEQ_LEN}")
     check.in_range("example.batch", example.batch, 1, MAX_SIZE, f"an integer from 1 to {MAX_SIZE}")
     tol = v.get("tolerance", Tolerance())
-    check.in_range("tolerance.atol", tol.atol, 0.0, float("inf"), "a non-negative number")
-    check.in_range("tolerance.rtol", tol.rtol, 0.0, float("inf"), "a non-negative number")
+    check.in_range("tolerance.atol", tol.atol, 0.0, 1e300, "a finite, non-negative number")
+    check.in_range("tolerance.rtol", tol.rtol, 0.0, 1e300, "a finite, non-negative number")
     count = weight_count(
         v["cell"], v["input_size"], v["hidden_size"], v.get("num_layers", 1),
         v.get("bidirectional", False), v.get("bias", True),
@@ -230,6 +276,11 @@ def load_config(path: str | Path) -> ModelConfig:
     """Read and validate one TOML config. ``name`` defaults to the file's stem."""
     path = Path(path)
     try:
+        if path.exists() and not path.is_dir() and not path.is_file():
+            raise ConfigError(f"{path}: not a regular file (a device, a pipe or a socket); expected a .toml file")
+        if path.is_file() and path.stat().st_size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{path}: {path.stat().st_size:,} bytes is too large for a config "
+                              f"(at most {MAX_CONFIG_BYTES:,})")
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such file") from None

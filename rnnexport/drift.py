@@ -22,8 +22,9 @@ class OutputDrift:
     exactly one side is NaN/Inf (or both are, differently): ``nonfinite_introduced`` of them are NaN/Inf
     in ``actual`` only, the rest are finite in ``actual`` where ``expected`` is not (a NaN hidden).
     ``per_step`` is the max abs error at each time step (outputs with a time axis only); ``growth_slope``
-    its least-squares slope per step and ``growth_ratio`` the mean error over the last quarter of the steps
-    over the first quarter.
+    its least-squares slope per step (of the full curve, before the pooling that ``to_dict`` applies) and
+    ``growth_ratio`` the mean error over the last quarter of the steps over the first quarter.
+    ``shape_mismatch`` says, when the shapes differ, what each side had (the numbers are then zero).
     ``histogram`` counts the errors of finite elements per bin of ``HISTOGRAM_EDGES``.
     """
 
@@ -39,6 +40,7 @@ class OutputDrift:
     growth_slope: float | None = None
     growth_ratio: float | None = None
     histogram: tuple[int, ...] = ()  # counts per bin of HISTOGRAM_EDGES (finite elements only)
+    shape_mismatch: str | None = None
 
     @classmethod
     def from_arrays(cls, expected: np.ndarray, actual: np.ndarray, time_axis: int | None = None,
@@ -46,7 +48,8 @@ class OutputDrift:
         """Compare two arrays of one shape. With ``time_axis``, the statistics are gathered
         ``chunk_steps`` time steps at a time, so the memory used here does not grow with the sequence."""
         if expected.shape != actual.shape:
-            raise ValueError(f"shape mismatch: expected {expected.shape}, actual {actual.shape}")
+            return cls(0.0, 0.0, 0.0, 0.0, 0.0, (), 0, 0, shape_mismatch=(
+                f"shape {list(actual.shape)} where PyTorch gives {list(expected.shape)}"))
         acc = _Accumulator()
         if time_axis is None or expected.size == 0:
             acc.add(expected, actual, None, 0)

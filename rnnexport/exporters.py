@@ -47,8 +47,8 @@ class _WithH0C0(_Plain):
 def _wrapped(module: nn.Module, cfg: ModelConfig) -> tuple[nn.Module, tuple[torch.Tensor, ...], list[str], list[str]]:
     """The wrapper, example arguments (seq and batch at least 2, so neither is specialised to 1), and names."""
     if cfg.inputs.variable_lengths:
-        raise ExportError(f"{cfg.name}: the torch exporters cannot export a sequence_lens input "
-                          "(pack_padded_sequence); use --exporter native")
+        reason = "the torch exporters cannot export a sequence_lens input (pack_padded_sequence); use --exporter native"
+        raise ExportError(f"{cfg.name}: {reason}", reason=reason)
     seq, batch = max(cfg.example.seq_len, 2), max(cfg.example.batch, 2)
     x = torch.zeros((batch, seq, cfg.input_size) if cfg.batch_first else (seq, batch, cfg.input_size))
     state = torch.zeros(cfg.num_layers * cfg.num_directions, batch, cfg.hidden_size)
@@ -101,7 +101,8 @@ def torch_export(module: nn.Module, cfg: ModelConfig, exporter: str) -> onnx.Mod
         raise
     except Exception as exc:  # the exporters raise many types; say which one failed and why
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
-        raise ExportError(f"{cfg.name}: torch.onnx.export ({exporter}) failed: {first}") from None
+        reason = f"torch.onnx.export ({exporter}) failed: {first}"
+        raise ExportError(f"{cfg.name}: {reason}", reason=reason) from None
 
 
 def _require_onnxscript() -> None:

@@ -11,7 +11,7 @@ import onnx
 from .artifacts import MANIFEST_FILE, MODEL_FILE, load_artifact
 from .errors import ArtifactError
 from .onnx_export import op_counts, recurrent_nodes
-from .verify import load_model_bytes
+from .models import load_model_bytes
 
 
 def _dims(value: onnx.ValueInfoProto) -> list[Any]:
@@ -37,6 +37,7 @@ def layer_summary(model: onnx.ModelProto) -> list[dict[str, Any]]:
             "activations": [a.decode() for a in attrs.get("activations", [])] or "default",
             "layout": attrs.get("layout", 0),
             "weights_are_initializers": all(name in shapes for name in node.input[1:3]),
+            "has_bias": len(node.input) > 3 and bool(node.input[3]),
         }
         if node.op_type == "GRU":
             entry["linear_before_reset"] = attrs.get("linear_before_reset", 0)

@@ -7,11 +7,12 @@ from typing import NamedTuple
 
 import onnx
 
+from .config import ModelConfig
+from .contract import RECURRENT_OPS
 from .inspection import layer_summary
 from .onnx_export import recurrent_nodes
 
 UNROLL_OPS = ("MatMul", "Gemm")
-RECURRENT_OPS = ("GRU", "LSTM", "RNN")
 PASS_THROUGH = ("Transpose", "Squeeze", "Unsqueeze", "Identity")
 
 
@@ -24,13 +25,90 @@ class Finding(NamedTuple):
         return f"{self.level}: {self.code}: {self.message}"
 
 
-def lint_model(model: onnx.ModelProto, num_layers: int | None = None) -> list[Finding]:
-    """Everything wrong with ``model`` for deployment; ``num_layers``, when known, is checked too."""
-    found = _structure(model, num_layers)
-    for layer in layer_summary(model):
+def lint_model(model: onnx.ModelProto, cfg: ModelConfig | None = None) -> list[Finding]:
+    """Everything wrong with ``model`` for deployment; with ``cfg``, also whatever does not match it (cell,
+    sizes, layers, directions, bias, batch_first, and the graph's inputs and outputs in contract order)."""
+    found = _structure(model, len(expected_nodes(cfg)) if cfg else None)
+    layers = layer_summary(model)
+    for layer in layers:
         found += _node_findings(layer)
     found += _dynamic_dims(model) + _fixed_reshapes(model)
+    if cfg is not None:
+        found += against_config(model, layers, cfg)
     return found
+
+
+CELL_OPS = {"gru": "GRU", "lstm": "LSTM", "rnn_tanh": "RNN", "rnn_relu": "RNN"}
+
+
+def against_config(model: onnx.ModelProto, layers: list[dict], cfg: ModelConfig) -> list[Finding]:
+    """Where the graph does not compute ``cfg``'s network, one finding each."""
+    found = [Finding("error", "contract", text) for text in contract_problems(model, cfg)]
+    for layer, (width, direction) in zip(layers, expected_nodes(cfg)):
+        node = layer["node"] or layer["op"]
+        checks = [("cell", layer["op"], CELL_OPS[cfg.cell]), ("hidden_size", layer["hidden_size"], cfg.hidden_size),
+                  ("input size", layer["input_size"], width), ("direction", layer["direction"], direction),
+                  ("bias", layer["has_bias"], cfg.bias)]
+        for what, got, want in checks:
+            if got is not None and got != want:
+                found.append(Finding("error", "config", f"{node}: {what} {got} where the config has {want}"))
+        relu = isinstance(layer["activations"], list) and layer["activations"][0].lower() == "relu"
+        if layer["op"] == "RNN" and relu != (cfg.cell == "rnn_relu"):
+            found.append(Finding("error", "config", f"{node}: activation {'Relu' if relu else 'Tanh'} where the "
+                                                    f"config's cell is {cfg.cell}"))
+    return found
+
+
+def expected_nodes(cfg: ModelConfig) -> list[tuple[int, str]]:
+    """(input width, direction) of each recurrent node ``cfg``'s graph has, in order: one node per layer, or in
+    a masked ragged graph one forward node per layer and direction (an LSTM's input has the padding flag)."""
+    masked = cfg.inputs.variable_lengths == "masked"
+    flag = 1 if masked and cfg.cell == "lstm" else 0
+    nodes = []
+    for layer in range(cfg.num_layers):
+        width = (cfg.input_size if layer == 0 else cfg.hidden_size * cfg.num_directions) + flag
+        if masked:
+            nodes += [(width, "forward")] * cfg.num_directions
+        else:
+            nodes.append((width, "bidirectional" if cfg.bidirectional else "forward"))
+    return nodes
+
+
+def contract_problems(model: onnx.ModelProto, cfg: ModelConfig) -> list[str]:
+    """The graph's inputs and outputs against the README's contract for ``cfg``: names in order, element
+    types, ranks, and which axes are the dynamic seq and batch."""
+    from .cases import input_names
+    from .contract import BATCH, LENGTHS, SEQ, output_names
+    from .models import graph_inputs
+
+    problems = []
+    expected_in = input_names(cfg)
+    found_in = graph_inputs(model)
+    if found_in != expected_in:
+        problems.append(f"graph inputs {found_in} where the contract has {expected_in}, in that order")
+    found_out = [o.name for o in model.graph.output]
+    expected_out = list(output_names(cfg.cell == "lstm"))
+    if found_out != expected_out:
+        problems.append(f"graph outputs {found_out} where the contract has {expected_out}, in that order "
+                        "(a caller that takes outputs by position gets the wrong tensor)")
+    seq_batch = [BATCH, SEQ] if cfg.batch_first else [SEQ, BATCH]
+    state = [None, BATCH, None]
+    dims = {"input": seq_batch + [None], "output": seq_batch + [None], LENGTHS: [BATCH]}
+    values = {v.name: v for v in [*model.graph.input, *model.graph.output]}
+    for name in set(expected_in + expected_out) & set(values):
+        tensor = values[name].type.tensor_type
+        want_type = onnx.TensorProto.INT32 if name == LENGTHS else onnx.TensorProto.FLOAT
+        if tensor.elem_type != want_type:
+            problems.append(f"{name}: element type {onnx.TensorProto.DataType.Name(tensor.elem_type)} where the "
+                            f"contract has {onnx.TensorProto.DataType.Name(want_type)}")
+        want = dims.get(name, state)
+        if len(tensor.shape.dim) != len(want):
+            problems.append(f"{name}: rank {len(tensor.shape.dim)} where the contract has {len(want)}")
+            continue
+        for axis, (dim, role) in enumerate(zip(tensor.shape.dim, want)):
+            if role and dim.HasField("dim_value"):
+                problems.append(f"{name}: axis {axis} ({role}) is fixed to {dim.dim_value}; it must be dynamic")
+    return problems
 
 
 def _structure(model: onnx.ModelProto, num_layers: int | None) -> list[Finding]:
@@ -49,8 +127,8 @@ def _structure(model: onnx.ModelProto, num_layers: int | None) -> list[Finding]:
         found.append(Finding("warning", "unroll", f"{matmuls} MatMul/Gemm nodes beside {len(nodes)} recurrent "
                                                   "node(s): part of the recurrence may be unrolled"))
     if num_layers is not None and nodes and len(nodes) != num_layers:
-        found.append(Finding("error", "layers", f"{len(nodes)} recurrent nodes for {num_layers} layers; "
-                                                "expected one node per layer"))
+        found.append(Finding("error", "layers", f"{len(nodes)} recurrent nodes where the config makes {num_layers} "
+                                                "(one per layer, and per direction in masked ragged graphs)"))
     return found
 
 

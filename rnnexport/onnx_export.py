@@ -21,8 +21,9 @@ import torch
 from onnx import TensorProto, helper
 from torch import nn
 
-from . import __version__
+from ._version import __version__
 from .config import DEFAULT_OPSET, MIN_OPSET, newest_opset
+from .contract import BATCH, RECURRENT_OPS, SEQ
 from .errors import ExportError
 
 # Row blocks of PyTorch's stacked gate weights, in the order ONNX wants them.
@@ -33,8 +34,6 @@ RNN_TORCH_TO_ONNX = (0,)
 ONNX_OP = {"GRU": "GRU", "LSTM": "LSTM", "RNN_TANH": "RNN", "RNN_RELU": "RNN"}
 GATE_ORDER = {"GRU": GRU_TORCH_TO_ONNX, "LSTM": LSTM_TORCH_TO_ONNX, "RNN_TANH": RNN_TORCH_TO_ONNX,
               "RNN_RELU": RNN_TORCH_TO_ONNX}
-RECURRENT_OPS = ("GRU", "LSTM", "RNN")
-SEQ, BATCH = "seq", "batch"
 
 
 def export_onnx(
@@ -42,14 +41,15 @@ def export_onnx(
     *,
     opset: int = DEFAULT_OPSET,
     initial_state: bool = False,
-    variable_lengths: bool = False,
+    variable_lengths: bool | str = False,
     metadata: dict[str, str] | None = None,
 ) -> onnx.ModelProto:
     """Write ``module`` (``nn.GRU``, ``nn.LSTM`` or ``nn.RNN``, any dtype) as an ONNX model.
 
     Inputs: ``input`` (seq, batch, input_size) — (batch, seq, input_size) if batch_first;
     with ``initial_state``, ``h0`` (and ``c0`` for LSTM) of (num_layers*D, batch, hidden);
-    with ``variable_lengths``, ``sequence_lens`` int32 (batch,) with pack_padded_sequence meaning.
+    with ``variable_lengths``, ``sequence_lens`` int32 (batch,) with pack_padded_sequence meaning: handed to
+    the recurrent nodes (``True``), or applied by masking around them (``"masked"``, see ``onnx_masked``).
     Outputs: ``output`` (seq, batch, D*hidden) — batch first if batch_first; ``h_n``, and ``c_n``
     for LSTM, (num_layers*D, batch, hidden). Weights are stored as float32 initializers.
     ``metadata`` is added to ``metadata_props`` beside the rnnexport version. Another formulation of the
@@ -58,7 +58,7 @@ def export_onnx(
     if not isinstance(module, nn.RNNBase) and callable(getattr(module, "to_native", None)):
         module = module.to_native()
     spec = _spec(module, opset)
-    graph = _GraphBuilder(spec, initial_state, variable_lengths)
+    graph = _GraphBuilder(spec, initial_state, variable_lengths, opset)
     graph.build(module)
     model = helper.make_model(
         helper.make_graph(graph.nodes, "rnnexport", graph.inputs, graph.outputs),
@@ -141,8 +141,13 @@ def layer_weights(module: nn.Module, layer: int) -> tuple[np.ndarray, np.ndarray
 class _GraphBuilder:
     """Accumulates nodes, inputs, outputs and initializers for one export."""
 
-    def __init__(self, spec: dict[str, Any], initial_state: bool, variable_lengths: bool):
+    def __init__(self, spec: dict[str, Any], initial_state: bool, variable_lengths: bool | str, opset: int):
+        from .onnx_masked import MaskedLayers
+
+        if variable_lengths not in (False, True, "masked"):
+            raise ExportError(f"variable_lengths {variable_lengths!r}: expected False, True or \"masked\"")
         self.s = spec
+        self.masked = MaskedLayers(self, opset) if variable_lengths == "masked" else None
         self.initial_state = initial_state
         self.variable_lengths = variable_lengths
         self.nodes: list[onnx.NodeProto] = []
@@ -166,6 +171,8 @@ class _GraphBuilder:
         if s["batch_first"]:
             self.node("Transpose", [x], ["input_time_major"], "input_to_time_major", perm=[1, 0, 2])
             x = "input_time_major"
+        if self.masked:
+            self.masked.masks(x)
         finals: dict[str, list[str]] = {"h": [], "c": []}
         for layer in range(s["layers"]):
             last_time_major = layer == s["layers"] - 1 and not s["batch_first"]
@@ -195,9 +202,12 @@ class _GraphBuilder:
         s = self.s
         op = ONNX_OP[s["mode"]]
         w, r, b = layer_weights(module, layer)
+        if self.masked:
+            finals = self.masked.layer(module, layer, x, states, out, (w, r, b))
+            return out, {k: self._joined(v, f"{k}_n_l{layer}") for k, v in finals.items() if v}
         inputs = [x, self.const(f"W_{layer}", w), self.const(f"R_{layer}", r)]
         inputs.append(self.const(f"B_{layer}", b) if b is not None else "")
-        inputs.append("sequence_lens" if self.variable_lengths else "")
+        inputs.append("sequence_lens" if self.variable_lengths is True else "")
         if self.initial_state:
             inputs += [self._layer_state(name, layer) for name in states]
         outs = [f"Y_{layer}", f"Y_h_{layer}"] + ([f"Y_c_{layer}"] if op == "LSTM" else [])
@@ -214,12 +224,23 @@ class _GraphBuilder:
 
     def _layer_state(self, name: str, layer: int) -> str:
         """Rows [layer*D, (layer+1)*D) of a stacked initial state, via Gather (same form in every opset)."""
-        dirs = self.s["dirs"]
-        if self.s["layers"] == 1:
+        return self.layer_state(name, layer, 0, self.s["dirs"])
+
+    def layer_state(self, name: str, layer: int, first: int, count: int) -> str:
+        """Rows [layer*D + first, layer*D + first + count) of a stacked initial state."""
+        start = layer * self.s["dirs"] + first
+        if start == 0 and count == self.s["layers"] * self.s["dirs"]:
             return name
-        rows = self.const(f"{name}_rows_l{layer}", np.arange(layer * dirs, (layer + 1) * dirs, dtype=np.int64))
-        self.node("Gather", [name, rows], [f"{name}_l{layer}"], f"{name}_slice_l{layer}", axis=0)
-        return f"{name}_l{layer}"
+        tag = f"l{layer}" + (f"_d{first}" if count < self.s["dirs"] else "")
+        rows = self.const(f"{name}_rows_{tag}", np.arange(start, start + count, dtype=np.int64))
+        self.node("Gather", [name, rows], [f"{name}_{tag}"], f"{name}_slice_{tag}", axis=0)
+        return f"{name}_{tag}"
+
+    def _joined(self, parts: list[str], out: str) -> str:
+        if len(parts) == 1:
+            return parts[0]
+        self.node("Concat", parts, [out], f"join_{out}", axis=0)
+        return out
 
     def _merge_directions(self, y: str, layer: int, out: str) -> None:
         """[seq, D, batch, H] → [seq, batch, D*H], the layout PyTorch hands to the next layer."""

@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import io
-import platform
+import json
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import onnx
-import onnxruntime
 import torch
 
-from . import __version__
-from .artifacts import MODEL_FILE, WEIGHTS_FILE, sha256_file, write_artifact
+from ._version import versions as _versions
+from .artifacts import MANIFEST_FILE, MODEL_FILE, WEIGHTS_FILE, sha256_file, write_artifact
 from .builders import RecurrentModule, build_model
 from .checkpoints import module_from_weights
 from .config import ModelConfig
+from .errors import ArtifactError
 from .exporters import exporter_versions, torch_export
 from .onnx_export import export_onnx, op_counts
 
@@ -38,13 +41,7 @@ def export_config(cfg: ModelConfig, module: RecurrentModule | None = None, expor
 
 
 def versions(exporter: str = "native") -> dict[str, str]:
-    found = {
-        "rnnexport": __version__,
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "onnx": onnx.__version__,
-        "onnxruntime": onnxruntime.__version__,
-    }
+    found = {k: v for k, v in _versions().items() if k != "openvino"}
     return found if exporter == "native" else {**found, **exporter_versions()}
 
 
@@ -89,10 +86,107 @@ def build_artifact(cfg: ModelConfig, out: str | Path, *, exporter: str = "native
                    prefix: str | None = None) -> Path:
     """Build ``cfg`` and write ``out/<name>/`` atomically. ``weights``: a state_dict or checkpoint file
     to take the weights from (the recurrent module found alone, or under ``prefix``) instead of the
-    config's seed. Returns the artifact folder."""
-    module, origin = None, None
-    if weights:
-        module, found = module_from_weights(cfg, weights, prefix)
-        origin = {"kind": "file", "file": Path(weights).name, "sha256": sha256_file(Path(weights)), "prefix": found}
+    config's ``[weights]`` table or seed. Returns the artifact folder."""
+    source = WeightsSource.of(cfg, weights, prefix)
+    module, origin = source.load(cfg)
     model, files = artifact_files(cfg, module, exporter)
     return write_artifact(out, cfg, files, manifest_for(cfg, model, exporter, origin))
+
+
+@dataclass(frozen=True)
+class WeightsSource:
+    """Where a build takes its weights: a file (from ``--weights`` or the config's ``[weights]``) or the seed."""
+
+    file: Path | None
+    prefix: str | None
+
+    @classmethod
+    def of(cls, cfg: ModelConfig, weights: str | Path | None = None, prefix: str | None = None) -> WeightsSource:
+        if weights is not None:
+            return cls(Path(weights), prefix)
+        if cfg.weights_file() is not None:
+            return cls(cfg.weights_file(), prefix if prefix is not None else (cfg.weights.prefix or None))
+        return cls(None, None)
+
+    def load(self, cfg: ModelConfig) -> tuple[RecurrentModule | None, dict[str, Any] | None]:
+        """The module holding the file's weights and the manifest's ``weights_origin`` (None, None: seed)."""
+        if self.file is None:
+            return None, None
+        module, found, layout = module_from_weights(cfg, self.file, self.prefix)
+        return module, {"kind": "file", "file": self.file.name, "sha256": sha256_file(self.file), "prefix": found,
+                        "layout": layout}
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """``build``'s choices: the output folder, the exporter, weights given on the command line, and whether
+    seeded weights may replace an artifact built from a weights file (``reseed``)."""
+
+    out: Path = Path("artifacts")
+    exporter: str = "native"
+    weights: Path | None = None
+    prefix: str | None = None
+    reseed: bool = False
+
+
+@dataclass(frozen=True)
+class Built:
+    cfg: ModelConfig
+    folder: Path
+    model_bytes: int
+    seconds: float
+    notes: tuple[str, ...] = ()
+
+
+def build_configs(configs: Iterable[ModelConfig], options: BuildOptions) -> Iterator[Built]:
+    """Build each config into ``options.out`` and rewrite ``index.json``. Everything that can be refused
+    (several configs with --weights, trained weights about to be replaced by seeded ones, a folder that is
+    not ours) is refused before the first artifact is written."""
+    from .artifacts import artifact_dir, refuse_foreign
+    from .ci import write_index
+
+    configs = list(configs)
+    if options.weights and len(configs) != 1:
+        raise ArtifactError(f"--weights takes exactly one config; {len(configs)} were given")
+    for cfg in configs:
+        target = artifact_dir(options.out, cfg.name)
+        refuse_foreign(target)
+        _refuse_reseed(cfg, target, WeightsSource.of(cfg, options.weights, options.prefix), options.reseed)
+    for cfg in configs:
+        start = time.perf_counter()
+        folder = build_artifact(cfg, options.out, exporter=options.exporter, weights=options.weights,
+                                prefix=options.prefix)
+        yield Built(cfg, folder, (folder / MODEL_FILE).stat().st_size, time.perf_counter() - start)
+    if configs:
+        write_index(options.out)
+
+
+def _refuse_reseed(cfg: ModelConfig, target: Path, source: WeightsSource, reseed: bool) -> None:
+    """Trained weights are never silently replaced by the config's seeded ones."""
+    if source.file is not None or reseed:
+        return
+    try:
+        origin = json.loads((target / MANIFEST_FILE).read_text()).get("weights_origin") or {}
+    except (OSError, ValueError, AttributeError):
+        return
+    if isinstance(origin, dict) and origin.get("kind") == "file":
+        raise ArtifactError(
+            f"{target}: was built from trained weights ({origin.get('file')}); building {cfg.name} from its seed "
+            "would replace them. Add a [weights] table to the config (file = ..., prefix = ...), pass --weights, "
+            "or pass --reseed to replace them on purpose")
+
+
+def check_configs(configs: Iterable[ModelConfig], options: BuildOptions,
+                  on_result: Any = None) -> list[str]:
+    """``build --check``: rebuild each config in memory with the same weights and exporter and compare with
+    ``options.out`` byte for byte; one line per difference."""
+    from .ci import check_artifact
+
+    problems = []
+    for cfg in configs:
+        source = WeightsSource.of(cfg, options.weights, options.prefix)
+        found = check_artifact(cfg, options.out, source.load(cfg)[0], options.exporter)
+        problems += found
+        if on_result:
+            on_result(cfg, found)
+    return problems

@@ -14,7 +14,8 @@ import numpy as np
 
 from .drift import HISTOGRAM_EDGES
 from .report import HEADER, environment, runner_row
-from .verify import Tolerances, VerifyReport
+from .verdict import Verdict
+from .verification import VerifyReport
 
 STYLE = """
 body { font: 14px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 70em; color: #1d2330; }
@@ -53,22 +54,29 @@ def _png(fig: Any) -> str:
     return base64.b64encode(buffer.getvalue()).decode()
 
 
-def _curve_plot(plt: Any, report: VerifyReport) -> str | None:
-    """Per-timestep max |Δ| of ``output`` for every runner, on the longest case, log scale."""
+def _curve_plot(plt: Any, report: VerifyReport, verdict: Verdict) -> str | None:
+    """Per-timestep max |Δ| of ``output`` for every runner on the longest case, log scale, with the error
+    each runner's tolerance allows (one line per distinct allowance)."""
     ran = [r for r in report.runners if r.status == "ok" and r.drift]
     if not ran:
         return None
     case = max(ran[0].drift, key=lambda c: len(ran[0].drift[c]["output"].per_step or ()))
-    fig, ax = plt.subplots(figsize=(8, 3.4))
+    fig, ax = plt.subplots(figsize=(9, 3.4))
+    allowed: dict[float, list[str]] = {}
     for r in ran:
-        curve = np.asarray(r.drift[case]["output"].per_step or (), dtype=np.float64)
+        drift = r.drift.get(case, {}).get("output")
+        if drift is None or not drift.per_step:
+            continue
+        curve = np.asarray(drift.per_step, dtype=np.float64)
         ax.plot(np.arange(len(curve)), np.maximum(curve, 1e-12), label=r.name, linewidth=1)
-    drift = ran[0].drift[case]["output"]
-    allowed = report.tolerances.cpu.atol + report.tolerances.cpu.rtol * drift.expected_max_abs
-    ax.axhline(allowed, color="#8c1d18", linestyle="--", linewidth=1, label="allowed (CPU)")
+        limit = verdict.tolerances.for_runner(r.device, r.precision).allowed(drift.expected_max_abs)
+        allowed.setdefault(limit, []).append(r.name)
+    for limit, names in sorted(allowed.items()):
+        label = "allowed" if len(allowed) == 1 else f"allowed: {', '.join(names)}"
+        ax.axhline(limit, color="#8c1d18", linestyle="--", linewidth=1, label=label)
     ax.set_yscale("log")
     ax.set(xlabel="time step", ylabel="max |Δ| vs float64 oracle", title=f"{report.name}: output, case '{case}'")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the plot, never over a curve
     ax.grid(True, which="both", alpha=0.3)
     try:
         return _png(fig)
@@ -77,18 +85,24 @@ def _curve_plot(plt: Any, report: VerifyReport) -> str | None:
 
 
 def _histogram_plot(plt: Any, report: VerifyReport) -> str | None:
-    """Distribution of |Δ| over every element of every case and output, per runner (log bins)."""
+    """Distribution of |Δ| over every element of every case and output, per runner (log bins), the x-axis
+    spanning the bins that hold data."""
     ran = [r for r in report.runners if r.status == "ok" and r.drift]
     if not ran:
         return None
-    fig, ax = plt.subplots(figsize=(8, 3.0))
     edges = np.array([1e-13, *HISTOGRAM_EDGES, 1e3])
-    for r in ran:
-        counts = np.sum([d.histogram for outs in r.drift.values() for d in outs.values()], axis=0)
-        ax.stairs(counts, edges, label=r.name)
+    counts = {r.name: np.sum([d.histogram for outs in r.drift.values() for d in outs.values() if d.histogram], axis=0)
+              for r in ran}
+    used = np.flatnonzero(np.sum(list(counts.values()), axis=0))
+    if not used.size:
+        return None
+    fig, ax = plt.subplots(figsize=(9, 3.0))
+    for name, c in counts.items():
+        ax.stairs(c, edges, label=name)
     ax.set_xscale("log")
+    ax.set_xlim(edges[used[0]], edges[used[-1] + 1])
     ax.set(xlabel="|Δ| vs float64 oracle (0 counted in the first bin)", ylabel="elements", title="error histogram")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     try:
         return _png(fig)
     finally:
@@ -108,10 +122,11 @@ def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
     return f"<table><tr>{head}</tr>{''.join(body)}</table>"
 
 
-def _case_grid(report: VerifyReport, tolerances: Tolerances) -> str:
-    """Runners × cases: worst |Δ| vs oracle, failing cells marked."""
+def _case_grid(report: VerifyReport, verdict: Verdict) -> str:
+    """Runners × cases: worst |Δ| vs oracle, failing cells marked (a problem of the whole runner marks
+    every case of it)."""
     ran = [r for r in report.runners if r.status == "ok"]
-    failing = {(p.runner, p.case) for p in report.problems(tolerances)}
+    failing = verdict.failing_cells()
     head = "<th>case</th>" + "".join(f"<th>{html.escape(r.name)}</th>" for r in ran)
     rows = []
     for case in report.cases:
@@ -119,23 +134,31 @@ def _case_grid(report: VerifyReport, tolerances: Tolerances) -> str:
         for r in ran:
             drift = r.drift.get(case["name"])
             value = f"{max(d.max_abs for d in drift.values()):.2e}" if drift else "—"
-            cls = "num bad" if (r.name, case["name"]) in failing else "num"
-            cells.append(f'<td class="{cls}">{value}</td>')
+            bad = (r.name, case["name"]) in failing or (r.name, None) in failing
+            cells.append(f'<td class="{"num bad" if bad else "num"}">{value}</td>')
         rows.append(f"<tr><td>{html.escape(case['name'])}</td>{''.join(cells)}</tr>")
     return f"<table><tr>{head}</tr>{''.join(rows)}</table>"
 
 
-def _section(report: VerifyReport, tolerances: Tolerances, plt: Any | None, strict: bool, require: tuple) -> str:
-    failures = report.failures(tolerances, strict, require)
-    failed = {f.split(":", 1)[0] for f in failures}
-    verdict = "PASS: safe to ship, every check within tolerance" if not failures else "FAIL: do not ship"
-    parts = [f'<h1>{html.escape(report.name)}</h1>',
-             f'<div class="banner {"pass" if not failures else "fail"}">{html.escape(verdict)}</div>',
+def banner_words(verdict: Verdict) -> str:
+    """The verdict and what it covers: which runners were checked and which could not run here."""
+    if not verdict.passed:
+        return f"FAIL: do not ship ({len(verdict.problems)} failed check{'s' if len(verdict.problems) != 1 else ''})"
+    text = f"PASS on {', '.join(verdict.checked)}"
+    if verdict.unchecked:
+        text += f"; not checked here: {', '.join(verdict.unchecked)}"
+    return text
+
+
+def _section(report: VerifyReport, verdict: Verdict, plt: Any | None, anchor: str) -> str:
+    failures = verdict.failures()
+    parts = [f'<h1 id="{anchor}">{html.escape(report.name)}</h1>',
+             f'<div class="banner {"pass" if verdict.passed else "fail"}">{html.escape(banner_words(verdict))}</div>',
              f'<p class="note">{len(report.cases)} cases against {html.escape(report.oracle["name"])}; '
              f'model sha256 {report.model_sha256[:16]}; {report.seconds:.1f} s.</p>',
              "<h2>Runners</h2>",
-             _table(HEADER, [runner_row(r, report, tolerances, failed) for r in report.runners]),
-             "<h2>Worst |Δ| per runner and case</h2>", _case_grid(report, tolerances)]
+             _table(HEADER, [runner_row(r, report, verdict) for r in report.runners]),
+             "<h2>Worst |Δ| per runner and case</h2>", _case_grid(report, verdict)]
     if failures:
         parts.append("<h2>Failures</h2><ul>" + "".join(f"<li>{html.escape(f)}</li>" for f in failures[:50]) + "</ul>")
     if report.skipped_cases:
@@ -145,21 +168,28 @@ def _section(report: VerifyReport, tolerances: Tolerances, plt: Any | None, stri
     if plt is None:
         parts.append('<p class="note">Plots need matplotlib: pip install "rnnexport[plots]".</p>')
     else:
-        plots = (("per-timestep error", _curve_plot(plt, report)), ("histogram", _histogram_plot(plt, report)))
+        plots = (("per-timestep error", _curve_plot(plt, report, verdict)), ("histogram", _histogram_plot(plt, report)))
         for title, image in plots:
             if image:
                 parts.append(f'<img alt="{title}" src="data:image/png;base64,{image}">')
-    parts.append("<h2>Environment</h2>" + _table(("what", "value"), environment(report)))
     return "\n".join(parts)
 
 
-def render_html(reports: list[VerifyReport], strict_placement: bool = False, require: tuple[str, ...] = ()) -> str:
-    """One page for every report, verdict first."""
+def render_html(judged: list[tuple[VerifyReport, Verdict]]) -> str:
+    """One page for every (report, verdict): verdict first, a table of contents when there are several
+    models, and the environment once at the end."""
     plt = _plt()
-    ok = all(r.passed(strict_placement=strict_placement, require=require) for r in reports)
-    title = f"rnnexport verify: {'PASS' if ok else 'FAIL'} ({len(reports)} model{'s' if len(reports) != 1 else ''})"
-    body = "\n<hr>\n".join(_section(r, r.tolerances, plt, strict_placement, require) for r in reports)
-    if len(reports) > 1:
-        body = f'<div class="banner {"pass" if ok else "fail"}">{html.escape(title)}</div>\n' + body
+    ok = all(v.passed for _, v in judged)
+    count = f"{len(judged)} model{'s' if len(judged) != 1 else ''}"
+    title = f"rnnexport verify: {'PASS' if ok else 'FAIL'} ({count})"
+    anchors = [f"model-{i}" for i in range(len(judged))]
+    sections = [_section(r, v, plt, a) for (r, v), a in zip(judged, anchors)]
+    head = ""
+    if len(judged) > 1:
+        items = "".join(f'<li><a href="#{a}">{html.escape(r.name)}</a>: {"PASS" if v.passed else "FAIL"}</li>'
+                        for (r, v), a in zip(judged, anchors))
+        head = f'<div class="banner {"pass" if ok else "fail"}">{html.escape(title)}</div>\n<ul class="toc">{items}</ul>\n'
+    env = "<h2>Environment</h2>" + _table(("what", "value"), environment(judged[0][0])) if judged else ""
+    body = head + "\n<hr>\n".join(sections) + "\n" + env
     return (f"<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
             f"<style>{STYLE}</style><script>{SELF_CHECK}</script></head>\n<body>\n{body}\n</body></html>\n")

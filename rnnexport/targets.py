@@ -13,7 +13,7 @@ from .checkpoints import module_from_weights
 from .config import ModelConfig, find_configs, load_config
 from .errors import ArtifactError
 from .pipeline import export_config
-from .verify import check_model_matches, model_from_source
+from .models import check_model_matches, model_from_source
 
 
 @dataclass

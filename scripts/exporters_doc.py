@@ -30,7 +30,7 @@ from rnnexport.exporters import EXPORTERS, exporter_versions  # noqa: E402
 from rnnexport.lint import lint_model  # noqa: E402
 from rnnexport.onnx_export import op_counts  # noqa: E402
 from rnnexport.pipeline import export_config  # noqa: E402
-from rnnexport.verify import verify  # noqa: E402
+from rnnexport.verification import verify  # noqa: E402
 
 OTHER_SHAPES = ("seq1", "batch1", "long", "other_batch", "ragged")
 SHORT = {"Transpose": "T", "Reshape": "Rs", "Concat": "C", "Gather": "G", "Constant": "K", "Slice": "Sl",
@@ -47,7 +47,7 @@ def measure(cfg, exporter: str, repeats: int) -> dict:
         except ExportError as exc:
             return {"error": str(exc).split(": ", 1)[-1]}
         times.append(time.perf_counter() - start)
-    findings = lint_model(model, cfg.num_layers)
+    findings = lint_model(model, cfg)
     report = verify(module, model, cfg=cfg, providers=("CPUExecutionProvider",), case_names=OTHER_SHAPES)
     failed_to_run = sorted({c for r in report.runners for c in r.case_errors})
     verdict = ("passes" if report.passed() else

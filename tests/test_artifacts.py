@@ -79,7 +79,7 @@ def test_failure_mid_write_keeps_the_previous_artifact(artifact, monkeypatch):
         real_write(path, data)
 
     monkeypatch.setattr(artifacts, "_write_synced", fail_on_manifest)
-    with pytest.raises(OSError):
+    with pytest.raises(ArtifactError, match="gru_2layer: cannot write: No space left on device"):
         build_artifact(load_config(GRU), artifact.parent)
     assert {p.name: p.read_bytes() for p in artifact.iterdir()} == before
     assert sorted(p.name for p in artifact.parent.iterdir()) == ["gru_2layer"]

@@ -93,7 +93,7 @@ def test_two_rnns_need_a_prefix(tmp_path):
     torch.save({"a": torch.nn.GRU(2, 3).state_dict(), "b": torch.nn.LSTM(2, 3).state_dict()}, path)
     result = _invoke("init", "--from-checkpoint", path)
     assert (result.exit_code, result.output) == (
-        2, f"Error: {path}: holds several recurrent modules (a., b.); choose one with --prefix\n")
+        2, f"Error: {path}: holds several recurrent modules: a. (module), b. (module); choose one with --prefix\n")
     result = _invoke("init", "--from-checkpoint", path, "--prefix", "b.")
     assert result.exit_code == 0 and 'cell = "lstm"' in result.output
 
@@ -114,7 +114,8 @@ def test_init_marks_what_cannot_be_inferred_for_rnn(tmp_path):
 def test_wrong_prefix_and_init_over_an_existing_file(checkpoint, tmp_path):
     path, _ = checkpoint
     result = _invoke("init", "--from-checkpoint", path, "--prefix", "encoder.rnn.")
-    assert (result.exit_code, result.output) == (2, f"Error: {path}: no key starts with the prefix 'encoder.rnn.'\n")
+    assert (result.exit_code, result.output) == (2, f"Error: {path}: no recurrent module under the prefix 'encoder.rnn.'; recurrent weights "
+                                                 "were found under: model.encoder.rnn. (module)\n")
     existing = tmp_path / "x.toml"
     existing.write_text("keep")
     result = _invoke("init", "--from-checkpoint", path, "--out", existing)
@@ -241,4 +242,4 @@ def test_lint_layer_count_against_a_config(tmp_path):
     onnx.save(model, path)
     result = _invoke("lint", path, "--config", next(p for p in SHIPPED if p.stem == "lstm_3layer_bidir"))
     assert result.exit_code == 1
-    assert f"{path}: error: layers: 2 recurrent nodes for 3 layers; expected one node per layer" in result.output
+    assert f"{path}: error: layers: 2 recurrent nodes where the config makes 3 (one per layer" in result.output

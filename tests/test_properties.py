@@ -18,7 +18,8 @@ from rnnexport.cases import make_feeds
 from rnnexport.config import MIN_OPSET, newest_opset, parse_config
 from rnnexport.onnx_export import op_counts, recurrent_nodes
 from rnnexport.pipeline import export_config
-from rnnexport.runtimes import OrtRunner, TorchRunner
+from rnnexport.runners.ort_runner import OrtRunner
+from rnnexport.runners.torch_runner import TorchRunner
 
 settings.register_profile("ci", max_examples=500, deadline=None, derandomize=True,
                           suppress_health_check=[HealthCheck.too_slow])

@@ -15,7 +15,7 @@ from rnnexport.cli import main
 from rnnexport.config import Tolerance, load_config
 from rnnexport.pipeline import build_artifact, export_config
 from rnnexport.report_html import render_html
-from rnnexport.verify import Tolerances, verify
+from rnnexport.verification import Tolerances, verify
 
 CONFIG = {p.stem: p for p in SHIPPED}
 QUICK = ["--cases", "example,long,ragged", "--long-seq", "300"]
@@ -47,11 +47,12 @@ def test_markdown_report_sits_beside_report_json(verified):
 def test_html_is_self_contained_with_verdict_tables_and_plots(verified):
     _, html, names = verified
     text = html.read_text()
-    assert text.count("PASS: safe to ship, every check within tolerance") == 2
+    assert text.count('class="banner pass">PASS on torch-float32-cpu, ort-cpu, openvino-cpu-f32, '
+                      'openvino-cpu-default; not checked here: torch-float32-cuda, ort-cuda') == 2
     assert text.count('src="data:image/png;base64,') == 4  # a curve and a histogram per model
     assert "http://" not in text and "https://" not in text
     for name in names:
-        assert f"<h1>{name}</h1>" in text
+        assert f'">{name}</h1>' in text
     assert "device=cpu, dtype=torch.float32, allow_tf32=False" in text
 
 
@@ -60,7 +61,7 @@ def test_html_without_matplotlib_says_so_and_keeps_the_tables(monkeypatch):
     module, model = export_config(cfg)
     report = verify(module, model, cfg=cfg, providers=("CPUExecutionProvider",), case_names=("example",))
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # makes `import matplotlib` raise ImportError
-    text = render_html([report])
+    text = render_html([(report, report.judge())])
     assert 'Plots need matplotlib: pip install "rnnexport[plots]".' in text
     assert "<img" not in text and "<h2>Runners</h2>" in text
 
@@ -70,7 +71,7 @@ def test_failing_report_shows_the_failure():
     module, model = export_config(cfg)
     report = verify(module, model, cfg=cfg, providers=("CPUExecutionProvider",), case_names=("example",),
                     tolerances=Tolerances(cpu=Tolerance(atol=1e-12, rtol=0.0)))
-    text = render_html([report])
+    text = render_html([(report, report.judge())])
     assert 'class="banner fail">FAIL: do not ship' in text
     assert "<h2>Failures</h2>" in text and 'class="num bad"' in text
 
@@ -84,7 +85,7 @@ def test_html_renders_in_headless_chromium(verified, tmp_path):
     dom = subprocess.run(command, capture_output=True, text=True, timeout=120).stdout
     assert 'data-images="4"' in dom, dom[:500]
     assert 'data-images-decoded="4"' in dom  # every image decoded with a non-zero natural size
-    assert "PASS: safe to ship" in dom
+    assert "PASS on torch-float32-cpu" in dom
 
 
 def test_inspect_artifact_and_json(verified):

@@ -13,9 +13,9 @@ from torch import Tensor, nn
 
 from ..builders import build_model
 from ..cases import make_feeds
-from ..config import ModelConfig
+from ..config import ModelConfig, Tolerance
 from ..pipeline import export_config
-from ..runtimes import Float64Oracle
+from ..runners.torch_runner import Float64Oracle
 from .modules import BIDIRECTIONAL_NOTE, FORMULATIONS, UNIDIRECTIONAL_ONLY, make_formulation, scripted_unavailable
 
 
@@ -41,16 +41,12 @@ class FormulationsReport:
     dropout: dict[str, float] | None = None  # training mode, fixed masks: max |Δ| from layer_major
     expected_max_abs: float = 0.0
 
-    def allowed(self, atol: float, rtol: float) -> float:
-        return atol + rtol * self.expected_max_abs
-
-    def passed(self, atol: float, rtol: float) -> bool:
-        """Every available formulation (and the dropout check) within ``atol + rtol × max|native|``,
-        and every exported graph byte-identical."""
-        limit = self.allowed(atol, rtol)
+    def passed(self, tol: Tolerance) -> bool:
+        """Every available formulation (and the dropout check) within ``tol`` of native (relative to
+        max|native|), and every exported graph byte-identical."""
         ok = [r for r in self.results if r.status == "ok"]
         diffs = [r.max_abs_vs_native for r in ok] + list((self.dropout or {}).values())
-        return all(d <= limit for d in diffs) and len({r.onnx_sha256 for r in ok}) == 1
+        return all(tol.allows(d, self.expected_max_abs) for d in diffs) and len({r.onnx_sha256 for r in ok}) == 1
 
     def speedup(self) -> float | None:
         """time_major's time over layer_major's: how much faster the layer-major order runs."""
@@ -82,10 +78,12 @@ def _median_seconds(module: nn.Module, feeds: dict[str, Tensor], repeats: int) -
     return statistics.median(times)
 
 
-def compare_formulations(cfg: ModelConfig, repeats: int = 5, seed: int = 0) -> FormulationsReport:
-    """Every formulation of ``cfg``'s model on its example shape (full lengths, the config's states):
-    max |Δ| from native and from the float64 oracle, median forward time, exported sha256."""
-    native = build_model(cfg)
+def compare_formulations(cfg: ModelConfig, repeats: int = 5, seed: int = 0,
+                         native: nn.Module | None = None) -> FormulationsReport:
+    """Every formulation of ``cfg``'s model (``native``: the module with a user's weights; default: the
+    config's seeded one) on its example shape (full lengths, the config's states): max |Δ| from native and
+    from the float64 oracle, median forward time, exported sha256."""
+    native = build_model(cfg) if native is None else native
     arrays = make_feeds(cfg, cfg.example.seq_len, cfg.example.batch, np.random.default_rng(seed))
     feeds = {k: torch.from_numpy(v) for k, v in arrays.items() if k != "sequence_lens"}
     oracle = Float64Oracle(native).infer({k: v for k, v in arrays.items() if k != "sequence_lens"})

@@ -1,0 +1,30 @@
+"""The formulations table, for the terminal and for docs/formulations.md."""
+
+from __future__ import annotations
+
+from ..config import Tolerance
+from ..report import aligned
+from .compare import FormulationsReport
+
+
+def render_formulations(report: FormulationsReport, tol: Tolerance, markdown: bool = False) -> str:
+    """A table of formulations: max |Δ| from native and from the float64 oracle, time, exported sha256."""
+    ok = report.passed(tol)
+    shape = f"seq {report.shape['seq_len']}, batch {report.shape['batch']}"
+    head = (f"{report.config}: {'all formulations agree' if ok else 'FORMULATIONS DISAGREE'} "
+            f"(example {shape}; allowed |Δ| {tol.allowed(report.expected_max_abs):.1e})")
+    header = ("formulation", "max |Δ| vs native", "max |Δ| vs float64", "ms / forward", "model.onnx sha256")
+    rows = [(r.name, f"{r.max_abs_vs_native:.1e}", f"{r.max_abs_vs_oracle:.1e}", f"{r.seconds * 1e3:.2f}",
+             r.onnx_sha256[:16]) for r in report.results if r.status == "ok"]
+    notes = [f"{r.name}: {r.status}: {r.reason}" for r in report.results if r.status != "ok"]
+    if report.speedup():
+        notes.append(f"layer_major runs {report.speedup():.2f}× as fast as time_major")
+    if report.dropout:
+        diffs = ", ".join(f"{k} {v:.1e}" for k, v in report.dropout.items())
+        notes.append(f"dropout (training mode, one fixed set of masks), max |Δ| from layer_major: {diffs}")
+    if markdown:
+        cells = [h.replace("|", "\\|") for h in header]
+        lines = [f"**{head}**", "", "| " + " | ".join(cells) + " |", "|" + "---|" * len(header)]
+        lines += ["| " + " | ".join(f"`{c}`" if i in (0, 4) else c for i, c in enumerate(row)) + " |" for row in rows]
+        return "\n".join(lines + [""] + [f"- {n}" for n in notes])
+    return "\n".join([head, *aligned(header, rows)] + [f"  {n}" for n in notes])

@@ -1,0 +1,257 @@
+"""What the commands do, as library calls: verify a list of targets and write every output, or nothing.
+
+    judged = verify_targets(load_targets([Path("artifacts")]), VerifyOptions(), Outputs(html=Path("r.html")))
+    sys.exit(exit_code(judged))
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from .artifacts import (MANIFEST_FILE, MODEL_FILE, REPORT_FILES, remove_stale_temporaries, write_bytes_atomic,
+                        write_json_atomic, write_text_atomic)
+from .cases import LONG_SEQ, cases_to_npz, load_cases
+from .errors import ArtifactError, RnnExportError
+from .report import INPUTS_FILE, MARKDOWN_FILE, REPORT_FILE, render_markdown
+from .runners import FAMILIES
+from .targets import Target
+from .verdict import Policy, Verdict
+from .verification import VerifyReport, tolerances_for, verify
+
+Judged = tuple[VerifyReport, Verdict]
+
+
+@dataclass(frozen=True)
+class VerifyOptions:
+    """What to run and how to judge it (see ``verify.verify`` and ``verdict.Policy``)."""
+
+    providers: tuple[str, ...] = ()
+    runtimes: tuple[str, ...] = FAMILIES
+    case_names: tuple[str, ...] = ()
+    atol: float | None = None
+    rtol: float | None = None
+    seed: int = 0
+    long_seq: int = LONG_SEQ
+    threads: int = 0
+    inputs: Path | None = None
+    strict_placement: bool = False
+    require: tuple[str, ...] = ()
+
+    def check(self) -> None:
+        for key in ("atol", "rtol"):
+            value = getattr(self, key)
+            if value is not None and not (math.isfinite(value) and 0 <= value <= 1e300):
+                raise RnnExportError(f"--{key} {value!r}: expected a finite, non-negative number")
+
+
+@dataclass(frozen=True)
+class Outputs:
+    """Files a verification writes besides each artifact folder's report: one JSON of every report, an
+    HTML page, JUnit XML, and ONNX test data folders."""
+
+    json: Path | None = None
+    html: Path | None = None
+    junit: Path | None = None
+    test_data: Path | None = None
+
+    def check(self) -> None:
+        """Refuse, before any work, a path that could not be written: a folder where a file goes, a missing
+        parent, a file where the test-data folder goes."""
+        for flag, path in (("--json", self.json), ("--html", self.html), ("--junit", self.junit)):
+            if path is None:
+                continue
+            if path.is_dir():
+                raise ArtifactError(f"{flag} {path}: is a folder; expected a file name")
+            if not path.parent.is_dir():
+                raise ArtifactError(f"{flag} {path}: the folder {path.parent} does not exist")
+        if self.test_data is not None and self.test_data.exists() and not self.test_data.is_dir():
+            raise ArtifactError(f"--export-test-data {self.test_data}: is a file; expected a folder")
+
+
+def verify_targets(targets: list[Target], options: VerifyOptions, outputs: Outputs = Outputs(),
+                   on_result: Callable[[VerifyReport, Verdict], None] | None = None,
+                   each: Callable[[list[Target]], Iterable[Target]] = iter) -> list[Judged]:
+    """Verify every target, judge each report once under the options' policy, then write every output.
+
+    Nothing is written until every target has been verified: artifact folders get report.json, report.md
+    and inputs.npz (and their index.json is rebuilt), then the JSON, HTML and JUnit files and the test
+    data. ``on_result`` is called after each target; ``each`` wraps the loop over them (a progress bar)."""
+    from .ci import check_test_data_target
+
+    options.check()
+    outputs.check()
+    for target in targets:
+        if outputs.test_data is not None:
+            check_test_data_target(outputs.test_data / target.cfg.name)
+    policy = Policy(strict_placement=options.strict_placement, require=options.require)
+    judged = []
+    for target in each(targets):
+        report = _verify_one(target, options)
+        verdict = report.judge(policy)
+        judged.append((report, verdict))
+        if on_result:
+            on_result(report, verdict)
+    write_outputs(targets, judged, outputs)
+    return judged
+
+
+def _verify_one(target: Target, options: VerifyOptions) -> VerifyReport:
+    cases = load_cases(options.inputs, target.cfg) if options.inputs else None
+    return verify(target.module, target.model, cfg=target.cfg, providers=options.providers or None,
+                  runtimes=options.runtimes, case_names=options.case_names or None,
+                  tolerances=tolerances_for(target.cfg, options.atol, options.rtol), seed=options.seed,
+                  long_seq=options.long_seq, cases=cases, threads=options.threads)
+
+
+def write_outputs(targets: list[Target], judged: list[Judged], outputs: Outputs) -> None:
+    from .ci import export_test_data, junit_xml, write_index
+
+    for target, (report, verdict) in zip(targets, judged):
+        if target.folder:
+            write_report(report, verdict, target.folder)
+            write_index(target.folder.parent)
+    if outputs.json:
+        write_json_atomic(outputs.json, {"schema_version": 1, "reports": [r.to_dict(v) for r, v in judged]})
+    if outputs.html:
+        from .report_html import render_html
+
+        write_text_atomic(outputs.html, render_html(judged))
+    if outputs.junit:
+        write_text_atomic(outputs.junit, junit_xml(judged))
+    if outputs.test_data:
+        for target, (report, _) in zip(targets, judged):
+            export_test_data(target, report.inputs, outputs.test_data)
+
+
+def write_report(report: VerifyReport, verdict: Verdict, folder: Path) -> None:
+    """``report.json`` (versioned), ``report.md`` and ``inputs.npz`` into an artifact folder, each written
+    atomically, only while the folder still holds the model the report describes: when a build replaced
+    it meanwhile, what was written is removed again and the run fails (the report describes another model)."""
+    remove_stale_temporaries(folder)
+    _check_same_model(report, folder)
+    write_bytes_atomic(folder / INPUTS_FILE, cases_to_npz(report.inputs))
+    write_json_atomic(folder / REPORT_FILE, report.to_dict(verdict))
+    write_text_atomic(folder / MARKDOWN_FILE, render_markdown(report, verdict))
+    try:
+        _check_same_model(report, folder)
+    except ArtifactError:
+        for name in REPORT_FILES:
+            (folder / name).unlink(missing_ok=True)
+        raise
+
+
+def _check_same_model(report: VerifyReport, folder: Path) -> None:
+    import json
+
+    try:
+        manifest = json.loads((folder / MANIFEST_FILE).read_text())
+        current = manifest["files"][MODEL_FILE]["sha256"]
+    except (OSError, ValueError, KeyError, TypeError):
+        current = None
+    if current != report.model_sha256:
+        raise ArtifactError(f"{folder}: the artifact was rebuilt while it was being verified; no report was "
+                            "written for it (verify it again)")
+
+
+def exit_code(judged: list[Judged]) -> int:
+    """The worst of the verdicts' exit codes: 0 pass, 1 drift, 3 a runtime failed."""
+    return max((v.exit_code for _, v in judged), default=0)
+
+
+def check_names(options: VerifyOptions) -> None:
+    """Refuse unknown runner families, providers and cases, and a required runner that cannot run here,
+    before any work (exit 2 for a name, 3 for a missing runner)."""
+    import onnxruntime
+
+    from .cases import CASE_NAMES
+    from .runners.ort_runner import provider_status
+
+    known = onnxruntime.get_all_providers()
+    for family in options.runtimes:
+        if family not in FAMILIES:
+            raise RnnExportError(f"unknown runtime {family!r}; known: {', '.join(FAMILIES)}")
+    for name in options.providers + tuple(r for r in options.require if r[:1].isupper()):
+        if name not in known:
+            raise RnnExportError(f"unknown provider {name!r}; known: {', '.join(known)}")
+    for name in options.case_names:
+        if name not in CASE_NAMES:
+            raise RnnExportError(f"unknown case {name!r}; known: {', '.join(CASE_NAMES)}")
+    for name in options.require:
+        provider = name[:1].isupper()
+        reason = provider_status(name) if provider else _runner_status(name)
+        if reason:
+            from .errors import ProviderUnavailable
+
+            what = "provider" if provider else "runner"
+            raise ProviderUnavailable(f"required {what} {name} is not available: {reason}", runner=name, reason=reason)
+
+
+def _runner_status(name: str) -> str | None:
+    """Why a runner named in --require cannot run here (None when it can, or when only running tells)."""
+    import torch
+
+    from .runners import TORCH_CUDA
+
+    if name == TORCH_CUDA and not torch.cuda.is_available():
+        return f"torch {torch.__version__} sees no CUDA device"
+    if name.startswith("openvino-"):
+        try:
+            import openvino  # noqa: F401
+        except ImportError:
+            from .runners.openvino_runner import INSTALL
+
+            return f"OpenVINO is not installed ({INSTALL})"
+    return None
+
+
+def compare_configs(paths: list[Path], weights: Path | None, prefix: str | None, repeats: int,
+                    markdown: bool) -> Iterable[tuple[str, bool]]:
+    """``formulations``: per config, the rendered table and whether every formulation agrees. With
+    ``weights`` (one config), the formulations hold those weights."""
+    from .config import load_configs
+    from .formulations import compare_formulations
+    from .formulations.render import render_formulations
+    from .pipeline import WeightsSource
+
+    configs = load_configs(paths)
+    if weights and len(configs) != 1:
+        raise ArtifactError(f"--weights takes exactly one config; {len(configs)} were given")
+    for cfg in configs:
+        module = WeightsSource.of(cfg, weights, prefix).load(cfg)[0]
+        report = compare_formulations(cfg, repeats=repeats, native=module)
+        yield render_formulations(report, cfg.tolerance, markdown), report.passed(cfg.tolerance)
+
+
+def bench_targets(paths: list[Path], rounds: int, exporters: tuple[str, ...], json_path: Path | None
+                  ) -> Iterable[str]:
+    """``bench``: lines to print as each measurement finishes; an artifact's manifest receives the
+    recommended runtime settings, and ``json_path`` every number."""
+    import json
+
+    from .bench import CORES, bench_config, gemm_peak, render_bench
+    from .exporters import EXPORTERS
+    from .targets import load_targets
+
+    unknown = [e for e in exporters if e not in EXPORTERS]
+    if unknown:
+        raise RnnExportError(f"unknown exporter {unknown[0]!r}; known: {', '.join(EXPORTERS)}")
+    if json_path is not None:
+        Outputs(json=json_path).check()
+    targets = load_targets(paths)
+    peaks = {1: gemm_peak(1), CORES: gemm_peak(CORES)}
+    yield f"float32 GEMM peak: {peaks[1]:.0f} GFLOP/s on 1 thread, {peaks[CORES]:.0f} on {CORES}"
+    results = []
+    for target in targets:
+        result = bench_config(target.cfg, rounds, exporters)
+        results.append(result.to_dict())
+        yield render_bench(result, peaks)
+        if target.folder:
+            manifest = json.loads((target.folder / MANIFEST_FILE).read_text())
+            manifest["runtime_recommendation"] = result.recommendation
+            write_json_atomic(target.folder / MANIFEST_FILE, manifest)
+    if json_path:
+        write_json_atomic(json_path, {"schema_version": 1, "cores": CORES, "gemm_peak_gflops": peaks,
+                                      "configs": results})

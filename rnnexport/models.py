@@ -1,0 +1,105 @@
+"""ONNX models from files, bytes or protos, and the check that a model keeps the graph contract.
+
+One reader for model bytes: every command that opens an ONNX file goes through ``read_model``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import onnx
+
+from .config import ModelConfig
+from .errors import ArtifactError
+
+MAX_MODEL_BYTES = 2 << 30  # protobuf's limit for one message
+
+
+def read_model(path: str | Path) -> tuple[onnx.ModelProto, bytes]:
+    """The parsed model at ``path`` and its bytes; a folder means its ``model.onnx`` (an artifact).
+
+    Tensors stored as external data are read from files beside the model (refused when a location
+    leaves that folder), and the bytes returned hold them inline."""
+    path = Path(path)
+    if path.is_dir() and (path / "model.onnx").is_file():
+        path = path / "model.onnx"
+    try:
+        if not path.is_file():
+            reason = "is a folder without a model.onnx" if path.is_dir() else "not a regular file"
+            raise ArtifactError(f"{path}: {reason}" if path.exists() else f"{path}: no such file")
+        size = path.stat().st_size
+        if size > MAX_MODEL_BYTES:
+            raise ArtifactError(f"{path}: {size / 2**30:.1f} GiB is larger than an ONNX model can be")
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ArtifactError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    proto = load_model_bytes(data, str(path))
+    if _has_external_data(proto):
+        _load_external(proto, path)
+        data = proto.SerializeToString()
+    return proto, data
+
+
+def _has_external_data(proto: onnx.ModelProto) -> bool:
+    return any(t.data_location == onnx.TensorProto.EXTERNAL for t in proto.graph.initializer)
+
+
+def _load_external(proto: onnx.ModelProto, path: Path) -> None:
+    folder = path.resolve().parent
+    for tensor in proto.graph.initializer:
+        if tensor.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        location = next((e.value for e in tensor.external_data if e.key == "location"), "")
+        target = (folder / location).resolve()
+        if not location or Path(location).is_absolute() or not target.is_relative_to(folder):
+            raise ArtifactError(f"{path}: tensor {tensor.name!r} keeps its data at {location!r}, outside the "
+                                "model's folder; only files beside the model are read")
+        if not target.is_file():
+            raise ArtifactError(f"{path}: tensor {tensor.name!r}: external data file {location!r} is missing")
+    try:
+        from onnx.external_data_helper import load_external_data_for_model
+
+        load_external_data_for_model(proto, str(folder))
+    except Exception as exc:  # onnx raises ValueError, OSError, ... for short or unreadable data files
+        raise ArtifactError(f"{path}: cannot read its external data: {exc}") from None
+
+
+def model_from_source(model: onnx.ModelProto | str | Path | bytes) -> tuple[onnx.ModelProto, bytes]:
+    """The parsed model and its bytes, from a ModelProto, a path or bytes."""
+    if isinstance(model, onnx.ModelProto):
+        return model, model.SerializeToString()
+    if isinstance(model, (str, Path)):
+        return read_model(model)
+    return load_model_bytes(model, "model"), model
+
+
+def load_model_bytes(data: bytes, source: str) -> onnx.ModelProto:
+    """Parse ONNX bytes, turning protobuf's errors into a message about the file."""
+    try:
+        proto = onnx.load_model_from_string(data)
+    except Exception:  # protobuf raises DecodeError and friends
+        raise ArtifactError(f"{source}: not an ONNX model (it does not parse)") from None
+    if not proto.graph.node:
+        raise ArtifactError(f"{source}: not an ONNX model (it has no graph)")
+    return proto
+
+
+def graph_inputs(model: onnx.ModelProto) -> list[str]:
+    """The inputs a caller feeds: graph inputs that are not initializers, in order."""
+    initializers = {i.name for i in model.graph.initializer}
+    return [i.name for i in model.graph.input if i.name not in initializers]
+
+
+def check_model_matches(model: onnx.ModelProto, cfg: ModelConfig, source: str, need_recurrent: bool = True) -> None:
+    """Refuse an ONNX file whose inputs do not fit ``cfg``, or (``need_recurrent``) that has no recurrent
+    node: bad input, exit 2. A torch exporter's unrolled graph is verified all the same."""
+    from .onnx_export import recurrent_nodes
+
+    if need_recurrent and not recurrent_nodes(model):
+        raise ArtifactError(f"{source}: the graph has no GRU, LSTM or RNN node")
+    from .cases import input_names
+
+    expected = input_names(cfg)
+    found = graph_inputs(model)
+    if found != expected:
+        raise ArtifactError(f"{source}: graph inputs {found} do not match the config, which expects {expected}")
