@@ -38,6 +38,7 @@ def layer_summary(model: onnx.ModelProto) -> list[dict[str, Any]]:
             "layout": attrs.get("layout", 0),
             "weights_are_initializers": all(name in shapes for name in node.input[1:3]),
             "has_bias": len(node.input) > 3 and bool(node.input[3]),
+            "sequence_lens": len(node.input) > 4 and bool(node.input[4]),
         }
         if node.op_type == "GRU":
             entry["linear_before_reset"] = attrs.get("linear_before_reset", 0)

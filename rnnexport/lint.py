@@ -143,6 +143,15 @@ def _node_findings(layer: dict) -> list[Finding]:
     if not _default_activations(layer):
         found.append(Finding("warning", "activations", f"{node}: activations {'/'.join(layer['activations'])}: "
                                                        "non-default activations fall back to CPU on the CUDA provider"))
+    if layer.get("sequence_lens"):
+        found.append(Finding("warning", "sequence-lens", f"{node}: takes sequence_lens, which OpenVINO's ONNX frontend "
+                                                         "(2026.4, measured) ignores: padded steps are computed and the "
+                                                         "final state taken at the padded end; build with "
+                                                         '[inputs] variable_lengths = "masked" for a portable graph'))
+    acts = layer["activations"]
+    if layer["direction"] == "bidirectional" and isinstance(acts, list) and acts[:len(acts) // 2] != acts[len(acts) // 2:]:
+        found.append(Finding("warning", "direction-activations", f"{node}: the two directions use different "
+                                                                 "activations, which TensorRT's ONNX parser refuses"))
     if not layer["weights_are_initializers"]:
         found.append(Finding("warning", "weights", f"{node}: W/R are not initializers: runtimes cannot prepack "
                                                    "them, and the graph may compute them on every call"))
