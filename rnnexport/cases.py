@@ -6,6 +6,7 @@ Each case's inputs depend only on (seed, case name), so adding a case never chan
 from __future__ import annotations
 
 import io
+import re
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -159,6 +160,8 @@ def load_cases(path: str | Path, cfg: ModelConfig) -> list[Case]:
     cases = []
     expected = input_names(cfg)
     for name, arrays in load_case_arrays(path).items():
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", name):
+            raise ArtifactError(f"{path}: case name {name!r} is not allowed; expected letters, digits, '.', '_' or '-'")
         chunks = arrays.pop(CHUNKS_KEY, None)
         if sorted(arrays) != sorted(expected):
             raise ArtifactError(f"{path}: case '{name}' has inputs {sorted(arrays)}; the model takes {expected}")

@@ -86,6 +86,7 @@ def verify_targets(targets: list[Target], options: VerifyOptions, outputs: Outpu
     for target in targets:
         if outputs.test_data is not None:
             check_test_data_target(outputs.test_data / target.cfg.name)
+        _check_some_case_applies(target, options)
     policy = Policy(strict_placement=options.strict_placement, require=options.require)
     judged = []
     for target in each(targets):
@@ -96,6 +97,17 @@ def verify_targets(targets: list[Target], options: VerifyOptions, outputs: Outpu
             on_result(report, verdict)
     write_outputs(targets, judged, outputs)
     return judged
+
+
+def _check_some_case_applies(target: Target, options: VerifyOptions) -> None:
+    from .cases import skipped_cases
+
+    if options.inputs or not options.case_names:
+        return
+    skipped = skipped_cases(target.cfg)
+    if all(name in skipped for name in options.case_names):
+        reasons = "; ".join(f"{n}: {skipped[n]}" for n in options.case_names)
+        raise RnnExportError(f"{target.cfg.name}: none of the chosen cases applies ({reasons})")
 
 
 def _verify_one(target: Target, options: VerifyOptions) -> VerifyReport:

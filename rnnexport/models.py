@@ -81,7 +81,32 @@ def load_model_bytes(data: bytes, source: str) -> onnx.ModelProto:
         raise ArtifactError(f"{source}: not an ONNX model (it does not parse)") from None
     if not proto.graph.node:
         raise ArtifactError(f"{source}: not an ONNX model (it has no graph)")
+    _check_initializers(proto, source)
     return proto
+
+
+def _check_initializers(proto: onnx.ModelProto, source: str) -> None:
+    """Refuse an initializer whose stored data is not the size its dims declare (reading it would allocate
+    what the dims claim, or fail deep inside a runtime)."""
+    import math
+
+    from onnx import helper
+
+    for tensor in proto.graph.initializer:
+        if tensor.data_location == onnx.TensorProto.EXTERNAL or not tensor.raw_data:
+            stored = None if tensor.data_location == onnx.TensorProto.EXTERNAL else _typed_count(tensor)
+        else:
+            itemsize = helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
+            stored = len(tensor.raw_data) // itemsize
+        declared = math.prod(tensor.dims)
+        if stored is not None and stored != declared:
+            raise ArtifactError(f"{source}: initializer {tensor.name!r} declares {declared:,} elements "
+                                f"(dims {list(tensor.dims)}) but holds {stored:,}")
+
+
+def _typed_count(tensor: onnx.TensorProto) -> int:
+    fields = ("float_data", "int32_data", "int64_data", "double_data", "uint64_data", "string_data")
+    return max(len(getattr(tensor, f)) for f in fields)
 
 
 def graph_inputs(model: onnx.ModelProto) -> list[str]:

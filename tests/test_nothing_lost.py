@@ -1,0 +1,274 @@
+"""Nothing lost, ever: folders that are not ours survive, reports match their model, and the inputs this
+round's review found each give one Error: line, exit 2 (3 for a runtime), nothing written.
+
+Expectations are written by hand: the exit code and the words of each error line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from click.testing import CliRunner
+from conftest import SHIPPED, tree_snapshot
+
+from rnnexport.cli import main
+from rnnexport.config import load_config
+from rnnexport.pipeline import build_artifact
+
+GRU = SHIPPED[0]
+BASE = 'cell = "gru"\ninput_size = 4\nhidden_size = 8\n'
+
+
+def _run(*args) -> tuple[int, str]:
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    assert "Traceback" not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    return result.exit_code, result.output
+
+
+def _user_folder(path: Path) -> dict[str, bytes]:
+    (path / "src").mkdir(parents=True)
+    (path / "src" / "main.py").write_text("print('my work')\n")
+    (path / "notes.txt").write_text("do not delete\n")
+    return tree_snapshot(path)
+
+
+def test_build_never_replaces_a_folder_that_is_not_an_artifact(tmp_path):
+    configs = tmp_path / "configs"
+    configs.mkdir()
+    (configs / "src.toml").write_text(f'name = "src"\n{BASE}')
+    before = _user_folder(tmp_path / "src")
+    code, output = _run("build", configs, "--out", tmp_path)
+    assert (code, output) == (2, f"Error: {tmp_path / 'src'}: exists and is not an rnnexport artifact; refusing to "
+                                 "replace it (move it away, or choose another --out)\n")
+    assert tree_snapshot(tmp_path / "src") == before
+    assert not (tmp_path / "index.json").exists()
+
+
+def test_a_config_named_like_its_own_folder_cannot_replace_it(tmp_path):
+    configs = tmp_path / "configs"
+    configs.mkdir()
+    (configs / "configs.toml").write_text(BASE)
+    before = tree_snapshot(configs)
+    assert _run("build", configs, "--out", tmp_path)[0] == 2
+    assert tree_snapshot(configs) == before
+
+
+def test_export_test_data_never_replaces_a_user_folder(tmp_path):
+    artifact = build_artifact(load_config(GRU), tmp_path / "out")
+    before = _user_folder(tmp_path / "data" / "gru_2layer")
+    code, output = _run("verify", artifact, "--cases", "example", "--export-test-data", tmp_path / "data")
+    assert code == 2 and output.startswith(f"Error: {tmp_path / 'data' / 'gru_2layer'}: exists and is not ONNX test "
+                                           "data written by rnnexport")
+    assert tree_snapshot(tmp_path / "data" / "gru_2layer") == before
+    assert not (artifact / "report.json").exists()  # refused before any work
+    assert _run("verify", artifact, "--cases", "example", "--export-test-data", tmp_path / "fresh")[0] == 0
+    assert _run("verify", artifact, "--cases", "example", "--export-test-data", tmp_path / "fresh")[0] == 0
+
+
+def test_build_over_an_artifact_still_works_and_cleans_a_killed_verify(tmp_path):
+    artifact = build_artifact(load_config(GRU), tmp_path)
+    (artifact / ".rnnexport-tmp-999999999-file-x").write_bytes(b"left by a killed verify")
+    assert _run("verify", artifact, "--cases", "example")[0] == 0
+    assert not list(artifact.glob(".rnnexport-tmp-*"))
+    assert _run("build", GRU, "--out", tmp_path)[0] == 0
+
+
+RACE = r"""
+import sys
+from pathlib import Path
+from rnnexport.config import load_config
+from rnnexport.jobs import VerifyOptions, verify_targets
+from rnnexport.targets import load_targets
+try:
+    verify_targets(load_targets([Path(sys.argv[1])]), VerifyOptions(runtimes=("torch", "ort"), long_seq=int(sys.argv[2])))
+except Exception as exc:
+    print(type(exc).__name__, exc)
+"""
+
+
+@pytest.mark.slow
+def test_verify_during_a_rebuild_never_reports_on_a_model_it_did_not_verify(tmp_path):
+    cfg_path = tmp_path / "m.toml"
+    seeds = [1, 2, 3, 4, 5, 6]
+    cfg_path.write_text(f'name = "m"\n{BASE}seed = 0\n')
+    build_artifact(load_config(cfg_path), tmp_path / "out")
+    artifact = tmp_path / "out" / "m"
+    for seed in seeds:
+        verifier = subprocess.Popen([sys.executable, "-c", RACE, str(artifact), "20000"], stdout=subprocess.PIPE,
+                                    text=True)
+        cfg_path.write_text(f'name = "m"\n{BASE}seed = {seed}\n')
+        build_artifact(load_config(cfg_path), tmp_path / "out")  # replaces the model while it is verified
+        verifier.communicate(timeout=300)
+        manifest = json.loads((artifact / "manifest.json").read_text())
+        model_sha = manifest["files"]["model.onnx"]["sha256"]
+        report = artifact / "report.json"
+        assert not report.exists() or json.loads(report.read_text())["model_sha256"] == model_sha
+        from rnnexport.ci import write_index
+
+        entry = json.loads(write_index(tmp_path / "out").read_text())["artifacts"][0]
+        assert entry["model_sha256"] == model_sha
+        assert not entry["verified"] or json.loads(report.read_text())["model_sha256"] == model_sha
+
+
+def test_every_output_path_is_checked_before_any_work(tmp_path):
+    artifact = build_artifact(load_config(GRU), tmp_path / "out")
+    (tmp_path / "file").write_text("x")
+    before = tree_snapshot(tmp_path)
+    cases = [
+        (["--json", tmp_path], f"--json {tmp_path}: is a folder; expected a file name"),
+        (["--html", tmp_path], f"--html {tmp_path}: is a folder; expected a file name"),
+        (["--json", tmp_path / "missing" / "sub" / "x.json"],
+         f"--json {tmp_path / 'missing' / 'sub' / 'x.json'}: the folder {tmp_path / 'missing' / 'sub'} does not exist"),
+        (["--export-test-data", tmp_path / "file"], f"--export-test-data {tmp_path / 'file'}: is a file; expected a folder"),
+    ]
+    for args, message in cases:
+        assert _run("verify", artifact, "--cases", "example", *args) == (2, f"Error: {message}\n")
+    assert tree_snapshot(tmp_path) == before
+
+
+def _write(tmp: Path, name: str, text: str) -> Path:
+    (tmp / name).write_text(text)
+    return tmp / name
+
+
+def _external_data_model(tmp: Path, location: str) -> Path:
+    model = onnx.load(build_artifact(load_config(GRU), tmp / "a") / "model.onnx")
+    tensor = model.graph.initializer[0]
+    tensor.ClearField("raw_data")
+    tensor.data_location = onnx.TensorProto.EXTERNAL
+    tensor.external_data.add(key="location", value=location)
+    onnx.save(model, tmp / "m.onnx")
+    return tmp / "m.onnx"
+
+
+def _huge_initializer(tmp: Path) -> Path:
+    model = onnx.load(build_artifact(load_config(GRU), tmp / "a") / "model.onnx")
+    tensor = model.graph.initializer[0]
+    tensor.ClearField("raw_data")
+    del tensor.dims[:]
+    tensor.dims.extend([1 << 29])
+    onnx.save(model, tmp / "m.onnx")
+    return tmp / "m.onnx"
+
+
+def _checkpoint(tmp: Path, state: dict) -> Path:
+    torch.save(state, tmp / "w.pt")
+    return tmp / "w.pt"
+
+
+def _gru_state() -> dict:
+    return dict(torch.nn.GRU(16, 32, 2).state_dict())
+
+
+# (id, setup(tmp) -> CLI args, expected line after "Error: " with {tmp}, exit code)
+CATALOGUE = [
+    ("config_named_index_json", lambda t: ["build", _write(t, "c.toml", f'name = "index.json"\n{BASE}'), "--out", t / "o"],
+     "{tmp}/c.toml: key 'name': 'index.json' is not allowed; expected a name other than those of the files rnnexport "
+     "writes (index.json, model.onnx, weights.pt, manifest.json, report.json, report.md, inputs.npz)", 2),
+    ("config_rtol_inf", lambda t: ["build", _write(t, "c.toml", BASE + "[tolerance]\nrtol = inf\n"), "--out", t / "o"],
+     "{tmp}/c.toml: key 'tolerance.rtol': inf is not allowed; expected a finite, non-negative number", 2),
+    ("config_fifo", lambda t: (os.mkfifo(t / "c.toml"), ["build", t / "c.toml", "--out", t / "o"])[1],
+     "{tmp}/c.toml: not a regular file (a device, a pipe or a socket); expected a .toml file", 2),
+    ("config_dev_zero", lambda t: ((t / "c.toml").symlink_to("/dev/zero"), ["build", t / "c.toml", "--out", t / "o"])[1],
+     "{tmp}/c.toml: not a regular file (a device, a pipe or a socket); expected a .toml file", 2),
+    ("verify_atol_nan", lambda t: ["verify", GRU, "--atol", "nan"], "--atol nan: expected a finite, non-negative number", 2),
+    ("verify_rtol_overflow", lambda t: ["verify", GRU, "--rtol", "1e400"],
+     "--rtol inf: expected a finite, non-negative number", 2),
+    ("verify_long_seq_huge", lambda t: ["verify", GRU, "--long-seq", "1000000000000"],
+     "Invalid value for '--long-seq': 1000000000000 is not in the range 1<=x<=100000. (rnnexport verify --help)", 2),
+    ("usage_one_line", lambda t: ["build"], "Missing argument 'PATHS...'. (rnnexport build --help)", 2),
+    ("cases_none_apply", lambda t: ["verify", GRU, "--cases", "ragged"],
+     "gru_2layer: none of the chosen cases applies (ragged: no sequence_lens input)", 2),
+    ("verify_symlinked_artifact",
+     lambda t: ((t / "link").symlink_to(build_artifact(load_config(GRU), t / "out")), ["verify", t / "link"])[1],
+     "{tmp}/link: is a symbolic link; verify an artifact folder itself, not a link to one", 2),
+    ("manifest_schema_true", lambda t: _manifest_edit(t, schema_version=True),
+     "{tmp}/out/gru_2layer/manifest.json: schema_version True is not supported; this rnnexport reads 1", 2),
+    ("lint_external_absolute", lambda t: ["lint", _external_data_model(t, "/etc/passwd")],
+     "{tmp}/m.onnx: tensor 'W_0' keeps its data at '/etc/passwd', outside the model's folder; only files beside "
+     "the model are read", 2),
+    ("lint_external_parent", lambda t: ["lint", _external_data_model(t, "../x.bin")],
+     "{tmp}/m.onnx: tensor 'W_0' keeps its data at '../x.bin', outside the model's folder; only files beside "
+     "the model are read", 2),
+    ("lint_external_missing", lambda t: ["lint", _external_data_model(t, "w.bin")],
+     "{tmp}/m.onnx: tensor 'W_0': external data file 'w.bin' is missing", 2),
+    ("lint_huge_initializer", lambda t: ["lint", _huge_initializer(t)],
+     "{tmp}/m.onnx: initializer 'W_0' declares 536,870,912 elements (dims [536870912]) but holds 0", 2),
+    ("checkpoint_colliding_keys", lambda t: ["init", "--from-checkpoint",
+                                             _checkpoint(t, {"a": _gru_state(), "a.weight_ih_l0": torch.zeros(3)})],
+     "{tmp}/w.pt: the key 'a.weight_ih_l0' appears twice once nested dicts are flattened (a key with dots beside a "
+     "nested dict of the same path)", 2),
+    ("weights_complex", lambda t: _verify_with(t, {**_gru_state(), "weight_ih_l0": torch.zeros(96, 16, dtype=torch.complex64)}),
+     "{tmp}/w.pt: weight_ih_l0 is torch.complex64; complex weights cannot be exported", 2),
+    ("weights_int", lambda t: _verify_with(t, {**_gru_state(), "bias_hh_l1": torch.zeros(96, dtype=torch.int64)}),
+     "{tmp}/w.pt: bias_hh_l1 is torch.int64, not a floating-point weight", 2),
+    ("init_incomplete_bidirectional", lambda t: ["init", "--from-checkpoint", _checkpoint(
+        t, {k: v for k, v in torch.nn.GRU(3, 4, 2, bidirectional=True).state_dict().items()
+            if k != "weight_hh_l1_reverse"})],
+     "{tmp}/w.pt: incomplete recurrent weights under '(top level)': missing weight_hh_l1_reverse", 2),
+    ("replayed_bad_case_name", lambda t: _replay(t, "a|b"),
+     "{tmp}/in.npz: case name 'a|b' is not allowed; expected letters, digits, '.', '_' or '-'", 2),
+]
+
+
+def _manifest_edit(tmp: Path, **changes) -> list:
+    artifact = build_artifact(load_config(GRU), tmp / "out")
+    manifest = json.loads((artifact / "manifest.json").read_text())
+    manifest.update(changes)
+    (artifact / "manifest.json").write_text(json.dumps(manifest))
+    return ["verify", artifact]
+
+
+def _verify_with(tmp: Path, state: dict) -> list:
+    artifact = build_artifact(load_config(GRU), tmp / "out")
+    return ["verify", artifact / "model.onnx", "--config", GRU, "--weights", _checkpoint(tmp, state)]
+
+
+def _replay(tmp: Path, name: str) -> list:
+    artifact = build_artifact(load_config(GRU), tmp / "out")
+    np.savez(tmp / "in.npz", **{f"{name}/input": np.zeros((3, 2, 16), np.float32)})
+    return ["verify", artifact, "--inputs", tmp / "in.npz"]
+
+
+@pytest.mark.parametrize("case", CATALOGUE, ids=[c[0] for c in CATALOGUE])
+def test_bad_input_of_this_round(tmp_path, case):
+    _, setup, message, code = case
+    args = setup(tmp_path)
+    before = tree_snapshot(tmp_path) if not (tmp_path / "c.toml").is_fifo() else None
+    assert _run(*args) == (code, f"Error: {message.format(tmp=tmp_path)}\n")
+    if before is not None:
+        assert tree_snapshot(tmp_path) == before
+
+
+def test_a_model_with_external_data_beside_it_verifies(tmp_path):
+    artifact = build_artifact(load_config(GRU), tmp_path / "a")
+    model = onnx.load(artifact / "model.onnx")
+    onnx.save(model, tmp_path / "ext.onnx", save_as_external_data=True, all_tensors_to_one_file=True,
+              location="ext.bin", size_threshold=0)
+    code, output = _run("verify", tmp_path / "ext.onnx", "--config", GRU, "--weights", artifact / "weights.pt",
+                        "--cases", "example")
+    assert code == 0, output
+    assert _run("lint", tmp_path / "ext.onnx")[0] == 0
+
+
+def test_library_warnings_stay_off_stderr(tmp_path):
+    torch.save({"w": RunsCode()}, tmp_path / "w.pt")
+    result = subprocess.run([sys.executable, "-m", "rnnexport", "init", "--from-checkpoint", str(tmp_path / "w.pt")],
+                            capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [f"Error: {tmp_path / 'w.pt'}: refused: not a plain weights file; loading it "
+                                          "would run code (it references print). Save the model's state_dict() instead"]
+
+
+class RunsCode:
+    def __reduce__(self):
+        return (print, ("this would run on load",))
