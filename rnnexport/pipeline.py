@@ -16,7 +16,7 @@ import torch
 from ._version import versions as _versions
 from .artifacts import MANIFEST_FILE, MODEL_FILE, WEIGHTS_FILE, sha256_file, write_artifact
 from .builders import RecurrentModule, build_model
-from .checkpoints import module_from_weights
+from .checkpoints import module_from_weights, weight_note
 from .config import ModelConfig
 from .errors import ArtifactError
 from .exporters import exporter_versions, torch_export
@@ -156,7 +156,10 @@ def build_configs(configs: Iterable[ModelConfig], options: BuildOptions) -> Iter
         start = time.perf_counter()
         folder = build_artifact(cfg, options.out, exporter=options.exporter, weights=options.weights,
                                 prefix=options.prefix)
-        yield Built(cfg, folder, (folder / MODEL_FILE).stat().st_size, time.perf_counter() - start)
+        source = WeightsSource.of(cfg, options.weights, options.prefix)
+        note = weight_note(source.file, source.prefix) if source.file else None
+        yield Built(cfg, folder, (folder / MODEL_FILE).stat().st_size, time.perf_counter() - start,
+                    (note,) if note else ())
     if configs:
         write_index(options.out)
 
