@@ -47,6 +47,12 @@ class _Unpickler(pickle.Unpickler):
             return _rebuild_tensor
         if (module, name) == ("collections", "OrderedDict"):
             return dict
+        if module == "torch.jit._pickle" and name.startswith("build_") and name.endswith("list"):
+            return list
+        if (module, name) == ("torch.jit._pickle", "restore_type_tag"):  # a list's or dict's element type
+            return lambda value, type_tag: value
+        if (module, name) == ("torch._utils", "_rebuild_parameter"):
+            return lambda tensor, requires_grad, hooks: tensor
         if module == "torch" and name in STORAGES:
             return name
         raise pickle.UnpicklingError(f"{module}.{name}")
