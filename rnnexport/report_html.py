@@ -71,6 +71,9 @@ def _curve_plot(plt: Any, report: VerifyReport, verdict: Verdict) -> str | None:
         ax.plot(np.arange(len(curve)), np.maximum(curve, 1e-12), label=r.name, linewidth=1)
         limit = verdict.tolerances.for_runner(r.device, r.precision).allowed(drift.expected_max_abs)
         allowed.setdefault(limit, []).append(r.name)
+    if not allowed:  # no runner has a per-step curve (replayed cases without a time axis, say)
+        plt.close(fig)
+        return None
     for limit, names in sorted(allowed.items()):
         label = "allowed" if len(allowed) == 1 else f"allowed: {', '.join(names)}"
         ax.axhline(limit, color="#8c1d18", linestyle="--", linewidth=1, label=label)
@@ -92,7 +95,9 @@ def _histogram_plot(plt: Any, report: VerifyReport) -> str | None:
         return None
     edges = np.array([1e-13, *HISTOGRAM_EDGES, 1e3])
     counts = {r.name: np.sum([d.histogram for outs in r.drift.values() for d in outs.values() if d.histogram], axis=0)
-              for r in ran}
+              for r in ran if any(d.histogram for outs in r.drift.values() for d in outs.values())}
+    if not counts:
+        return None
     used = np.flatnonzero(np.sum(list(counts.values()), axis=0))
     if not used.size:
         return None
