@@ -169,3 +169,17 @@ def test_lint_config_compares_the_whole_architecture(tmp_path):
     for words in ("cell GRU where the config has LSTM", "hidden_size 24 where the config has 32",
                   "input size 12 where the config has 20", "graph outputs ['output', 'h_n'] where the contract has"):
         assert words in output, output
+
+
+def test_the_readmes_bring_your_own_steps_run_verbatim(tmp_path):
+    import subprocess
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    block = readme[readme.index("## Bring your own model"):]
+    commands = re.search(r"```sh\n(.*?)```", block, re.S)[1]
+    (tmp_path / "configs").mkdir()
+    torch.save({"encoder": {"rnn": torch.nn.GRU(5, 8, 2).state_dict()}}, tmp_path / "ckpt.pt")
+    for line in commands.strip().splitlines():
+        result = subprocess.run(line.split("#")[0], shell=True, cwd=tmp_path, capture_output=True, text=True)
+        assert result.returncode == 0, (line, result.stdout, result.stderr)
+    assert json.loads((tmp_path / "artifacts" / "mine" / "manifest.json").read_text())["weights_origin"]["kind"] == "file"
