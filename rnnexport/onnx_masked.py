@@ -112,7 +112,7 @@ class MaskedLayers:
     def _direction(self, tag: str, layer: int, d: int, x: str, states: list[str],
                    weights: tuple[np.ndarray, np.ndarray, np.ndarray | None]) -> tuple[str, str, str | None]:
         """One forward node over ``x``: its [T, B, H] output, h at each row's last valid step, and (LSTM) c."""
-        from .onnx_export import ONNX_OP
+        from .onnx_export import ONNX_OP, _trim
 
         g, s = self.g, self.g.s
         op = ONNX_OP[s["mode"]]
@@ -145,8 +145,3 @@ class MaskedLayers:
             self.g.node("ReduceSum", [x, self.g.const(f"axes_{out}", np.array([0], np.int64))], [out], f"sum_{out}",
                         keepdims=1)
 
-
-def _trim(inputs: list[str]) -> list[str]:
-    while inputs and inputs[-1] == "":
-        inputs.pop()
-    return inputs
