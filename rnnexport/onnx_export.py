@@ -146,7 +146,7 @@ class _GraphBuilder:
 
         if variable_lengths not in (False, True, "masked"):
             raise ExportError(f"variable_lengths {variable_lengths!r}: expected False, True or \"masked\"")
-        self.s = spec
+        self.spec = spec
         self.masked = MaskedLayers(self, opset) if variable_lengths == "masked" else None
         self.initial_state = initial_state
         self.variable_lengths = variable_lengths
@@ -163,35 +163,35 @@ class _GraphBuilder:
         self.nodes.append(helper.make_node(op, inputs, outputs, name=name, **attrs))
 
     def build(self, module: nn.Module) -> None:
-        s = self.s
-        is_lstm = s["mode"] == "LSTM"
+        spec = self.spec
+        is_lstm = spec["mode"] == "LSTM"
         states = ["h0", "c0"] if is_lstm else ["h0"]
         self._declare_io(states)
         x = "input"
-        if s["batch_first"]:
+        if spec["batch_first"]:
             self.node("Transpose", [x], ["input_time_major"], "input_to_time_major", perm=[1, 0, 2])
             x = "input_time_major"
         if self.masked:
             self.masked.masks(x)
         finals: dict[str, list[str]] = {"h": [], "c": []}
-        for layer in range(s["layers"]):
-            last_time_major = layer == s["layers"] - 1 and not s["batch_first"]
+        for layer in range(spec["layers"]):
+            last_time_major = layer == spec["layers"] - 1 and not spec["batch_first"]
             x, layer_finals = self._layer(module, layer, x, states, "output" if last_time_major else f"X_{layer + 1}")
             for key, value in layer_finals.items():
                 finals[key].append(value)
         self._finish(x, finals, is_lstm)
 
     def _declare_io(self, states: list[str]) -> None:
-        s = self.s
-        seq_batch = [BATCH, SEQ] if s["batch_first"] else [SEQ, BATCH]
-        self.inputs.append(helper.make_tensor_value_info("input", TensorProto.FLOAT, [*seq_batch, s["input_size"]]))
-        state_dims = [s["layers"] * s["dirs"], BATCH, s["hidden"]]
+        spec = self.spec
+        seq_batch = [BATCH, SEQ] if spec["batch_first"] else [SEQ, BATCH]
+        self.inputs.append(helper.make_tensor_value_info("input", TensorProto.FLOAT, [*seq_batch, spec["input_size"]]))
+        state_dims = [spec["layers"] * spec["dirs"], BATCH, spec["hidden"]]
         if self.initial_state:
             for name in states:
                 self.inputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, state_dims))
         if self.variable_lengths:
             self.inputs.append(helper.make_tensor_value_info("sequence_lens", TensorProto.INT32, [BATCH]))
-        out_dims = [*seq_batch, s["dirs"] * s["hidden"]]
+        out_dims = [*seq_batch, spec["dirs"] * spec["hidden"]]
         self.outputs.append(helper.make_tensor_value_info("output", TensorProto.FLOAT, out_dims))
         for name in ["h_n", "c_n"][: len(states)]:
             self.outputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, state_dims))
@@ -199,8 +199,8 @@ class _GraphBuilder:
     def _layer(
         self, module: nn.Module, layer: int, x: str, states: list[str], out: str
     ) -> tuple[str, dict[str, str]]:
-        s = self.s
-        op = ONNX_OP[s["mode"]]
+        spec = self.spec
+        op = ONNX_OP[spec["mode"]]
         w, r, b = layer_weights(module, layer)
         if self.masked:
             finals = self.masked.layer(module, layer, x, states, out, (w, r, b))
@@ -211,27 +211,27 @@ class _GraphBuilder:
         if self.initial_state:
             inputs += [self._layer_state(name, layer) for name in states]
         outs = [f"Y_{layer}", f"Y_h_{layer}"] + ([f"Y_c_{layer}"] if op == "LSTM" else [])
-        attrs: dict[str, Any] = {"hidden_size": s["hidden"]}
-        if s["dirs"] == 2:
+        attrs: dict[str, Any] = {"hidden_size": spec["hidden"]}
+        if spec["dirs"] == 2:
             attrs["direction"] = "bidirectional"
         if op == "GRU":
             attrs["linear_before_reset"] = 1  # PyTorch applies the reset gate after the recurrence matmul
-        if s["mode"] == "RNN_RELU":
-            attrs["activations"] = ["Relu"] * s["dirs"]
+        if spec["mode"] == "RNN_RELU":
+            attrs["activations"] = ["Relu"] * spec["dirs"]
         self.node(op, _trim(inputs), outs, f"{op.lower()}_l{layer}", **attrs)
         self._merge_directions(f"Y_{layer}", layer, out)
         return out, dict(zip("hc", outs[1:]))
 
     def _layer_state(self, name: str, layer: int) -> str:
         """Rows [layer*D, (layer+1)*D) of a stacked initial state, via Gather (same form in every opset)."""
-        return self.layer_state(name, layer, 0, self.s["dirs"])
+        return self.layer_state(name, layer, 0, self.spec["dirs"])
 
     def layer_state(self, name: str, layer: int, first: int, count: int) -> str:
         """Rows [layer*D + first, layer*D + first + count) of a stacked initial state."""
-        start = layer * self.s["dirs"] + first
-        if start == 0 and count == self.s["layers"] * self.s["dirs"]:
+        start = layer * self.spec["dirs"] + first
+        if start == 0 and count == self.spec["layers"] * self.spec["dirs"]:
             return name
-        tag = f"l{layer}" + (f"_d{first}" if count < self.s["dirs"] else "")
+        tag = f"l{layer}" + (f"_d{first}" if count < self.spec["dirs"] else "")
         rows = self.const(f"{name}_rows_{tag}", np.arange(start, start + count, dtype=np.int64))
         self.node("Gather", [name, rows], [f"{name}_{tag}"], f"{name}_slice_{tag}", axis=0)
         return f"{name}_{tag}"
@@ -244,17 +244,17 @@ class _GraphBuilder:
 
     def _merge_directions(self, y: str, layer: int, out: str) -> None:
         """[seq, D, batch, H] → [seq, batch, D*H], the layout PyTorch hands to the next layer."""
-        s = self.s
-        if s["dirs"] == 2:
+        spec = self.spec
+        if spec["dirs"] == 2:
             self.node("Transpose", [y], [f"{y}_t"], f"merge_dirs_t_l{layer}", perm=[0, 2, 1, 3])
             shape = self.const(f"merge_shape_l{layer}", np.array([0, 0, -1], dtype=np.int64))
             y = f"{y}_t"
         else:
-            shape = self.const(f"merge_shape_l{layer}", np.array([0, -1, s["hidden"]], dtype=np.int64))
+            shape = self.const(f"merge_shape_l{layer}", np.array([0, -1, spec["hidden"]], dtype=np.int64))
         self.node("Reshape", [y, shape], [out], f"merge_dirs_l{layer}")
 
     def _finish(self, x: str, finals: dict[str, list[str]], is_lstm: bool) -> None:
-        if self.s["batch_first"]:
+        if self.spec["batch_first"]:
             self.node("Transpose", [x], ["output"], "output_to_batch_first", perm=[1, 0, 2])
         for key in ("h", "c") if is_lstm else ("h",):
             self.node("Concat", finals[key], [f"{key}_n"], f"{key}_n", axis=0)

@@ -81,10 +81,10 @@ class MaskedLayers:
               weights: tuple[np.ndarray, np.ndarray, np.ndarray | None]) -> dict[str, list[str]]:
         """Both direction groups of one layer; ``out`` receives the masked [T, B, D*H] output. Returns the
         final states per direction, in PyTorch's order."""
-        g, s = self.g, self.g.s
+        g, spec = self.g, self.g.spec
         w, r, b = weights
         ys, finals = [], {"h": [], "c": []}
-        for d in range(s["dirs"]):
+        for d in range(spec["dirs"]):
             tag = f"l{layer}" + ("_reverse" if d else "")
             x_d = x
             if d:
@@ -114,24 +114,24 @@ class MaskedLayers:
         """One forward node over ``x``: its [T, B, H] output, h at each row's last valid step, and (LSTM) c."""
         from .onnx_export import ONNX_OP, _trim
 
-        g, s = self.g, self.g.s
-        op = ONNX_OP[s["mode"]]
+        g, spec = self.g, self.g.spec
+        op = ONNX_OP[spec["mode"]]
         w, r, b = weights
         if op == "LSTM":
             g.node("Concat", [x, "m_pad"], [f"X_{tag}_flagged"], f"flag_padding_{tag}", axis=2)
-            x, w = f"X_{tag}_flagged", lstm_mask_column(w, s["hidden"])
+            x, w = f"X_{tag}_flagged", lstm_mask_column(w, spec["hidden"])
         inputs = [x, g.const(f"W_{tag}", w), g.const(f"R_{tag}", r), g.const(f"B_{tag}", b) if b is not None else ""]
         inputs.append("")  # no sequence_lens: the point of this graph
         if g.initial_state:
             inputs += [g.layer_state(name, layer, d, 1) for name in states]
         outs = [f"Y_{tag}", f"Y_h_{tag}"] + ([f"Y_c_{tag}"] if op == "LSTM" else [])
-        attrs: dict[str, Any] = {"hidden_size": s["hidden"]}
+        attrs: dict[str, Any] = {"hidden_size": spec["hidden"]}
         if op == "GRU":
             attrs["linear_before_reset"] = 1
-        if s["mode"] == "RNN_RELU":
+        if spec["mode"] == "RNN_RELU":
             attrs["activations"] = ["Relu"]
         g.node(op, _trim(inputs), outs, f"{op.lower()}_{tag}", **attrs)
-        shape = g.const(f"squeeze_shape_{tag}", np.array([0, -1, s["hidden"]], dtype=np.int64))
+        shape = g.const(f"squeeze_shape_{tag}", np.array([0, -1, spec["hidden"]], dtype=np.int64))
         g.node("Reshape", [f"Y_{tag}", shape], [f"Y_{tag}_3d"], f"squeeze_dirs_{tag}")
         g.node("Where", ["m_last", f"Y_{tag}_3d", "m_zero_f"],
                [f"Y_{tag}_last"], f"pick_last_{tag}")

@@ -46,6 +46,13 @@ def _suffixes(module: nn.Module) -> list[str]:
     return ["", "_reverse"] if module.bidirectional else [""]
 
 
+def _copy_params(dst: nn.Module, dst_suffix: str, src: nn.Module, src_suffix: str, bias: bool) -> None:
+    """Copy ``weight_ih``, ``weight_hh`` (and both biases when ``bias``) from ``src``'s parameters named
+    ``p + src_suffix`` into ``dst``'s named ``p + dst_suffix``: the one place formulations move weights."""
+    for p in PARAMS[: 4 if bias else 2]:
+        getattr(dst, p + dst_suffix).data.copy_(getattr(src, p + src_suffix).data)
+
+
 def _split_state(hx: Any, is_lstm: bool) -> tuple[Tensor | None, Tensor | None]:
     if hx is None:
         return None, None
@@ -94,8 +101,7 @@ class Stacked(_Formulation):
             single = _native_like(native, num_layers=1, batch_first=False,
                                   input_size=native.input_size if layer == 0 else self.dirs * self.hidden_size)
             for sfx in _suffixes(native):
-                for p in PARAMS[: 4 if native.bias else 2]:
-                    getattr(single, f"{p}_l0{sfx}").data.copy_(getattr(native, f"{p}_l{layer}{sfx}").data)
+                _copy_params(single, f"_l0{sfx}", native, f"_l{layer}{sfx}", native.bias)
             self.layers.append(single)
 
     def forward(self, x: Tensor, hx: Any = None, masks: list[Tensor] | None = None) -> tuple[Tensor, Any]:
@@ -115,8 +121,7 @@ class Stacked(_Formulation):
         native = _native_like(self)
         for layer, module in enumerate(self.layers):
             for sfx in _suffixes(self):
-                for p in PARAMS[: 4 if self.bias else 2]:
-                    getattr(native, f"{p}_l{layer}{sfx}").data.copy_(getattr(module, f"{p}_l0{sfx}").data)
+                _copy_params(native, f"_l{layer}{sfx}", module, f"_l0{sfx}", self.bias)
         return native.eval()
 
 
@@ -153,8 +158,7 @@ class _Cells(_Formulation):
             for sfx in _suffixes(native):
                 size = native.input_size if layer == 0 else self.dirs * self.hidden_size
                 cell = cell_class(size, self.hidden_size, bias=native.bias, **extra)
-                for p in PARAMS[: 4 if native.bias else 2]:
-                    getattr(cell, p).data.copy_(getattr(native, f"{p}_l{layer}{sfx}").data)
+                _copy_params(cell, "", native, f"_l{layer}{sfx}", native.bias)
                 self.cells.append(cell)
 
     def _step(self, cell: nn.Module, gi: Tensor, h: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
@@ -164,8 +168,7 @@ class _Cells(_Formulation):
         native = _native_like(self)
         for index, cell in enumerate(self.cells):
             layer, direction = divmod(index, self.dirs)
-            for p in PARAMS[: 4 if self.bias else 2]:
-                getattr(native, f"{p}_l{layer}{_suffixes(self)[direction]}").data.copy_(getattr(cell, p).data)
+            _copy_params(native, f"_l{layer}{_suffixes(self)[direction]}", cell, "", self.bias)
         return native.eval()
 
 
@@ -293,8 +296,7 @@ class Scripted(_Formulation):
     def to_native(self) -> nn.Module:
         native = _native_like(self)
         for layer, module in enumerate(self.core.layers):
-            for p in PARAMS[: 4 if self.bias else 2]:
-                getattr(native, f"{p}_l{layer}").data.copy_(getattr(module, p).data)
+            _copy_params(native, f"_l{layer}", module, "", self.bias)
         return native.eval()
 
 
