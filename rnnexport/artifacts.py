@@ -47,21 +47,60 @@ def staging_prefix(label: str) -> str:
 
 def write_bytes_atomic(path: str | Path, data: bytes) -> None:
     """Write ``data`` to a hidden temporary file beside ``path``, fsync it, then ``os.replace``."""
-    path = Path(path)
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=staging_prefix("file"), dir=path.parent)
-    except OSError as exc:
-        raise ArtifactError(f"{path}: cannot write: {exc.strerror or exc}") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with StagedWrites() as staged:
+        staged.add(path, data)
+
+
+class StagedWrites:
+    """Files and folders written to hidden temporaries first and moved into place together when the
+    ``with`` block ends; when anything fails before that, every temporary is removed and nothing is
+    replaced. A failed write (a full disk, a quota) is an ``ArtifactError`` naming the file."""
+
+    def __init__(self) -> None:
+        self._files: list[tuple[Path, Path]] = []
+        self._folders: list[tuple[Path, Path]] = []
+
+    def __enter__(self) -> StagedWrites:
+        return self
+
+    def add(self, path: str | Path, data: bytes) -> None:
+        path = Path(path)
+        tmp = None
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=staging_prefix("file"), dir=path.parent)
+            self._files.append((Path(tmp), path))
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.chmod(tmp, 0o644)
+        except OSError as exc:
+            raise ArtifactError(f"{path}: cannot write: {exc.strerror or exc}") from None
+
+    def add_text(self, path: str | Path, text: str) -> None:
+        self.add(path, text.encode("utf-8"))
+
+    def add_json(self, path: str | Path, data: Any) -> None:
+        """Versioned plain JSON (no NaN)."""
+        self.add_text(path, json.dumps(data, indent=2, allow_nan=False) + "\n")
+
+    def add_folder(self, staging: Path, path: Path) -> None:
+        """A folder already written at ``staging``; it replaces ``path`` (checked to be ours by the caller)."""
+        self._folders.append((staging, path))
+
+    def __exit__(self, kind: Any, exc: Any, tb: Any) -> None:
+        if kind is not None:
+            for tmp, _ in self._files:
+                tmp.unlink(missing_ok=True)
+            for staging, _ in self._folders:
+                shutil.rmtree(staging, ignore_errors=True)
+            return
+        for tmp, path in self._files:
+            os.replace(tmp, path)
+        for staging, path in self._folders:
+            if path.exists():
+                shutil.rmtree(path)
+            os.rename(staging, path)
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:
@@ -70,7 +109,8 @@ def write_text_atomic(path: str | Path, text: str) -> None:
 
 def write_json_atomic(path: str | Path, data: Any) -> None:
     """Versioned plain JSON (no NaN), written atomically."""
-    write_text_atomic(path, json.dumps(data, indent=2, allow_nan=False) + "\n")
+    with StagedWrites() as staged:
+        staged.add_json(path, data)
 
 
 @dataclass(frozen=True)

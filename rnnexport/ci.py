@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import shutil
 import tempfile
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -15,7 +13,7 @@ from typing import Any
 import numpy as np
 from onnx import numpy_helper
 
-from .artifacts import MANIFEST_FILE, MODEL_FILE, WEIGHTS_FILE, staging_prefix, write_json_atomic
+from .artifacts import MANIFEST_FILE, MODEL_FILE, WEIGHTS_FILE, StagedWrites, staging_prefix, write_json_atomic
 from .cases import Case
 from .config import ModelConfig
 from .errors import ArtifactError
@@ -82,7 +80,8 @@ def _report_of(folder: Path, model_sha256: str | None) -> dict[str, Any] | None:
 
 def write_index(out: Path) -> Path:
     """``out/index.json``: every artifact with its config and model sha256, verdict and worst drift,
-    derived from the folders themselves (so shards and reruns never disagree with it)."""
+    derived from the folders themselves (so shards and reruns never disagree with it, and a run killed
+    between an artifact's swap and this rewrite leaves an index that the next build or verify repairs)."""
     entries = []
     for folder in sorted(p for p in out.iterdir() if p.is_dir() and not p.name.startswith(".")):
         try:
@@ -102,7 +101,13 @@ def write_index(out: Path) -> Path:
             "passed": report.get("passed") if report else None,
             "worst_drift": _worst_drift(report) if report else None,
         })
-    write_json_atomic(out / INDEX_FILE, {"schema_version": INDEX_SCHEMA_VERSION, "artifacts": entries})
+    index = {"schema_version": INDEX_SCHEMA_VERSION, "artifacts": entries}
+    try:
+        unchanged = json.loads((out / INDEX_FILE).read_text()) == index
+    except (OSError, ValueError):
+        unchanged = False
+    if not unchanged:  # a true index is left as it is, mtime included
+        write_json_atomic(out / INDEX_FILE, index)
     return out / INDEX_FILE
 
 
@@ -112,9 +117,20 @@ def export_test_data(target: Target, cases: list[Case], out: Path) -> Path:
     Expected outputs are PyTorch's float64 oracle, cast to the model's float32. Streaming cases (several
     calls) are left out: a test data set is one call.
     """
+    with StagedWrites() as staged:
+        stage_test_data(staged, target, cases, out)
+    return out / target.cfg.name
+
+
+def stage_test_data(staged: StagedWrites, target: Target, cases: list[Case], out: Path) -> None:
+    """Write the test data of ``export_test_data`` into a hidden folder that ``staged`` moves into place."""
     folder = out / target.cfg.name
     check_test_data_target(folder)
-    staging = Path(tempfile.mkdtemp(prefix=staging_prefix(target.cfg.name), dir=_mkdir(out)))
+    try:
+        staging = Path(tempfile.mkdtemp(prefix=staging_prefix(target.cfg.name), dir=_mkdir(out)))
+    except OSError as exc:
+        raise ArtifactError(f"{out}: cannot write: {exc.strerror or exc}") from None
+    staged.add_folder(staging, folder)
     try:
         (staging / MODEL_FILE).write_bytes(target.model.SerializeToString())
         oracle = Float64Oracle(target.module)
@@ -128,14 +144,9 @@ def export_test_data(target: Target, cases: list[Case], out: Path) -> Path:
                 _write_tensor(data_set / f"input_{k}.pb", case.feeds[name], name)
             for k, name in enumerate(output_names):
                 _write_tensor(data_set / f"output_{k}.pb", expected[name].astype(np.float32), name)
-        check_test_data_target(folder)
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.rename(staging, folder)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return folder
+    except OSError as exc:
+        raise ArtifactError(f"{folder}: cannot write: {exc.strerror or exc}") from None
+    check_test_data_target(folder)
 
 
 def check_test_data_target(folder: Path) -> None:

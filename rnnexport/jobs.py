@@ -11,8 +11,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .artifacts import (MANIFEST_FILE, MODEL_FILE, REPORT_FILES, remove_stale_temporaries, write_bytes_atomic,
-                        write_json_atomic, write_text_atomic)
+from .artifacts import MANIFEST_FILE, MODEL_FILE, REPORT_FILES, StagedWrites, remove_stale_temporaries, write_json_atomic
 from .cases import LONG_SEQ, cases_to_npz, load_cases
 from .errors import ArtifactError, RnnExportError
 from .report import INPUTS_FILE, MARKDOWN_FILE, REPORT_FILE, render_markdown
@@ -119,34 +118,50 @@ def _verify_one(target: Target, options: VerifyOptions) -> VerifyReport:
 
 
 def write_outputs(targets: list[Target], judged: list[Judged], outputs: Outputs) -> None:
-    from .ci import export_test_data, junit_xml, write_index
+    """Every output of one run, all or none: each is staged first and they are moved into place together,
+    so a full disk leaves every file as it was. index.json, derived from the folders, is rewritten after."""
+    from .ci import junit_xml, stage_test_data, write_index
 
-    for target, (report, verdict) in zip(targets, judged):
+    with StagedWrites() as staged:
+        for target, (report, verdict) in zip(targets, judged):
+            if target.folder:
+                stage_report(staged, report, verdict, target.folder)
+        if outputs.json:
+            staged.add_json(outputs.json, {"schema_version": 1, "reports": [r.to_dict(v) for r, v in judged]})
+        if outputs.html:
+            from .report_html import render_html
+
+            staged.add_text(outputs.html, render_html(judged))
+        if outputs.junit:
+            staged.add_text(outputs.junit, junit_xml(judged))
+        if outputs.test_data:
+            for target, (report, _) in zip(targets, judged):
+                stage_test_data(staged, target, report.inputs, outputs.test_data)
+    for target, (report, _) in zip(targets, judged):
         if target.folder:
-            write_report(report, verdict, target.folder)
+            _discard_if_rebuilt(report, target.folder)
             write_index(target.folder.parent)
-    if outputs.json:
-        write_json_atomic(outputs.json, {"schema_version": 1, "reports": [r.to_dict(v) for r, v in judged]})
-    if outputs.html:
-        from .report_html import render_html
-
-        write_text_atomic(outputs.html, render_html(judged))
-    if outputs.junit:
-        write_text_atomic(outputs.junit, junit_xml(judged))
-    if outputs.test_data:
-        for target, (report, _) in zip(targets, judged):
-            export_test_data(target, report.inputs, outputs.test_data)
 
 
 def write_report(report: VerifyReport, verdict: Verdict, folder: Path) -> None:
-    """``report.json`` (versioned), ``report.md`` and ``inputs.npz`` into an artifact folder, each written
-    atomically, only while the folder still holds the model the report describes: when a build replaced
-    it meanwhile, what was written is removed again and the run fails (the report describes another model)."""
+    """``report.json`` (versioned), ``report.md`` and ``inputs.npz`` into an artifact folder, together."""
+    with StagedWrites() as staged:
+        stage_report(staged, report, verdict, folder)
+    _discard_if_rebuilt(report, folder)
+
+
+def stage_report(staged: StagedWrites, report: VerifyReport, verdict: Verdict, folder: Path) -> None:
+    """Stage the report files of ``folder``, which must still hold the model the report describes."""
     remove_stale_temporaries(folder)
     _check_same_model(report, folder)
-    write_bytes_atomic(folder / INPUTS_FILE, cases_to_npz(report.inputs))
-    write_json_atomic(folder / REPORT_FILE, report.to_dict(verdict))
-    write_text_atomic(folder / MARKDOWN_FILE, render_markdown(report, verdict))
+    staged.add(folder / INPUTS_FILE, cases_to_npz(report.inputs))
+    staged.add_json(folder / REPORT_FILE, report.to_dict(verdict))
+    staged.add_text(folder / MARKDOWN_FILE, render_markdown(report, verdict))
+
+
+def _discard_if_rebuilt(report: VerifyReport, folder: Path) -> None:
+    """When a build replaced the model while the report was written, the report describes another model:
+    it is removed again and the run fails."""
     try:
         _check_same_model(report, folder)
     except ArtifactError:

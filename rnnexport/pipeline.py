@@ -139,9 +139,10 @@ class Built:
 
 
 def build_configs(configs: Iterable[ModelConfig], options: BuildOptions) -> Iterator[Built]:
-    """Build each config into ``options.out`` and rewrite ``index.json``. Everything that can be refused
-    (several configs with --weights, trained weights about to be replaced by seeded ones, a folder that is
-    not ours) is refused before the first artifact is written."""
+    """Build each config into ``options.out``, rewriting ``index.json`` after each artifact is swapped in (so
+    a killed run leaves it true of every finished artifact). Everything that can be refused (several configs
+    with --weights, trained weights about to be replaced by seeded ones, a folder that is not ours) is
+    refused before the first artifact is written; then an index left stale by a killed run is repaired."""
     from .artifacts import artifact_dir, refuse_foreign
     from .ci import write_index
 
@@ -152,16 +153,17 @@ def build_configs(configs: Iterable[ModelConfig], options: BuildOptions) -> Iter
         target = artifact_dir(options.out, cfg.name)
         refuse_foreign(target)
         _refuse_reseed(cfg, target, WeightsSource.of(cfg, options.weights, options.prefix), options.reseed)
+    if configs and options.out.is_dir():
+        write_index(options.out)
     for cfg in configs:
         start = time.perf_counter()
         folder = build_artifact(cfg, options.out, exporter=options.exporter, weights=options.weights,
                                 prefix=options.prefix)
+        write_index(options.out)
         source = WeightsSource.of(cfg, options.weights, options.prefix)
         note = weight_note(source.file, source.prefix) if source.file else None
         yield Built(cfg, folder, (folder / MODEL_FILE).stat().st_size, time.perf_counter() - start,
                     (note,) if note else ())
-    if configs:
-        write_index(options.out)
 
 
 def _refuse_reseed(cfg: ModelConfig, target: Path, source: WeightsSource, reseed: bool) -> None:

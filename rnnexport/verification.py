@@ -24,7 +24,7 @@ from .drift import HISTOGRAM_EDGES, OutputDrift
 from .errors import ProviderUnavailable, RunnerFailed
 from .ragged import ragged_hints
 from .models import check_model_matches, model_from_source
-from .runners import FAMILIES, ORACLE, TORCH_CPU, TORCH_CUDA, Runner
+from .runners import FAMILIES, TORCH_CPU, TORCH_CUDA, Runner
 from .runners.ort_runner import CPU, CUDA, TENSORRT, OrtRunner, ort_name, provider_status
 from .runners.torch_runner import Float64Oracle, TorchRunner
 from .verdict import Policy, Tolerances, Verdict, judge

@@ -272,3 +272,82 @@ def test_library_warnings_stay_off_stderr(tmp_path):
 class RunsCode:
     def __reduce__(self):
         return (print, ("this would run on load",))
+
+
+KILLED_AFTER_SWAP = r"""
+import os, signal, sys
+from pathlib import Path
+import rnnexport.ci as ci
+from rnnexport.config import load_config
+from rnnexport.pipeline import BuildOptions, build_configs
+
+real, calls = ci.write_index, []
+def write_index(out):
+    calls.append(out)
+    if len(calls) == 2:  # the rewrite right after the artifact was swapped in
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(out)
+ci.write_index = write_index
+list(build_configs([load_config(Path(sys.argv[1]))], BuildOptions(out=Path(sys.argv[2]))))
+"""
+
+
+def _index_entry(out: Path, name: str) -> dict:
+    return next(e for e in json.loads((out / "index.json").read_text())["artifacts"] if e["name"] == name)
+
+
+def _manifest_model_sha(folder: Path) -> str:
+    return json.loads((folder / "manifest.json").read_text())["files"]["model.onnx"]["sha256"]
+
+
+@pytest.mark.parametrize("repair", ["build", "verify"])
+def test_an_index_left_stale_by_a_kill_just_after_the_swap_is_repaired_by_the_next_run(tmp_path, repair):
+    out, cfg_path = tmp_path / "out", tmp_path / "m.toml"
+    cfg_path.write_text(f'name = "m"\n{BASE}seed = 0\n')
+    assert _run("build", cfg_path, SHIPPED[1], "--out", out)[0] == 0
+    cfg_path.write_text(f'name = "m"\n{BASE}seed = 1\n')
+    killed = subprocess.run([sys.executable, "-c", KILLED_AFTER_SWAP, str(cfg_path), str(out)])
+    assert killed.returncode == -9
+    new_sha = _manifest_model_sha(out / "m")
+    assert _index_entry(out, "m")["model_sha256"] != new_sha  # the window this test is about
+    other = out / load_config(SHIPPED[1]).name
+    if repair == "build":
+        assert _run("build", SHIPPED[1], "--out", out)[0] == 0
+    else:
+        assert _run("verify", other, "--cases", "example", "--runtimes", "torch,ort")[0] == 0
+    assert _index_entry(out, "m")["model_sha256"] == new_sha
+    assert _index_entry(out, other.name)["model_sha256"] == _manifest_model_sha(other)
+
+
+def _limited_file_size(limit: int):
+    def apply() -> None:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))  # the kernel refuses longer writes: a full disk
+    return apply
+
+
+@pytest.mark.parametrize("command", ["build", "verify"])
+def test_a_full_disk_is_one_error_line_and_leaves_every_file_as_it_was(tmp_path, command):
+    out = tmp_path / "out"
+    artifact = build_artifact(load_config(GRU), out)
+    args = ["verify", artifact, "--cases", "example,long", "--long-seq", "64", "--runtimes", "torch,ort",
+            "--html", tmp_path / "report.html", "--export-test-data", tmp_path / "data"]
+    assert _run(*args)[0] == 0
+    report_files = max(len(p.read_bytes()) for p in artifact.iterdir() if p.name.startswith(("report", "inputs")))
+    limit = report_files + 4096
+    # the artifact's reports fit under the limit, the HTML does not: the reports would be written, then not
+    assert len((tmp_path / "report.html").read_bytes()) > limit
+    before = tree_snapshot(tmp_path)
+    if command == "build":
+        args, limit = ["build", GRU, "--out", out, "--reseed"], 4096
+    else:
+        args += ["--seed", "3"]
+    result = subprocess.run(["rnnexport", *map(str, args)], preexec_fn=_limited_file_size(limit),
+                            capture_output=True, text=True)
+    assert result.returncode == 2, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(errors) == 1 and errors[0].startswith("Error: ") and errors[0].endswith("cannot write: File too large")
+    assert command == "build" or errors[0].startswith(f"Error: {tmp_path / 'report.html'}: ")
+    assert tree_snapshot(tmp_path) == before
+    assert not [p for p in tmp_path.rglob(".rnnexport-tmp-*")]
