@@ -21,15 +21,17 @@ from pathlib import Path
 from typing import Any
 
 from .config import ModelConfig, parse_config
+from .contract import VARIANTS
 from .errors import ArtifactError
 
 SCHEMA_VERSION = 1
 MODEL_FILE, WEIGHTS_FILE, MANIFEST_FILE = "model.onnx", "weights.pt", "manifest.json"
 REPORT_FILES = ("report.json", "report.md", "inputs.npz")  # what verify writes into an artifact folder
 INDEX_FILE = "index.json"
+VARIANT_FILES = {kind: f"model.{kind}.onnx" for kind in VARIANTS}  # variant → its file beside model.onnx
 TMP_PREFIX = ".rnnexport-tmp-"
 # Names rnnexport writes beside or inside artifact folders: no artifact may be called so.
-RESERVED_NAMES = frozenset({INDEX_FILE, MODEL_FILE, WEIGHTS_FILE, MANIFEST_FILE, *REPORT_FILES})
+RESERVED_NAMES = frozenset({INDEX_FILE, MODEL_FILE, WEIGHTS_FILE, MANIFEST_FILE, *REPORT_FILES, *VARIANT_FILES.values()})
 
 
 def sha256_file(path: Path) -> str:
@@ -128,6 +130,11 @@ class Artifact:
     @property
     def weights_path(self) -> Path:
         return self.path / WEIGHTS_FILE
+
+    def variant_paths(self) -> dict[str, Path]:
+        """The deployment variants the artifact holds: variant name → file (integrity-checked on load)."""
+        files = self.manifest["files"]
+        return {kind: self.path / name for kind, name in VARIANT_FILES.items() if name in files}
 
 
 def artifact_dir(out: Path, name: str) -> Path:
@@ -284,8 +291,10 @@ def load_artifact(path: str | Path) -> Artifact:
             f"{manifest_path}: schema_version {found!r} is not supported; this rnnexport reads {SCHEMA_VERSION}"
         )
     files = manifest.get("files")
-    if not isinstance(files, dict) or set(files) != {MODEL_FILE, WEIGHTS_FILE}:
-        raise ArtifactError(f"{manifest_path}: 'files' must list {MODEL_FILE} and {WEIGHTS_FILE}")
+    if not isinstance(files, dict) or not {MODEL_FILE, WEIGHTS_FILE} <= set(files) \
+            or not set(files) <= {MODEL_FILE, WEIGHTS_FILE, *VARIANT_FILES.values()}:
+        raise ArtifactError(f"{manifest_path}: 'files' must list {MODEL_FILE} and {WEIGHTS_FILE}, and besides them "
+                            f"only variants ({', '.join(VARIANT_FILES.values())})")
     for fname, entry in files.items():
         _check_file(path / fname, entry)
     try:

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from onnx import numpy_helper
 
-from .artifacts import MANIFEST_FILE, MODEL_FILE, WEIGHTS_FILE, StagedWrites, staging_prefix, write_json_atomic
+from .artifacts import MANIFEST_FILE, MODEL_FILE, VARIANT_FILES, WEIGHTS_FILE, StagedWrites, staging_prefix, write_json_atomic
 from .cases import Case
 from .config import ModelConfig
 from .errors import ArtifactError
@@ -44,18 +44,23 @@ def in_shard(name: str, shard: tuple[int, int] | None) -> bool:
     return int(hashlib.sha256(name.encode()).hexdigest()[:12], 16) % n == k - 1
 
 
-def check_artifact(cfg: ModelConfig, out: Path, module: Any = None, exporter: str = "native") -> list[str]:
-    """Rebuild ``cfg`` in memory (with ``module``'s weights when given, else the seed's, and ``exporter``) and
-    compare with ``out/<name>`` byte for byte; one line per difference."""
+def check_artifact(cfg: ModelConfig, out: Path, module: Any = None, exporter: str = "native",
+                   variants: tuple[str, ...] = ()) -> list[str]:
+    """Rebuild ``cfg`` in memory (with ``module``'s weights when given, else the seed's, ``exporter`` and
+    ``variants``) and compare with ``out/<name>`` byte for byte; one line per difference."""
     folder = out / cfg.name
     if not (folder / MANIFEST_FILE).is_file():
         return [f"{cfg.name}: no artifact at {folder}"]
     problems = []
-    for fname, data in artifact_files(cfg, module, exporter)[1].items():
+    fresh = artifact_files(cfg, module, exporter, variants)[1]
+    for fname, data in fresh.items():
         path = folder / fname
         if not path.is_file() or path.read_bytes() != data:
             problems.append(f"{cfg.name}: {fname} differs from a fresh build")
     manifest = json.loads((folder / MANIFEST_FILE).read_text())
+    for fname in manifest.get("files", {}):
+        if fname not in fresh:
+            problems.append(f"{cfg.name}: {fname} is in the artifact but a fresh build would not make it")
     if manifest.get("config_sha256") != cfg.sha256():
         problems.append(f"{cfg.name}: the config changed since the artifact was built")
     return problems
@@ -97,6 +102,8 @@ def write_index(out: Path) -> Path:
             "config_sha256": manifest.get("config_sha256"),
             "model_sha256": model_sha256,
             "weights_sha256": manifest.get("files", {}).get(WEIGHTS_FILE, {}).get("sha256"),
+            "variants": {kind: manifest["files"][name].get("sha256") for kind, name in VARIANT_FILES.items()
+                         if name in manifest.get("files", {})},
             "verified": report is not None,
             "passed": report.get("passed") if report else None,
             "worst_drift": _worst_drift(report) if report else None,

@@ -141,9 +141,12 @@ def _seconds(value: float) -> str:
 @WEIGHTS
 @click.option("--reseed", is_flag=True,
               help="Allow replacing an artifact built from a weights file with the config's seeded weights.")
+@click.option("--variants", multiple=True, metavar="NAMES",
+              help="Deployment variants to build beside model.onnx, besides the config's own: fp16-weights, "
+                   "int8-dynamic (comma-separated or repeated).")
 @QUIET_VERBOSE
 def build(paths: tuple[Path, ...], out: Path, check: bool, shard: str | None, exporter: str, weights: Path | None,
-          prefix: str | None, reseed: bool, quiet: bool, verbose: bool) -> None:
+          prefix: str | None, reseed: bool, variants: tuple[str, ...], quiet: bool, verbose: bool) -> None:
     """Build an artifact (model.onnx, weights.pt, manifest.json) for each config.
 
     PATHS are config files or folders of them. Every config is validated before anything is written;
@@ -155,14 +158,17 @@ def build(paths: tuple[Path, ...], out: Path, check: bool, shard: str | None, ex
       rnnexport build configs/
       rnnexport build configs/mine.toml --weights ckpt.pt --prefix encoder.rnn
       rnnexport build configs/ --check
+      rnnexport build configs/ --variants fp16-weights,int8-dynamic
     """
     from .ci import in_shard, parse_shard
-    from .config import load_configs
+    from .config import load_configs, parse_variants
     from .pipeline import BuildOptions, build_configs, check_configs
 
     part = parse_shard(shard) if shard else None
+    chosen = parse_variants(list(_split(variants)), "--variants")
     configs = [c for c in load_configs(list(paths)) if in_shard(c.name, part)]
-    options = BuildOptions(out=out, exporter=exporter, weights=weights, prefix=prefix, reseed=reseed)
+    options = BuildOptions(out=out, exporter=exporter, weights=weights, prefix=prefix, reseed=reseed,
+                           variants=chosen)
     progress = _Progress(configs, "checking" if check else "building", lambda cfg: cfg.name, bar=not quiet)
     if check:
         problems = check_configs(progress, options, on_result=lambda cfg, found: quiet or progress.say(
@@ -327,23 +333,26 @@ def lint(path: Path, config_path: Path | None) -> None:
     """Check any ONNX file (or artifact folder) for what breaks recurrent models in deployment: recurrent
     nodes present (one per layer), no Loop/Scan or per-step unroll, GRU linear_before_reset=1, layout=0,
     default activations, dynamic seq and batch dims, weights as initializers, sequence_lens portability.
-    One line per finding; exit 1 on any error.
+    An artifact folder's variants (model.fp16-weights.onnx, …) are checked too. One line per finding;
+    exit 1 on any error.
 
     \b
     Example:
       rnnexport lint artifacts/gru_2layer --config configs/gru_2layer.toml
     """
     from .config import load_config
-    from .lint import has_errors, lint_model
-    from .models import read_model
+    from .lint import has_errors, lint_path
 
     cfg = load_config(config_path) if config_path else None
-    findings = lint_model(read_model(path)[0], cfg)
-    for finding in findings:
-        click.echo(f"{path}: {finding}")
-    errors = sum(f.level == "error" for f in findings)
-    click.echo(f"{path}: {errors} error(s), {len(findings) - errors} warning(s)")
-    sys.exit(1 if has_errors(findings) else 0)
+    failed = False
+    for file, findings in lint_path(path, cfg):
+        shown = file if file == path else path / file.name
+        for finding in findings:
+            click.echo(f"{shown}: {finding}")
+        errors = sum(f.level == "error" for f in findings)
+        click.echo(f"{shown}: {errors} error(s), {len(findings) - errors} warning(s)")
+        failed = failed or has_errors(findings)
+    sys.exit(1 if failed else 0)
 
 
 @main.command()

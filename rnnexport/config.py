@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .contract import VARIANTS
 from .errors import ConfigError
 
 CELLS = ("gru", "lstm", "rnn_tanh", "rnn_relu")
@@ -28,7 +29,8 @@ MAX_WEIGHT_BYTES = 1 << 30
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 # Files rnnexport writes beside artifact folders or inside them (artifacts.RESERVED_NAMES, kept here
 # without the import): a model of that name would collide with them.
-RESERVED_NAMES = ("index.json", "model.onnx", "weights.pt", "manifest.json", "report.json", "report.md", "inputs.npz")
+RESERVED_NAMES = ("index.json", "model.onnx", "weights.pt", "manifest.json", "report.json", "report.md", "inputs.npz",
+                  *(f"model.{v}.onnx" for v in VARIANTS))
 MAX_CONFIG_BYTES = 1 << 20
 
 
@@ -100,6 +102,7 @@ class ModelConfig:
     inputs: Inputs = Inputs()
     tolerance: Tolerance = Tolerance()
     weights: Weights | None = None
+    variants: tuple[str, ...] = ()  # deployment variants built beside model.onnx (contract.VARIANTS)
     source: str | None = dataclasses.field(default=None, compare=False)
 
     @property
@@ -112,6 +115,10 @@ class ModelConfig:
         del data["source"]
         if data["weights"] is None:  # configs without trained weights keep the hash they always had
             del data["weights"]
+        if not data["variants"]:  # likewise configs without variants
+            del data["variants"]
+        else:
+            data["variants"] = list(data["variants"])
         return data
 
     def weights_file(self) -> Path | None:
@@ -223,8 +230,10 @@ def parse_config(raw: dict[str, Any], source: str, default_name: str | None = No
             values[key] = check.typed(key, value, _SCALARS[key][0])
         elif key in _TABLES:
             values[key] = check.table(key, value, _TABLES[key])
+        elif key == "variants":
+            values[key] = parse_variants(value, source)
         else:
-            allowed = ", ".join([*_SCALARS, *_TABLES])
+            allowed = ", ".join([*_SCALARS, "variants", *_TABLES])
             raise ConfigError(f"{source}: unknown key '{key}'; allowed keys: {allowed}")
     for key in _REQUIRED:
         if key not in values:
@@ -232,6 +241,19 @@ def parse_config(raw: dict[str, Any], source: str, default_name: str | None = No
     values.setdefault("name", default_name)
     _check_values(check, values)
     return ModelConfig(**values, source=source)
+
+
+def parse_variants(value: Any, source: str) -> tuple[str, ...]:
+    """A list of names from ``VARIANTS`` (or one comma-separated string), kept in ``VARIANTS`` order."""
+    names = value.split(",") if isinstance(value, str) else value
+    if not isinstance(names, list | tuple) or not all(isinstance(n, str) for n in names):
+        raise ConfigError(f"{source}: key 'variants': {_show(value)} is not allowed; expected a list of names "
+                          f"from {', '.join(VARIANTS)}")
+    names = [n.strip() for n in names if n.strip()]
+    unknown = [n for n in names if n not in VARIANTS]
+    if unknown:
+        raise ConfigError(f"{source}: key 'variants': unknown variant {unknown[0]!r}; known: {', '.join(VARIANTS)}")
+    return tuple(v for v in VARIANTS if v in names)
 
 
 def _check_values(check: _Checker, v: dict[str, Any]) -> None:

@@ -8,7 +8,8 @@ from typing import Any
 
 import onnx
 
-from .artifacts import MANIFEST_FILE, MODEL_FILE, load_artifact
+from .artifacts import MANIFEST_FILE, MODEL_FILE, Artifact, load_artifact
+from .contract import ONNX_DOMAINS, recurrent_cell
 from .errors import ArtifactError
 from .onnx_export import op_counts, recurrent_nodes
 from .models import load_model_bytes
@@ -22,17 +23,30 @@ def _attrs(node: onnx.NodeProto) -> dict[str, Any]:
     return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
 
 
-def layer_summary(model: onnx.ModelProto) -> list[dict[str, Any]]:
-    """One entry per recurrent node: op, hidden and input size, direction, activations, GRU's
-    linear_before_reset and the layout attribute (ONNX's defaults filled in)."""
+def _constant_shapes(model: onnx.ModelProto) -> dict[str, list[int]]:
+    """Shapes of the graph's constant tensors: initializers, and their casts (fp16-weights variants)."""
     shapes = {t.name: list(t.dims) for t in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type == "Cast" and node.input and node.input[0] in shapes:
+            shapes[node.output[0]] = shapes[node.input[0]]
+    return shapes
+
+
+def layer_summary(model: onnx.ModelProto) -> list[dict[str, Any]]:
+    """One entry per recurrent node: the cell op it computes, hidden and input size, direction, activations,
+    GRU's linear_before_reset and the layout attribute (ONNX's defaults filled in). ``op_type`` names a
+    contrib node (``com.microsoft:DynamicQuantizeLSTM``, whose W is [D, input, 4H])."""
+    shapes = _constant_shapes(model)
     layers = []
     for node in recurrent_nodes(model):
         attrs = _attrs(node)
+        quantized = node.domain not in ONNX_DOMAINS
         w_dims = shapes.get(node.input[1]) if len(node.input) > 1 else None
         entry = {
-            "node": node.name, "op": node.op_type, "hidden_size": attrs.get("hidden_size"),
-            "input_size": w_dims[2] if w_dims and len(w_dims) == 3 else None,
+            "node": node.name, "op": recurrent_cell(node.domain, node.op_type),
+            "op_type": f"{node.domain}:{node.op_type}" if quantized else node.op_type,
+            "hidden_size": attrs.get("hidden_size"),
+            "input_size": w_dims[1 if quantized else 2] if w_dims and len(w_dims) == 3 else None,
             "direction": (attrs.get("direction") or b"forward").decode(),
             "activations": [a.decode() for a in attrs.get("activations", [])] or "default",
             "layout": attrs.get("layout", 0),
@@ -49,15 +63,16 @@ def layer_summary(model: onnx.ModelProto) -> list[dict[str, Any]]:
 def inspect_path(path: str | Path) -> dict[str, Any]:
     """Summary of ``MODEL.onnx`` or an artifact folder (whose manifest is checked, not trusted)."""
     path = Path(path)
-    manifest_status = None
+    manifest_status, variants = None, {}
     model_path = path
     if path.is_dir():
         if not (path / MANIFEST_FILE).is_file():
             raise ArtifactError(f"{path}: not an artifact folder (no {MANIFEST_FILE})")
         model_path = path / MODEL_FILE
         try:
-            load_artifact(path)
+            artifact = load_artifact(path)
             manifest_status = "ok: every file matches its sha256"
+            variants = _variants(artifact)
         except ArtifactError as exc:
             manifest_status = f"problem: {exc}"
     try:
@@ -81,7 +96,20 @@ def inspect_path(path: str | Path) -> dict[str, Any]:
         "op_counts": op_counts(model),
         "metadata": {p.key: p.value for p in model.metadata_props},
         "manifest": manifest_status,
+        "variants": variants,
     }
+
+
+def _variants(artifact: Artifact) -> dict[str, dict[str, Any]]:
+    """Each variant the manifest lists (file, bytes, sha256, precision), or why the build could not make it."""
+    found: dict[str, dict[str, Any]] = {}
+    for kind, path in artifact.variant_paths().items():
+        entry = artifact.manifest["files"][path.name]
+        precision = artifact.manifest.get("variants", {}).get(kind, {}).get("precision")
+        found[kind] = {"file": path.name, "bytes": entry["bytes"], "sha256": entry["sha256"], "precision": precision}
+    for kind, reason in (artifact.manifest.get("variants_unavailable") or {}).items():
+        found[kind] = {"unavailable": reason}
+    return found
 
 
 def render_inspect(info: dict[str, Any]) -> str:
@@ -104,4 +132,8 @@ def render_inspect(info: dict[str, Any]) -> str:
         lines.append(f"  metadata    {key} = {value}")
     if info["manifest"]:
         lines.append(f"  manifest    {info['manifest']}")
+    for kind, entry in info.get("variants", {}).items():
+        lines.append(f"  variant     {kind}: " + (entry["unavailable"] if "unavailable" in entry else
+                     f"{entry['file']}, {entry['bytes'] / 1024:.1f} KiB ({entry['bytes'] / info['bytes']:.0%} of "
+                     f"model.onnx), {entry['precision']}, sha256 {entry['sha256'][:16]}…"))
     return "\n".join(lines)

@@ -114,7 +114,7 @@ def _verify_one(target: Target, options: VerifyOptions) -> VerifyReport:
     return verify(target.module, target.model, cfg=target.cfg, providers=options.providers or None,
                   runtimes=options.runtimes, case_names=options.case_names or None,
                   tolerances=tolerances_for(target.cfg, options.atol, options.rtol), seed=options.seed,
-                  long_seq=options.long_seq, cases=cases, threads=options.threads)
+                  long_seq=options.long_seq, cases=cases, threads=options.threads, variants=target.variants)
 
 
 def write_outputs(targets: list[Target], judged: list[Judged], outputs: Outputs) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
+from pathlib import Path
 from typing import NamedTuple
 
 import onnx
@@ -143,7 +145,7 @@ def _node_findings(layer: dict) -> list[Finding]:
     if not _default_activations(layer):
         found.append(Finding("warning", "activations", f"{node}: activations {'/'.join(layer['activations'])}: "
                                                        "non-default activations fall back to CPU on the CUDA provider"))
-    if layer.get("sequence_lens"):
+    if layer.get("sequence_lens") and layer["op_type"] == layer["op"]:  # contrib ops run on ONNX Runtime only
         found.append(Finding("warning", "sequence-lens", f"{node}: takes sequence_lens, which OpenVINO's ONNX frontend "
                                                          "(2026.4, measured) ignores: padded steps are computed and the "
                                                          "final state taken at the padded end; build with "
@@ -218,6 +220,25 @@ def _fixed_reshapes(model: onnx.ModelProto) -> list[Finding]:
                                  f"{node.name or 'Reshape'}: reshapes the output of {source.name or source.op_type} "
                                  f"to {shape}, fixing the sequence length to {shape[0]}"))
     return found
+
+
+def lint_path(path: Path, cfg: ModelConfig | None = None) -> list[tuple[Path, list[Finding]]]:
+    """``lint_model`` of an ONNX file, or of an artifact folder's model.onnx and every variant beside it."""
+    from .artifacts import VARIANT_FILES
+    from .models import read_model
+
+    from .variants import wants_sequence_lens
+
+    files = [(path, cfg)]
+    if path.is_dir():
+        files = [(path / "model.onnx", cfg)]
+        for kind, name in VARIANT_FILES.items():
+            variant_cfg = cfg
+            if cfg and wants_sequence_lens(kind, cfg.inputs.variable_lengths):  # quantized from that form
+                variant_cfg = dataclasses.replace(cfg, inputs=dataclasses.replace(cfg.inputs, variable_lengths=True))
+            if (path / name).is_file():
+                files.append((path / name, variant_cfg))
+    return [(file, lint_model(read_model(file)[0], file_cfg)) for file, file_cfg in files]
 
 
 def has_errors(findings: list[Finding]) -> bool:

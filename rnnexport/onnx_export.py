@@ -23,7 +23,7 @@ from torch import nn
 
 from ._version import __version__
 from .config import DEFAULT_OPSET, MIN_OPSET, newest_opset
-from .contract import BATCH, RECURRENT_OPS, SEQ
+from .contract import BATCH, SEQ, recurrent_cell
 from .errors import ExportError
 
 # Row blocks of PyTorch's stacked gate weights, in the order ONNX wants them.
@@ -273,4 +273,5 @@ def op_counts(model: onnx.ModelProto) -> dict[str, int]:
 
 
 def recurrent_nodes(model: onnx.ModelProto) -> list[onnx.NodeProto]:
-    return [n for n in model.graph.node if n.op_type in RECURRENT_OPS]
+    """ONNX's GRU/LSTM/RNN nodes of the main graph, and the contrib ones rnnexport knows (``recurrent_cell``)."""
+    return [n for n in model.graph.node if recurrent_cell(n.domain, n.op_type)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import time
@@ -14,13 +15,15 @@ import onnx
 import torch
 
 from ._version import versions as _versions
-from .artifacts import MANIFEST_FILE, MODEL_FILE, WEIGHTS_FILE, sha256_file, write_artifact
+from .artifacts import MANIFEST_FILE, MODEL_FILE, VARIANT_FILES, WEIGHTS_FILE, sha256_file, write_artifact
 from .builders import RecurrentModule, build_model
 from .checkpoints import module_from_weights, weight_note
 from .config import ModelConfig
+from .contract import VARIANTS
 from .errors import ArtifactError
 from .exporters import exporter_versions, torch_export
 from .onnx_export import export_onnx, op_counts
+from .variants import PRECISION, wants_sequence_lens
 
 
 def export_config(cfg: ModelConfig, module: RecurrentModule | None = None, exporter: str = "native"
@@ -57,8 +60,9 @@ def _io_dims(values: Any) -> list[dict[str, Any]]:
 
 
 def manifest_for(cfg: ModelConfig, model: onnx.ModelProto, exporter: str = "native",
-                 weights_origin: dict[str, Any] | None = None) -> dict[str, Any]:
+                 weights_origin: dict[str, Any] | None = None, variants: Variants | None = None) -> dict[str, Any]:
     """Everything about an artifact except its files' hashes (added by ``write_artifact``)."""
+    variants = variants or Variants()
     return {
         "name": cfg.name,
         "exporter": exporter,
@@ -70,27 +74,68 @@ def manifest_for(cfg: ModelConfig, model: onnx.ModelProto, exporter: str = "nati
         "outputs": _io_dims(model.graph.output),
         "op_counts": op_counts(model),
         "versions": versions(exporter),
+        "variants": {kind: {"file": VARIANT_FILES[kind], "precision": PRECISION[kind],
+                            **({"ragged_inputs": "sequence_lens"} if wants_sequence_lens(
+                                kind, cfg.inputs.variable_lengths) else {})} for kind in variants.made},
+        "variants_unavailable": dict(variants.unavailable),
     }
 
 
-def artifact_files(cfg: ModelConfig, module: RecurrentModule | None = None, exporter: str = "native"
-                   ) -> tuple[onnx.ModelProto, dict[str, bytes]]:
-    """The model, and the bytes of ``model.onnx`` and ``weights.pt`` (deterministic for ``native``)."""
+@dataclass(frozen=True)
+class Variants:
+    """The variants a build made (``made``, in ``VARIANTS`` order) and, for each it could not, why."""
+
+    made: tuple[str, ...] = ()
+    unavailable: tuple[tuple[str, str], ...] = ()
+
+
+def artifact_files(cfg: ModelConfig, module: RecurrentModule | None = None, exporter: str = "native",
+                   variants: tuple[str, ...] = ()) -> tuple[onnx.ModelProto, dict[str, bytes], Variants]:
+    """The model, the bytes of ``model.onnx``, ``weights.pt`` and each variant's file (all deterministic for
+    ``native``), and which ``variants`` were made."""
     module, model = export_config(cfg, module, exporter)
     weights = io.BytesIO()
     torch.save(module.state_dict(), weights)
-    return model, {MODEL_FILE: model.SerializeToString(), WEIGHTS_FILE: weights.getvalue()}
+    files = {MODEL_FILE: model.SerializeToString(), WEIGHTS_FILE: weights.getvalue()}
+    made, skipped = variant_files(cfg, module, model, variants)
+    files.update({VARIANT_FILES[kind]: data for kind, data in made.items()})
+    return model, files, Variants(tuple(made), tuple(skipped.items()))
+
+
+def variant_files(cfg: ModelConfig, module: RecurrentModule, model: onnx.ModelProto, variants: tuple[str, ...]
+                  ) -> tuple[dict[str, bytes], dict[str, str]]:
+    """Each of ``variants`` made from ``model`` (bytes), and why each that cannot be made was not."""
+    from .variants import make_variant, unavailable, wants_sequence_lens
+
+    made, skipped = {}, {}
+    for kind in variants:
+        reason = unavailable(kind, cfg.cell)
+        if reason:
+            skipped[kind] = reason
+            continue
+        source = model
+        if wants_sequence_lens(kind, cfg.inputs.variable_lengths):
+            source = export_config(dataclasses.replace(
+                cfg, inputs=dataclasses.replace(cfg.inputs, variable_lengths=True)), module)[1]
+        made[kind] = make_variant(source, kind, cfg.cell)
+    return made, skipped
+
+
+def wanted_variants(cfg: ModelConfig, extra: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """The config's variants and those asked for on the command line, in ``VARIANTS`` order."""
+    return tuple(v for v in VARIANTS if v in cfg.variants or v in extra)
 
 
 def build_artifact(cfg: ModelConfig, out: str | Path, *, exporter: str = "native", weights: str | Path | None = None,
-                   prefix: str | None = None) -> Path:
+                   prefix: str | None = None, variants: tuple[str, ...] = ()) -> Path:
     """Build ``cfg`` and write ``out/<name>/`` atomically. ``weights``: a state_dict or checkpoint file
     to take the weights from (the recurrent module found alone, or under ``prefix``) instead of the
-    config's ``[weights]`` table or seed. Returns the artifact folder."""
+    config's ``[weights]`` table or seed. ``variants`` are made beside the config's own (``[variants]``).
+    Returns the artifact folder."""
     source = WeightsSource.of(cfg, weights, prefix)
     module, origin = source.load(cfg)
-    model, files = artifact_files(cfg, module, exporter)
-    return write_artifact(out, cfg, files, manifest_for(cfg, model, exporter, origin))
+    model, files, made = artifact_files(cfg, module, exporter, wanted_variants(cfg, variants))
+    return write_artifact(out, cfg, files, manifest_for(cfg, model, exporter, origin, made))
 
 
 @dataclass(frozen=True)
@@ -127,6 +172,7 @@ class BuildOptions:
     weights: Path | None = None
     prefix: str | None = None
     reseed: bool = False
+    variants: tuple[str, ...] = ()  # made beside each config's own [variants]
 
 
 @dataclass(frozen=True)
@@ -158,12 +204,13 @@ def build_configs(configs: Iterable[ModelConfig], options: BuildOptions) -> Iter
     for cfg in configs:
         start = time.perf_counter()
         folder = build_artifact(cfg, options.out, exporter=options.exporter, weights=options.weights,
-                                prefix=options.prefix)
+                                prefix=options.prefix, variants=options.variants)
         write_index(options.out)
         source = WeightsSource.of(cfg, options.weights, options.prefix)
-        note = weight_note(source.file, source.prefix) if source.file else None
+        notes = [weight_note(source.file, source.prefix)] if source.file else []
+        notes += json.loads((folder / MANIFEST_FILE).read_text())["variants_unavailable"].values()
         yield Built(cfg, folder, (folder / MODEL_FILE).stat().st_size, time.perf_counter() - start,
-                    (note,) if note else ())
+                    tuple(n for n in notes if n))
 
 
 def _refuse_reseed(cfg: ModelConfig, target: Path, source: WeightsSource, reseed: bool) -> None:
@@ -190,7 +237,8 @@ def check_configs(configs: Iterable[ModelConfig], options: BuildOptions,
     problems = []
     for cfg in configs:
         source = WeightsSource.of(cfg, options.weights, options.prefix)
-        found = check_artifact(cfg, options.out, source.load(cfg)[0], options.exporter)
+        found = check_artifact(cfg, options.out, source.load(cfg)[0], options.exporter,
+                               wanted_variants(cfg, options.variants))
         problems += found
         if on_result:
             on_result(cfg, found)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import onnx
@@ -19,12 +19,15 @@ from .models import check_model_matches, model_from_source
 @dataclass
 class Target:
     """Something to verify: a module and its ONNX model, with the config that describes them.
-    ``folder`` is the artifact folder (where report.json goes), None for configs and bare files."""
+    ``folder`` is the artifact folder (where report.json goes), None for configs and bare files.
+    ``variants``: the deployment variants to verify beside the model (variant name → serialized model, or
+    the sentence saying why the build could not make it)."""
 
     cfg: ModelConfig
     module: torch.nn.Module
     model: onnx.ModelProto
     folder: Path | None = None
+    variants: dict[str, bytes | str] = field(default_factory=dict)
 
 
 def load_targets(paths: list[Path], config: Path | None = None, weights: Path | None = None,
@@ -39,7 +42,9 @@ def load_targets(paths: list[Path], config: Path | None = None, weights: Path | 
             model = model_from_source(artifact.model_path)[0]
             native = artifact.manifest.get("exporter", "native") == "native"
             check_model_matches(model, artifact.config, str(artifact.model_path), need_recurrent=native)
-            targets.append(Target(artifact.config, module, model, artifact.path))
+            variants: dict[str, bytes | str] = {k: p.read_bytes() for k, p in artifact.variant_paths().items()}
+            variants.update(_reasons(artifact.manifest.get("variants_unavailable")))
+            targets.append(Target(artifact.config, module, model, artifact.path, variants))
         elif path.suffix == ".onnx":
             if config is None or weights is None:
                 raise ArtifactError(f"{path}: a bare .onnx file needs --config CFG.toml and --weights WEIGHTS.pt")
@@ -51,7 +56,7 @@ def load_targets(paths: list[Path], config: Path | None = None, weights: Path | 
             for cfg_path in find_configs([path]):
                 cfg = load_config(cfg_path)
                 module, model = export_config(cfg)
-                targets.append(Target(cfg, module, model))
+                targets.append(Target(cfg, module, model, variants=_variants_in_memory(cfg, module, model)))
     return targets
 
 
@@ -70,3 +75,20 @@ def _expand(paths: list[Path]) -> list[Path]:
         else:
             found.append(path)
     return found
+
+
+def _variants_in_memory(cfg: ModelConfig, module: torch.nn.Module, model: onnx.ModelProto) -> dict[str, bytes | str]:
+    """The config's ``variants`` built in memory as ``build`` would (or why one cannot be)."""
+    from .pipeline import variant_files
+
+    made, skipped = variant_files(cfg, module, model, cfg.variants)
+    return {**made, **skipped}
+
+
+def _reasons(recorded: object) -> dict[str, str]:
+    """A manifest's ``variants_unavailable``, keeping only known variants and sentences."""
+    from .contract import VARIANTS
+
+    if not isinstance(recorded, dict):
+        return {}
+    return {k: v for k, v in recorded.items() if k in VARIANTS and isinstance(v, str)}

@@ -176,6 +176,7 @@ def verify(
     long_seq: int = LONG_SEQ,
     cases: list[Case] | None = None,
     threads: int = 0,
+    variants: dict[str, bytes | str] | None = None,
 ) -> VerifyReport:
     """Run ``cases`` (default: ``make_cases(cfg, seed)``) through the float64 oracle and every runner of
     the ``runtimes`` families: PyTorch float32 (CPU, and CUDA when torch sees a GPU), ONNX Runtime on each
@@ -185,6 +186,9 @@ def verify(
     ``cfg`` defaults to one derived from ``module`` and the model's inputs. ``tolerances`` default to
     the config's for CPU and ``CUDA_TOLERANCE`` (or the config's, if larger) for CUDA; a single
     ``Tolerance`` applies to both. ``threads``: intra-op threads of every runtime (0: all cores).
+    ``variants`` (variant name → serialized model, see ``variants.py``) run on ONNX Runtime as runners of
+    their own, judged at their precision's tolerance; a variant given as a sentence is reported as not
+    available with that reason.
     """
     start = time.perf_counter()
     proto, data = model_from_source(model)
@@ -197,7 +201,8 @@ def verify(
     oracle = Float64Oracle(module)
     oracle_seconds = 0.0
     with ExitStack() as stack:
-        runners, results = _open_runners(stack, module, data, providers or default_providers(), runtimes, threads)
+        runners, results = _open_runners(stack, module, data, providers or default_providers(), runtimes, threads,
+                                         variants or {})
         for case in cases:
             oracle_seconds += _run_case(case, oracle, runners, results)
         for runner in runners:
@@ -219,12 +224,13 @@ def verify(
 
 
 def _open_runners(stack: ExitStack, module: torch.nn.Module, data: bytes, providers: tuple[str, ...],
-                  runtimes: tuple[str, ...], threads: int) -> tuple[list[Runner], dict[str, RunnerResult]]:
+                  runtimes: tuple[str, ...], threads: int, variants: dict[str, bytes | str]
+                  ) -> tuple[list[Runner], dict[str, RunnerResult]]:
     """The runners that opened (entered on ``stack``) and a result for every runner, in report order;
     one that cannot run here has a result with status "not available" (or "failed", if it would not load)."""
     runners: list[Runner] = []
     results: dict[str, RunnerResult] = {}
-    for name, kind, device, opener in _candidates(module, data, providers, runtimes, threads):
+    for name, kind, device, opener in _candidates(module, data, providers, runtimes, threads, variants):
         try:
             runner = stack.enter_context(opener())
         except ProviderUnavailable as exc:
@@ -237,8 +243,8 @@ def _open_runners(stack: ExitStack, module: torch.nn.Module, data: bytes, provid
 
 
 def _candidates(module: torch.nn.Module, data: bytes, providers: tuple[str, ...], runtimes: tuple[str, ...],
-                threads: int) -> list[tuple[str, str, str, Any]]:
-    """(name, kind, device, opener) of every runner the chosen families have."""
+                threads: int, variants: dict[str, bytes | str]) -> list[tuple[str, str, str, Any]]:
+    """(name, kind, device, opener) of every runner the chosen families have; variants after float32."""
     found: list[tuple[str, str, str, Any]] = []
     if "torch" in runtimes:
         found.append((TORCH_CPU, "torch", "cpu", lambda: TorchRunner(module, "cpu")))
@@ -252,6 +258,10 @@ def _candidates(module: torch.nn.Module, data: bytes, providers: tuple[str, ...]
         from .runners.openvino_runner import openvino_candidates
 
         found += openvino_candidates(data, threads)
+    if "ort" in runtimes:
+        from .runners.ort_runner import variant_candidates
+
+        found += variant_candidates(variants, providers, threads)
     return found
 
 

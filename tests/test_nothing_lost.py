@@ -173,7 +173,8 @@ def _gru_state() -> dict:
 CATALOGUE = [
     ("config_named_index_json", lambda t: ["build", _write(t, "c.toml", f'name = "index.json"\n{BASE}'), "--out", t / "o"],
      "{tmp}/c.toml: key 'name': 'index.json' is not allowed; expected a name other than those of the files rnnexport "
-     "writes (index.json, model.onnx, weights.pt, manifest.json, report.json, report.md, inputs.npz)", 2),
+     "writes (index.json, model.onnx, weights.pt, manifest.json, report.json, report.md, inputs.npz, "
+     "model.fp16-weights.onnx, model.int8-dynamic.onnx)", 2),
     ("config_rtol_inf", lambda t: ["build", _write(t, "c.toml", BASE + "[tolerance]\nrtol = inf\n"), "--out", t / "o"],
      "{tmp}/c.toml: key 'tolerance.rtol': inf is not allowed; expected a finite, non-negative number", 2),
     ("config_fifo", lambda t: (os.mkfifo(t / "c.toml"), ["build", t / "c.toml", "--out", t / "o"])[1],

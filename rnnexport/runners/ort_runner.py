@@ -126,6 +126,34 @@ class OrtRunner:
         return {node: used for node, used in self.placement.items() if used != self.provider}
 
 
+def variant_candidates(variants: dict[str, bytes | str], providers: tuple[str, ...], threads: int
+                       ) -> list[tuple[str, str, str, Any]]:
+    """(name, kind, device, opener) of a runner per deployment variant and provider: ``ort-cpu-fp16-weights``,
+    ``ort-cpu-int8-dynamic``, …; int8 only on CPU, where ONNX Runtime has its DynamicQuantizeLSTM kernel.
+    A variant given as a sentence (why the build could not make it) is one "not available" runner."""
+    from ..variants import PRECISION
+
+    found = []
+    for kind, data in variants.items():
+        if isinstance(data, str):
+            name = f"{ort_name(CPU)}-{kind}"
+            found.append((name, "onnxruntime", "cpu", lambda n=name, why=data: _refuse(n, why)))
+            continue
+        for provider in providers:
+            name, device = f"{ort_name(provider)}-{kind}", "cpu" if provider == CPU else "cuda"
+            if kind == "int8-dynamic" and provider != CPU:
+                found.append((name, "onnxruntime", device, lambda n=name: _refuse(
+                    n, "ONNX Runtime's DynamicQuantizeLSTM kernel runs on CPU only")))
+                continue
+            found.append((name, "onnxruntime", device, lambda p=provider, d=data, n=name, k=kind: OrtRunner(
+                d, p, threads=threads, name=n, precision=PRECISION[k])))
+    return found
+
+
+def _refuse(name: str, reason: str) -> OrtRunner:
+    raise RunnerUnavailable(name, reason)
+
+
 def first_line(exc: Exception) -> str:
     """A runtime's message without its source location: what failed and the shapes involved."""
     text = (str(exc).strip() or type(exc).__name__).splitlines()[0]
