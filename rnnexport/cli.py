@@ -329,23 +329,29 @@ def init(checkpoint: Path, prefix: str | None, name: str | None, out_path: Path 
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option("--config", "config_path", type=click.Path(path_type=Path),
               help="Also check the graph against this config (cell, sizes, layers, directions, inputs).")
-def lint(path: Path, config_path: Path | None) -> None:
+@click.option("--run/--no-run", default=None,
+              help="Run the graph in ONNX Runtime at two sequence lengths and two batch sizes "
+                   "[default: when its inputs can be synthesised].")
+def lint(path: Path, config_path: Path | None, run: bool | None) -> None:
     """Check any ONNX file (or artifact folder) for what breaks recurrent models in deployment: recurrent
     nodes present (one per layer), no Loop/Scan or per-step unroll, GRU linear_before_reset=1, layout=0,
-    default activations, dynamic seq and batch dims, weights as initializers, sequence_lens portability.
-    An artifact folder's variants (model.fp16-weights.onnx, …) are checked too. One line per finding;
-    exit 1 on any error.
+    default activations, dynamic seq and batch dims, weights as initializers, sequence_lens portability,
+    nothing PyTorch cannot express (peepholes, clip, input_forget, …), in every subgraph (If/Loop/Scan
+    bodies, functions), with the path of each node. Which inputs are sequences is read from the graph, not
+    from names. An artifact folder's variants (model.fp16-weights.onnx, …) are checked too. One line per
+    finding; exit 1 on any error.
 
     \b
     Example:
       rnnexport lint artifacts/gru_2layer --config configs/gru_2layer.toml
+      rnnexport lint downloaded.onnx --no-run
     """
     from .config import load_config
     from .lint import has_errors, lint_path
 
     cfg = load_config(config_path) if config_path else None
     failed = False
-    for file, findings in lint_path(path, cfg):
+    for file, findings in lint_path(path, cfg, run):
         shown = file if file == path else path / file.name
         for finding in findings:
             click.echo(f"{shown}: {finding}")

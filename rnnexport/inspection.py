@@ -11,7 +11,8 @@ import onnx
 from .artifacts import MANIFEST_FILE, MODEL_FILE, Artifact, load_artifact
 from .contract import ONNX_DOMAINS, recurrent_cell
 from .errors import ArtifactError
-from .onnx_export import op_counts, recurrent_nodes
+from .graphs import Scope, recurrent_sites
+from .onnx_export import op_counts
 from .models import load_model_bytes
 
 
@@ -23,34 +24,44 @@ def _attrs(node: onnx.NodeProto) -> dict[str, Any]:
     return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
 
 
-def _constant_shapes(model: onnx.ModelProto) -> dict[str, list[int]]:
-    """Shapes of the graph's constant tensors: initializers, and their casts (fp16-weights variants)."""
-    shapes = {t.name: list(t.dims) for t in model.graph.initializer}
-    for node in model.graph.node:
+def _known_shapes(scope: Scope) -> dict[str, list[Any]]:
+    """Shapes of the scope's constants (and their casts: fp16-weights variants) and of its declared inputs."""
+    shapes: dict[str, list[Any]] = {name: list(value.shape) for name, value in scope.constants.items()}
+    for node in scope.nodes:
         if node.op_type == "Cast" and node.input and node.input[0] in shapes:
             shapes[node.output[0]] = shapes[node.input[0]]
     return shapes
 
 
 def layer_summary(model: onnx.ModelProto) -> list[dict[str, Any]]:
-    """One entry per recurrent node: the cell op it computes, hidden and input size, direction, activations,
-    GRU's linear_before_reset and the layout attribute (ONNX's defaults filled in). ``op_type`` names a
-    contrib node (``com.microsoft:DynamicQuantizeLSTM``, whose W is [D, input, 4H])."""
-    shapes = _constant_shapes(model)
+    """One entry per recurrent node in any graph or subgraph (``path``: where, empty for the main graph): the cell
+    op it computes, hidden and input size, direction, activations, GRU's linear_before_reset, layout, clip,
+    input_forget, peepholes, and W's and R's shapes (also when they are graph inputs), ONNX's defaults filled
+    in. ``op_type`` names a contrib node (``com.microsoft:DynamicQuantizeLSTM``, whose W is [D, input, 4H])."""
     layers = []
-    for node in recurrent_nodes(model):
+    for site in recurrent_sites(model):
+        node, scope = site.node, site.scope
+        constants = _known_shapes(scope)
+        declared = {v.name: _dims(v) for v in scope.inputs}
         attrs = _attrs(node)
         quantized = node.domain not in ONNX_DOMAINS
-        w_dims = shapes.get(node.input[1]) if len(node.input) > 1 else None
+        w_dims = (constants.get(node.input[1]) or declared.get(node.input[1])) if len(node.input) > 1 else None
+        r_dims = (constants.get(node.input[2]) or declared.get(node.input[2])) if len(node.input) > 2 else None
+        input_size = w_dims[1 if quantized else 2] if w_dims and len(w_dims) == 3 else None
         entry = {
-            "node": node.name, "op": recurrent_cell(node.domain, node.op_type),
+            "node": node.name, "path": scope.path, "where": site.path, "op": site.cell,
             "op_type": f"{node.domain}:{node.op_type}" if quantized else node.op_type,
             "hidden_size": attrs.get("hidden_size"),
-            "input_size": w_dims[1 if quantized else 2] if w_dims and len(w_dims) == 3 else None,
+            "input_size": input_size if isinstance(input_size, int) else None,
             "direction": (attrs.get("direction") or b"forward").decode(),
             "activations": [a.decode() for a in attrs.get("activations", [])] or "default",
             "layout": attrs.get("layout", 0),
-            "weights_are_initializers": all(name in shapes for name in node.input[1:3]),
+            "clip": attrs.get("clip"),
+            "input_forget": attrs.get("input_forget", 0) if site.cell == "LSTM" else None,
+            "peepholes": site.cell == "LSTM" and len(node.input) > 7 and bool(node.input[7]),
+            "activation_params": {k: attrs[k] for k in ("activation_alpha", "activation_beta") if k in attrs},
+            "W": w_dims, "R": r_dims,
+            "weights_are_initializers": all(name in constants for name in node.input[1:3]),
             "has_bias": len(node.input) > 3 and bool(node.input[3]),
             "sequence_lens": len(node.input) > 4 and bool(node.input[4]),
         }
@@ -112,6 +123,29 @@ def _variants(artifact: Artifact) -> dict[str, dict[str, Any]]:
     return found
 
 
+def _or_unknown(value: Any) -> Any:
+    return "?" if value is None else value
+
+
+def _shape(dims: list[Any] | None) -> str:
+    return "?" if dims is None else "[" + ", ".join(map(str, dims)) + "]"
+
+
+def _layer_attrs(layer: dict[str, Any]) -> dict[str, Any]:
+    """The attributes worth a word: layout always; the rest when set."""
+    shown = {"layout": layer["layout"]}
+    if "linear_before_reset" in layer:
+        shown["linear_before_reset"] = layer["linear_before_reset"]
+    for key in ("clip", "input_forget"):
+        if layer.get(key):
+            shown[key] = layer[key]
+    if layer.get("peepholes"):
+        shown["peepholes"] = "P"
+    if layer.get("sequence_lens"):
+        shown["sequence_lens"] = "yes"
+    return shown
+
+
 def render_inspect(info: dict[str, Any]) -> str:
     layers = info["layers"]
     first = layers[0] if layers else {}
@@ -119,10 +153,13 @@ def render_inspect(info: dict[str, Any]) -> str:
     lines = [
         f"{info['file']}: {info['bytes'] / 1024:.1f} KiB, sha256 {info['sha256'][:16]}…, {info['producer'] or '?'}, "
         f"opset {info['opset']}, IR {info['ir_version']}",
-        f"  cell        {', '.join(info['cell']) or 'none (no GRU, LSTM or RNN node)'} × {len(layers)} layers, "
-        f"hidden {first.get('hidden_size')}, input {first.get('input_size')}, {first.get('direction', '-')}"
-        + ("" if activations == "default" else f", activations {'/'.join(activations)}"),
+        f"  cell        {', '.join(info['cell']) or 'none (no GRU, LSTM or RNN node in any graph)'} × {len(layers)} "
+        f"layers, hidden {first.get('hidden_size')}, input {_or_unknown(first.get('input_size'))}, "
+        f"{first.get('direction', '-')}" + ("" if activations == "default" else f", activations {'/'.join(activations)}"),
     ]
+    for layer in layers:
+        lines.append(f"  layer       {layer['where']}: {layer['op_type']}, W {_shape(layer['W'])}, R {_shape(layer['R'])}"
+                     + "".join(f", {k} {v}" for k, v in _layer_attrs(layer).items()))
     for v in info["inputs"]:
         lines.append(f"  input       {v['name']} [{', '.join(map(str, v['dims']))}]")
     for v in info["outputs"]:

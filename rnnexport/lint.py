@@ -7,12 +7,13 @@ from collections import Counter
 from pathlib import Path
 from typing import NamedTuple
 
+import numpy as np
 import onnx
 
 from .config import ModelConfig
-from .contract import RECURRENT_OPS
+from .contract import recurrent_cell
+from .graphs import input_roles, recurrent_sites, scopes
 from .inspection import layer_summary
-from .onnx_export import recurrent_nodes
 
 UNROLL_OPS = ("MatMul", "Gemm")
 PASS_THROUGH = ("Transpose", "Squeeze", "Unsqueeze", "Identity")
@@ -27,16 +28,24 @@ class Finding(NamedTuple):
         return f"{self.level}: {self.code}: {self.message}"
 
 
-def lint_model(model: onnx.ModelProto, cfg: ModelConfig | None = None) -> list[Finding]:
-    """Everything wrong with ``model`` for deployment; with ``cfg``, also whatever does not match it (cell,
-    sizes, layers, directions, bias, batch_first, and the graph's inputs and outputs in contract order)."""
-    found = _structure(model, len(expected_nodes(cfg)) if cfg else None)
+def lint_model(model: onnx.ModelProto, cfg: ModelConfig | None = None, run: bool | None = False) -> list[Finding]:
+    """Everything wrong with ``model`` for deployment, in every graph and subgraph; with ``cfg``, also whatever
+    does not match it (cell, sizes, layers, directions, bias, batch_first, and the graph's inputs and outputs
+    in contract order); with ``run``, whether ONNX Runtime runs it at other lengths and batch sizes (``None``:
+    when its inputs can be synthesised, silently skipped otherwise)."""
+    sites = recurrent_sites(model, foreign=True)
+    found = _structure(model, [s for s in sites if s.cell], len(expected_nodes(cfg)) if cfg else None)
+    found += [Finding("error", "foreign-domain", f"{s.path}: {s.node.domain}:{s.node.op_type} is not ONNX's "
+                                                 f"{s.node.op_type} (domain {s.node.domain!r}); ONNX Runtime and "
+                                                 "OpenVINO will not run it as one") for s in sites if s.foreign]
     layers = layer_summary(model)
     for layer in layers:
         found += _node_findings(layer)
-    found += _dynamic_dims(model) + _fixed_reshapes(model)
+    found += _dynamic_dims(model) + _fixed_shapes(model)
+    if run is not False:
+        found += run_findings(model, explicit=bool(run))
     if cfg is not None:
-        found += against_config(model, layers, cfg)
+        found += against_config(model, [layer for layer in layers if not layer["path"]], cfg)
     return found
 
 
@@ -113,29 +122,29 @@ def contract_problems(model: onnx.ModelProto, cfg: ModelConfig) -> list[str]:
     return problems
 
 
-def _structure(model: onnx.ModelProto, num_layers: int | None) -> list[Finding]:
-    ops = Counter(n.op_type for n in model.graph.node)
-    nodes = recurrent_nodes(model)
+def _structure(model: onnx.ModelProto, sites: list, num_layers: int | None) -> list[Finding]:
+    ops = Counter(n.op_type for scope in scopes(model) for n in scope.nodes)
     found = []
     for op in ("Loop", "Scan"):
-        if ops[op]:
+        if ops[op] and not sites:
             found.append(Finding("error", "loop", f"{ops[op]} {op} node(s): the recurrence runs as a generic loop, "
                                                   "not ONNX's GRU/LSTM/RNN operator"))
     matmuls = sum(ops[op] for op in UNROLL_OPS)
-    if not nodes:
+    if not sites:
         hint = f" and {matmuls} MatMul/Gemm nodes: the recurrence looks unrolled step by step" if matmuls else ""
-        found.append(Finding("error", "no-recurrent-node", f"no GRU, LSTM or RNN node{hint}"))
-    elif matmuls > 2 * len(nodes):
-        found.append(Finding("warning", "unroll", f"{matmuls} MatMul/Gemm nodes beside {len(nodes)} recurrent "
+        found.append(Finding("error", "no-recurrent-node", f"no GRU, LSTM or RNN node in any graph or subgraph{hint}"))
+    elif matmuls > 2 * len(sites):
+        found.append(Finding("warning", "unroll", f"{matmuls} MatMul/Gemm nodes beside {len(sites)} recurrent "
                                                   "node(s): part of the recurrence may be unrolled"))
-    if num_layers is not None and nodes and len(nodes) != num_layers:
-        found.append(Finding("error", "layers", f"{len(nodes)} recurrent nodes where the config makes {num_layers} "
+    main = [s for s in sites if not s.scope.path]
+    if num_layers is not None and main and len(main) != num_layers:
+        found.append(Finding("error", "layers", f"{len(main)} recurrent nodes where the config makes {num_layers} "
                                                 "(one per layer, and per direction in masked ragged graphs)"))
     return found
 
 
 def _node_findings(layer: dict) -> list[Finding]:
-    node, found = layer["node"] or layer["op"], []
+    node, found = layer["where"], []
     if layer["op"] == "GRU" and layer.get("linear_before_reset") != 1:
         found.append(Finding("error", "linear-before-reset", f"{node}: GRU with linear_before_reset=0 computes "
                                                              "another function than PyTorch's GRU (which needs 1)"))
@@ -154,9 +163,32 @@ def _node_findings(layer: dict) -> list[Finding]:
     if layer["direction"] == "bidirectional" and isinstance(acts, list) and acts[:len(acts) // 2] != acts[len(acts) // 2:]:
         found.append(Finding("warning", "direction-activations", f"{node}: the two directions use different "
                                                                  "activations, which TensorRT's ONNX parser refuses"))
+    found += _not_in_pytorch(layer)
     if not layer["weights_are_initializers"]:
         found.append(Finding("warning", "weights", f"{node}: W/R are not initializers: runtimes cannot prepack "
                                                    "them, and the graph may compute them on every call"))
+    return found
+
+
+def _not_in_pytorch(layer: dict) -> list[Finding]:
+    """ONNX recurrent features PyTorch's modules do not have: a graph using them computes something no
+    ``nn.GRU``/``nn.LSTM``/``nn.RNN`` does, like GRU's linear_before_reset=0."""
+    node, found = layer["where"], []
+    if layer.get("peepholes"):
+        found.append(Finding("error", "peepholes", f"{node}: LSTM with peephole weights P; PyTorch's LSTM has none"))
+    if layer.get("clip") is not None:
+        found.append(Finding("error", "clip", f"{node}: clip={layer['clip']:g} clips the gates' pre-activations; "
+                                              "PyTorch does not"))
+    if layer.get("input_forget"):
+        found.append(Finding("error", "input-forget", f"{node}: input_forget=1 couples the input and forget gates; "
+                                                      "PyTorch's LSTM does not"))
+    if layer.get("activation_params"):
+        found.append(Finding("error", "activation-params", f"{node}: activation_alpha/activation_beta set "
+                                                           f"({layer['activation_params']}); PyTorch's activations "
+                                                           "take no parameters"))
+    if layer["direction"] == "reverse":
+        found.append(Finding("error", "reverse", f"{node}: direction=reverse; PyTorch has no reverse-only layer "
+                                                 "(only the backward half of a bidirectional one)"))
     return found
 
 
@@ -172,57 +204,131 @@ def _default_activations(layer: dict) -> bool:
 
 
 def _dynamic_dims(model: onnx.ModelProto) -> list[Finding]:
-    """The sequence and batch dims of the inputs should be symbolic: a number fixes the model to one shape."""
-    initializers = {i.name for i in model.graph.initializer}
+    """The axes of the graph inputs that reach a recurrent node's sequence and batch axes (followed back through
+    Transpose and other axis-keeping ops) must be symbolic: a number fixes the model to one shape. A state's
+    num-directions axis is fixed by nature; weights given as inputs have no such axes."""
     found = []
-    for value in model.graph.input:
-        if value.name in initializers:
-            continue
-        dims = value.type.tensor_type.shape.dim
-        if value.type.tensor_type.elem_type != onnx.TensorProto.FLOAT or len(dims) != 3:
-            continue
-        # input: [seq, batch, features] (either order); states: [layers*dirs, batch, hidden]
-        axes = (1,) if value.name in ("h0", "c0") or "state" in value.name else (0, 1)
-        fixed = [str(dims[i].dim_value) for i in axes if dims[i].HasField("dim_value")]
+    values = {v.name: v for v in model.graph.input}
+    for name, roles in input_roles(next(scopes(model))).items():
+        dims = values[name].type.tensor_type.shape.dim
+        fixed = [(axis, role, dims[axis].dim_value) for axis, role in sorted(roles.items())
+                 if role in ("seq", "batch") and axis < len(dims) and dims[axis].HasField("dim_value")]
         if fixed:
-            found.append(Finding("error", "static-dims", f"input {value.name}: dims {', '.join(fixed)} are fixed "
-                                                         "numbers where seq and batch should be dynamic"))
+            where = " and ".join(f"axis {axis} ({role})" for axis, role, _ in fixed)
+            found.append(Finding("error", "static-dims", f"input {name}: {where} fixed to "
+                                                         f"{', '.join(str(v) for *_, v in fixed)}; they must be "
+                                                         "dynamic for the model to take other lengths and batches"))
     return found
 
 
-def _constants(model: onnx.ModelProto) -> dict[str, list[int]]:
-    values = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer}
-    for node in model.graph.node:
-        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
-            values[node.output[0]] = onnx.numpy_helper.to_array(node.attribute[0].t)
-    return {k: v.ravel().tolist() for k, v in values.items() if v.ndim == 1 and v.dtype.kind == "i"}
-
-
-def _fixed_reshapes(model: onnx.ModelProto) -> list[Finding]:
-    """A Reshape of a recurrent node's sequence output to a constant shape with a fixed first (time) dim
-    works at the example's sequence length only."""
-    producers = {out: node for node in model.graph.node for out in node.output}
-    constants = _constants(model)
+def _fixed_shapes(model: onnx.ModelProto) -> list[Finding]:
+    """A Reshape, Expand or Tile of a recurrent node's sequence output to a constant shape (an initializer or a
+    Constant node in any of its forms) with a fixed first (time) dim works at one sequence length only."""
     found = []
-    for node in model.graph.node:
-        shape = constants.get(node.input[1]) if node.op_type == "Reshape" and len(node.input) > 1 else None
-        if not shape or shape[0] <= 0:
-            continue
-        tensor = node.input[0]
-        source = producers.get(tensor)
-        for _ in range(3):  # through a Transpose or Squeeze or two
-            if source is None or source.op_type in RECURRENT_OPS or source.op_type not in PASS_THROUGH:
-                break
-            tensor = source.input[0]
-            source = producers.get(tensor)
-        if source is not None and source.op_type in RECURRENT_OPS and tensor == source.output[0]:  # Y, not Y_h
-            found.append(Finding("error", "static-reshape",
-                                 f"{node.name or 'Reshape'}: reshapes the output of {source.name or source.op_type} "
-                                 f"to {shape}, fixing the sequence length to {shape[0]}"))
+    for scope in scopes(model):
+        producers = {out: node for node in scope.nodes for out in node.output}
+        for index, node in enumerate(scope.nodes):
+            if node.op_type not in ("Reshape", "Expand", "Tile") or len(node.input) < 2:
+                continue
+            shape = scope.constants.get(node.input[1])
+            if shape is None or shape.ndim != 1 or shape.dtype.kind != "i" or not len(shape):
+                continue
+            first = int(shape[0])
+            if (node.op_type == "Tile" and first == 1) or (node.op_type != "Tile" and first <= 1):
+                continue  # Reshape 0/-1 and Expand 1 keep the length; Tile 1 repeats nothing
+            source = _recurrent_source(node.input[0], producers)
+            if source is not None:
+                found.append(Finding("error", "static-reshape",
+                                     f"{scope.where(node, index)}: {node.op_type.lower()}s the output of "
+                                     f"{source.name or source.op_type} to {shape.tolist()}, fixing the sequence "
+                                     f"length to {first}"))
     return found
 
 
-def lint_path(path: Path, cfg: ModelConfig | None = None) -> list[tuple[Path, list[Finding]]]:
+def _recurrent_source(tensor: str, producers: dict) -> onnx.NodeProto | None:
+    """The recurrent node whose sequence output (Y, not Y_h) ``tensor`` is, through a Transpose or two."""
+    source = producers.get(tensor)
+    for _ in range(3):
+        if source is None or recurrent_cell(source.domain, source.op_type) or source.op_type not in PASS_THROUGH:
+            break
+        tensor = source.input[0]
+        source = producers.get(tensor)
+    if source is not None and recurrent_cell(source.domain, source.op_type) and tensor == source.output[0]:
+        return source
+    return None
+
+
+RUN_SHAPES = ((2, 1), (2, 3), (7, 1), (7, 3))  # (seq, batch): neither is likely to be the example's
+
+
+def synthesised_feeds(model: onnx.ModelProto, seq: int, batch: int) -> dict[str, np.ndarray] | str:
+    """Feeds for every graph input at this sequence length and batch size, from the roles the graph gives them
+    (declared fixed sizes are kept); or why they cannot be made (an axis whose size nothing determines)."""
+    scope = next(scopes(model))
+    roles = input_roles(scope)
+    symbols = {}  # a symbolic dim name shared with an axis of known role has that role (ONNX: same name, same size)
+    for value in model.graph.input:
+        for axis, dim in enumerate(value.type.tensor_type.shape.dim):
+            if dim.dim_param and roles.get(value.name, {}).get(axis):
+                symbols[dim.dim_param] = roles[value.name][axis]
+    rng = np.random.default_rng(0)
+    shapes, lengths = {}, []
+    for value in model.graph.input:
+        if value.name in scope.constants:
+            continue
+        shape = []
+        for axis, dim in enumerate(value.type.tensor_type.shape.dim):
+            role = roles.get(value.name, {}).get(axis) or symbols.get(dim.dim_param)
+            if dim.HasField("dim_value"):
+                shape.append(dim.dim_value)
+            elif role in ("seq", "batch"):
+                shape.append(seq if role == "seq" else batch)
+            else:
+                return f"input {value.name}: axis {axis} has no fixed size and feeds no recurrent sequence or batch axis"
+            if role == "seq":
+                lengths.append(shape[-1])
+        shapes[value.name] = (value.type.tensor_type.elem_type, shape)
+    feeds = {}
+    for name, (elem_type, shape) in shapes.items():
+        if len(shape) == 1 and elem_type in (onnx.TensorProto.INT32, onnx.TensorProto.INT64) and \
+                (roles.get(name) == {0: "batch"} or shape == [batch]):
+            feeds[name] = np.full(shape, min(lengths, default=seq),  # full lengths: the longest the input holds
+                                  dtype=onnx.helper.tensor_dtype_to_np_dtype(elem_type))
+        elif elem_type == onnx.TensorProto.FLOAT:
+            feeds[name] = rng.standard_normal(shape).astype(np.float32)
+        else:
+            return f"input {name}: {onnx.TensorProto.DataType.Name(elem_type)} with no known meaning"
+    return feeds
+
+
+def run_findings(model: onnx.ModelProto, explicit: bool = False) -> list[Finding]:
+    """Run the graph in ONNX Runtime at two sequence lengths and two batch sizes; a failure at any of them is an
+    error (a shape fixed inside the graph, an op the runtime refuses). Inputs that cannot be synthesised skip
+    the check (with a warning when it was asked for)."""
+    import onnxruntime as ort
+
+    from .runners.ort_runner import first_line
+
+    feeds = [(seq, batch, synthesised_feeds(model, seq, batch)) for seq, batch in RUN_SHAPES]
+    why = next((f for *_, f in feeds if isinstance(f, str)), None)
+    if why:
+        return [Finding("warning", "run", f"not run: {why}")] if explicit else []
+    options = ort.SessionOptions()
+    options.log_severity_level, options.intra_op_num_threads = 4, 1
+    try:
+        session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # ONNX Runtime's own exception types
+        return [Finding("error", "run", f"ONNX Runtime cannot load the model: {first_line(exc)}")]
+    for seq, batch, feed in feeds:
+        try:
+            session.run(None, feed)
+        except Exception as exc:
+            return [Finding("error", "run", f"ONNX Runtime fails at sequence length {seq}, batch {batch}: "
+                                            f"{first_line(exc)}")]
+    return []
+
+
+def lint_path(path: Path, cfg: ModelConfig | None = None, run: bool | None = False) -> list[tuple[Path, list[Finding]]]:
     """``lint_model`` of an ONNX file, or of an artifact folder's model.onnx and every variant beside it."""
     from .artifacts import VARIANT_FILES
     from .models import read_model
@@ -238,7 +344,7 @@ def lint_path(path: Path, cfg: ModelConfig | None = None) -> list[tuple[Path, li
                 variant_cfg = dataclasses.replace(cfg, inputs=dataclasses.replace(cfg.inputs, variable_lengths=True))
             if (path / name).is_file():
                 files.append((path / name, variant_cfg))
-    return [(file, lint_model(read_model(file)[0], file_cfg)) for file, file_cfg in files]
+    return [(file, lint_model(read_model(file)[0], file_cfg, run)) for file, file_cfg in files]
 
 
 def has_errors(findings: list[Finding]) -> bool:

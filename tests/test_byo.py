@@ -210,8 +210,9 @@ LINT_CASES = {
                  "Transpose nodes)"),
     "loop": (lambda t: _loop_model(), "error: loop: 1 Loop node(s): the recurrence runs as a generic loop, not "
                                       "ONNX's GRU/LSTM/RNN operator"),
-    "static_dims": (lambda t: _static(_ours(t)), "error: static-dims: input input: dims 7, 7 are fixed numbers where "
-                                                 "seq and batch should be dynamic"),
+    "static_dims": (lambda t: _static(_ours(t)), "error: static-dims: input input: axis 0 (seq) and axis 1 (batch) "
+                                                 "fixed to 7, 7; they must be dynamic for the model to take other "
+                                                 "lengths and batches"),
 }
 
 
