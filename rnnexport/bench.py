@@ -1,9 +1,13 @@
-"""Benchmarks measured as ratios within one run: PyTorch eager, ONNX Runtime on our graph and on torch.onnx's
-graphs, export times, verification time, and this machine's float32 GEMM peak.
+"""Benchmarks measured as ratios within one run: a deploy matrix of PyTorch eager, ONNX Runtime on our graph
+(and on torch.onnx's graphs, its variants and the other ragged form), OpenVINO, each with its worst drift
+against the float64 oracle; export times, verification time, and this machine's float32 GEMM peak.
 
 Timing: one warm-up call per runner, then ``rounds`` rounds; in each round every runner runs in a rotated
 order, ``repeat`` calls each (calibrated so one sample lasts ~20 ms). The median over rounds is quoted with
-its spread ((p90 - p10) / median).
+its spread ((p90 - p10) / median); a runner whose spread is 20% or more gets more rounds (up to 3×) and is
+marked noisy if it still is. ONNX Runtime's threads do not spin after a call, so no runner takes CPU from
+the next; eager PyTorch is also timed alone first, and the two figures are printed side by side.
+Like for like: every runner is measured at 1 thread and at all cores, and ratios compare equal thread counts.
 """
 
 from __future__ import annotations
@@ -24,15 +28,19 @@ import torch
 from .builders import build_model
 from .cases import make_feeds
 from .config import GATES, ModelConfig
-from .errors import ExportError, RunnerFailed
+from .errors import ExportError, RunnerFailed, RunnerUnavailable
 from .exporters import EXPORTERS
-from .pipeline import export_config
+from .pipeline import export_config, variant_files
 from .runners.ort_runner import OrtRunner
-from .runners.torch_runner import TorchRunner
+from .runners.torch_runner import Float64Oracle, TorchRunner
 from .verification import verify
 
 CORES = os.cpu_count() or 1
+THREADS = tuple(dict.fromkeys((1, CORES)))
 SAMPLE_SECONDS = 0.02
+NOISY = 0.20  # a spread at or above this is not quoted as a plain median
+PEAK_SIZES = (1024, 2048, 4096)
+REFERENCE = "ort-cpu"  # ratios are to ONNX Runtime float32 on our graph, full optimisation, same threads
 
 
 def shape_classes(cfg: ModelConfig) -> dict[str, tuple[int, int]]:
@@ -51,17 +59,26 @@ def forward_flops(cfg: ModelConfig, seq_len: int, batch: int) -> int:
     return total * seq_len * batch
 
 
-def gemm_peak(threads: int, size: int = 1024, rounds: int = 7) -> float:
-    """Float32 GFLOP/s of a square ``torch.mm`` at ``threads`` threads: the best of ``rounds``."""
+def gemm_peak(threads: int, sizes: tuple[int, ...] = PEAK_SIZES, rounds: int = 3) -> float:
+    """Float32 GFLOP/s of square ``torch.mm`` at ``threads`` threads: the best over ``sizes`` and ``rounds``
+    (a single 1024² product underestimates the peak: recurrent kernels were measured above it)."""
     saved = torch.get_num_threads()
     torch.set_num_threads(threads)
+    best = 0.0
     try:
-        a, b = torch.randn(size, size), torch.randn(size, size)
-        torch.mm(a, b)
-        best = min(_seconds(lambda: torch.mm(a, b)) for _ in range(rounds))
+        for size in sizes:
+            a, b = torch.randn(size, size), torch.randn(size, size)
+            torch.mm(a, b)
+            seconds = min(_seconds(lambda: torch.mm(a, b)) for _ in range(rounds))
+            best = max(best, 2 * size**3 / seconds / 1e9)
     finally:
         torch.set_num_threads(saved)
-    return 2 * size**3 / best / 1e9
+    return best
+
+
+def over_peak(flops: int, timing: Timing, peak_gflops: float) -> float:
+    """The share of the GEMM peak a run at ``timing`` reaches; above 1 means the peak is unsound."""
+    return flops / (timing.median_ms / 1e3) / 1e9 / peak_gflops
 
 
 def _seconds(call: Callable[[], Any], repeat: int = 1) -> float:
@@ -75,20 +92,24 @@ def _seconds(call: Callable[[], Any], repeat: int = 1) -> float:
 class Timing:
     median_ms: float
     spread: float  # (p90 - p10) / median over rounds
+    rounds: int = 0
+    noisy: bool = False  # the spread stayed at or above NOISY after the extra rounds
 
     @classmethod
     def of(cls, samples: list[float]) -> Timing:
         ordered = sorted(samples)
         p10, p90 = ordered[len(ordered) // 10], ordered[-1 - len(ordered) // 10]
         median = statistics.median(ordered)
-        return cls(median * 1e3, (p90 - p10) / median if median else 0.0)
+        spread = (p90 - p10) / median if median else 0.0
+        return cls(median * 1e3, spread, len(ordered), spread >= NOISY)
 
 
 def time_interleaved(calls: dict[str, Callable[[], Any]], rounds: int,
-                     warmed: dict[str, float] | None = None) -> dict[str, Timing]:
-    """Median and spread of each call, measured in rotated order within each round. ``warmed`` gives,
-    for calls that already ran once, how long that took: they are neither warmed up nor timed again
-    to choose how many calls make one sample."""
+                     warmed: dict[str, float] | None = None, max_rounds: int | None = None) -> dict[str, Timing]:
+    """Median and spread of each call, measured in rotated order within each round. Calls whose spread is
+    at or above ``NOISY`` get more rounds (rotated among themselves) up to ``max_rounds`` (default 3×).
+    ``warmed`` gives, for calls that already ran once, how long that took: they are neither warmed up nor
+    timed again to choose how many calls make one sample."""
     if not calls:
         return {}
     repeat = {}
@@ -98,11 +119,28 @@ def time_interleaved(calls: dict[str, Callable[[], Any]], rounds: int,
         once = warmed[name] if warmed and name in warmed else _seconds(call)
         repeat[name] = max(1, int(SAMPLE_SECONDS / max(once, 1e-6)))
     samples: dict[str, list[float]] = {name: [] for name in calls}
+    limit = max_rounds or 3 * rounds
     names = list(calls)
-    for r in range(rounds):
-        for name in names[r % len(names):] + names[: r % len(names)]:
-            samples[name].append(_seconds(calls[name], repeat[name]))
+    while names:
+        for r in range(rounds):
+            for name in names[r % len(names):] + names[: r % len(names)]:
+                samples[name].append(_seconds(calls[name], repeat[name]))
+        names = [n for n in names if Timing.of(samples[n]).noisy and len(samples[n]) + rounds <= limit]
     return {name: Timing.of(values) for name, values in samples.items()}
+
+
+@dataclass
+class Entry:
+    """One deployable way to run the model at one thread count: ``runner`` is the name verify gives it."""
+
+    runner: str
+    threads: int
+    precision: str
+    infer: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
+
+    @property
+    def key(self) -> str:
+        return f"{self.runner}@{self.threads}t"
 
 
 @dataclass
@@ -110,16 +148,36 @@ class ConfigBench:
     name: str
     flops: dict[str, int]
     export_ms: dict[str, Timing | str]
-    runtime: dict[str, dict[str, Timing | str]]  # shape class → runner → timing, or why it did not run
+    runtime: dict[str, dict[str, Timing | str]]  # shape class → runner@threads → timing, or why it did not run
+    drift: dict[str, dict[str, float]]  # shape class → runner@threads → max |Δ| vs the float64 oracle
+    precision: dict[str, str]  # runner → what it computes in
     recommendation: dict[str, dict[str, Any]]
     verify_seconds: float
     verify_execution_seconds: float
+    eager_alone: dict[str, Timing] = field(default_factory=dict)  # runner@threads → timed with nothing else
     nodes_by_seq: dict[int, int] = field(default_factory=dict)
     file_bytes: int = 0
     weight_bytes: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def ratio(self, shape: str, key: str) -> float | None:
+        """Latency of ``key`` over ONNX Runtime float32 on our graph at the same thread count."""
+        threads = key.rsplit("@", 1)[1]
+        mine, ref = self.runtime[shape].get(key), self.runtime[shape].get(f"{REFERENCE}@{threads}")
+        return mine.median_ms / ref.median_ms if isinstance(mine, Timing) and isinstance(ref, Timing) else None
+
+    def deploy_latency(self) -> dict[str, dict[str, float]]:
+        """runner → shape class → latency ratio to ``REFERENCE`` at all cores: what verify's reports show."""
+        found: dict[str, dict[str, float]] = {}
+        for shape, timings in self.runtime.items():
+            for key in timings:
+                runner, threads = key.rsplit("@", 1)
+                ratio = self.ratio(shape, key)
+                if threads == f"{CORES}t" and ratio is not None and not runner.startswith(("torch-", "ort-torch")):
+                    found.setdefault(runner, {})[shape] = round(ratio, 3)
+        return found
 
 
 def _export_bytes(cfg: ModelConfig, module: torch.nn.Module, exporter: str) -> bytes:
@@ -144,60 +202,118 @@ def _export_times(cfg: ModelConfig, module: torch.nn.Module, rounds: int, export
         first[exporter], calls[exporter] = time.perf_counter() - start, call
     slow = {k: v for k, v in calls.items() if k == "torch-dynamo"}  # seconds per call: a few rounds only
     timings = time_interleaved({k: v for k, v in calls.items() if k not in slow}, rounds, first)
-    timings.update(time_interleaved(slow, max(1, rounds // 3), first))
+    timings.update(time_interleaved(slow, max(1, rounds // 3), first, max_rounds=max(1, rounds // 3)))
     return {e: timings.get(e, graphs[e]) for e in EXPORTERS}, graphs
 
 
-def _session_runners(graphs: dict[str, Any]) -> dict[str, Any]:
-    runners = {}
-    for threads in (1, CORES):
-        for level in ("ORT_ENABLE_BASIC", "ORT_ENABLE_ALL"):
-            name = f"ort-native-{threads}t-{level.removeprefix('ORT_ENABLE_').lower()}"
-            runners[name] = OrtRunner(graphs["native"], threads=threads,
-                                      optimization=getattr(ort.GraphOptimizationLevel, level))
-    for exporter in EXPORTERS[1:]:
-        if isinstance(graphs[exporter], bytes):
-            runners[f"ort-{exporter}-{CORES}t"] = OrtRunner(graphs[exporter], threads=CORES)
-    return runners
+def _eager(module: torch.nn.Module, threads: int) -> Callable:
+    runner = TorchRunner(module)
+
+    def infer(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        saved = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            return runner.infer(feeds)
+        finally:
+            torch.set_num_threads(saved)
+    return infer
 
 
-def _runtime(cfg: ModelConfig, module: torch.nn.Module, graphs: dict, rounds: int) -> dict[str, dict]:
-    results = {}
-    runners = _session_runners(graphs)
-    eager = TorchRunner(module)
-    for shape, (seq_len, batch) in shape_classes(cfg).items():
-        feeds = make_feeds(cfg, seq_len, batch, np.random.default_rng(0))
-        calls: dict[str, Callable[[], Any]] = {
-            f"torch-eager-{torch.get_num_threads()}t": lambda f=feeds: eager.infer(f)}
-        results[shape] = {}
-        for name, runner in runners.items():
+def _graphs(cfg: ModelConfig, module: torch.nn.Module, native: bytes) -> dict[str, tuple[bytes, str]]:
+    """ONNX Runtime runner name → (graph, precision): our graph, its variants, and for a ragged config the
+    other ragged form (``sequence_lens`` against ``masked``), to measure what portability costs."""
+    model = onnx.load_model_from_string(native)
+    graphs = {REFERENCE: (native, "float32")}
+    from .variants import PRECISION
+
+    made, _ = variant_files(cfg, module, model, ("fp16-weights", "int8-dynamic"))
+    graphs.update({f"{REFERENCE}-{kind}": (data, PRECISION[kind]) for kind, data in made.items()})
+    if cfg.inputs.variable_lengths:
+        other = True if cfg.inputs.variable_lengths == "masked" else "masked"
+        alt = dataclasses.replace(cfg, inputs=dataclasses.replace(cfg.inputs, variable_lengths=other),
+                                  opset=max(cfg.opset, 11))
+        label = "sequence_lens" if other is True else "masked"
+        graphs[f"{REFERENCE}-{label}"] = (export_config(alt, module)[1].SerializeToString(), "float32")
+    return graphs
+
+
+def _entries(cfg: ModelConfig, module: torch.nn.Module, exported: dict[str, Any]) -> tuple[list[Entry], dict]:
+    """Every runner of the deploy matrix at each thread count, and why those that cannot open did not."""
+    entries, missing = [], {}
+    graphs = _graphs(cfg, module, exported["native"])
+    for threads in THREADS:
+        entries.append(Entry("torch-eager", threads, "float32", _eager(module, threads)))
+        for name, (data, precision) in graphs.items():
+            levels = ("ORT_ENABLE_ALL", "ORT_ENABLE_BASIC") if name == REFERENCE else ("ORT_ENABLE_ALL",)
+            for level in levels:
+                label = name if level == "ORT_ENABLE_ALL" else f"{name}-basic"
+                session = OrtRunner(data, threads=threads, optimization=getattr(ort.GraphOptimizationLevel, level))
+                entries.append(Entry(label, threads, precision, session.infer))
+        for exporter in EXPORTERS[1:]:
+            if isinstance(exported[exporter], bytes):
+                entries.append(Entry(f"ort-{exporter}", threads, "float32",
+                                     OrtRunner(exported[exporter], threads=threads).infer))
+        for force_f32, label in ((True, "openvino-cpu-f32"), (False, "openvino-cpu-default")):
             try:
-                runner.infer(feeds)
-                calls[name] = (lambda r=runner, f=feeds: r.infer(f))
+                from .runners.openvino_runner import OpenVinoRunner
+
+                runner = OpenVinoRunner(exported["native"], force_f32=force_f32, threads=threads)
+                entries.append(Entry(label, threads, runner.precision, runner.infer))
+            except (RunnerUnavailable, RunnerFailed) as exc:
+                missing[f"{label}@{threads}t"] = exc.reason
+    return entries, missing
+
+
+def _runtime(cfg: ModelConfig, module: torch.nn.Module, exported: dict, rounds: int
+             ) -> tuple[dict, dict, dict, dict]:
+    """Timings and drift of every entry at every shape class, the precision of each runner, and eager timed
+    alone at the example shape (before anything else runs) to show the rotation does not slow it down."""
+    entries, missing = _entries(cfg, module, exported)
+    oracle = Float64Oracle(module)
+    results, drift, alone = {}, {}, {}
+    for shape, (seq_len, batch) in shape_classes(cfg).items():
+        feeds = make_feeds(cfg, seq_len, batch, np.random.default_rng(0), lengths="ragged")
+        expected = oracle.infer(feeds)
+        if shape == "example":
+            for e in entries:
+                if e.runner == "torch-eager":
+                    alone[e.key] = time_interleaved({e.key: functools.partial(e.infer, feeds)}, rounds)[e.key]
+        calls: dict[str, Callable[[], Any]] = {}
+        results[shape], drift[shape] = dict(missing), {}
+        for e in entries:
+            try:
+                actual = e.infer(feeds)
             except RunnerFailed as exc:
-                results[shape][name] = f"does not run: {exc.reason[:120]}"
+                results[shape][e.key] = f"does not run: {exc.reason[:120]}"
+                continue
+            drift[shape][e.key] = max(float(np.abs(actual[k].astype(np.float64) - expected[k]).max())
+                                      for k in expected if k in actual)
+            calls[e.key] = functools.partial(e.infer, feeds)
         results[shape].update(time_interleaved(calls, rounds))
-    return results
+    return results, drift, {e.runner: e.precision for e in entries}, alone
 
 
 def _recommend(runtime: dict[str, dict]) -> dict[str, dict[str, Any]]:
-    """Fastest ONNX Runtime setting on our graph per shape class."""
+    """Fastest float32 ONNX Runtime setting on our graph per shape class."""
     best = {}
     for shape, timings in runtime.items():
-        ours = {k: v for k, v in timings.items() if k.startswith("ort-native-") and isinstance(v, Timing)}
+        ours = {k: v for k, v in timings.items() if k.split("@")[0] in (REFERENCE, f"{REFERENCE}-basic")
+                and isinstance(v, Timing)}
         name = min(ours, key=lambda k: ours[k].median_ms)
-        threads, level = name.removeprefix("ort-native-").split("-")
+        runner, threads = name.split("@")
         best[shape] = {"intra_op_num_threads": int(threads.removesuffix("t")),
-                       "graph_optimization_level": f"ORT_ENABLE_{level.upper()}", "median_ms": ours[name].median_ms}
+                       "graph_optimization_level": "ORT_ENABLE_BASIC" if runner.endswith("-basic") else "ORT_ENABLE_ALL",
+                       "median_ms": ours[name].median_ms}
     return best
 
 
-def bench_config(cfg: ModelConfig, rounds: int = 5, exporters: tuple[str, ...] = EXPORTERS) -> ConfigBench:
+def bench_config(cfg: ModelConfig, rounds: int = 5, exporters: tuple[str, ...] = EXPORTERS,
+                 module: torch.nn.Module | None = None) -> ConfigBench:
     """Every measurement for one config (see the module's docstring for the method); ``native`` is
     always measured, the torch exporters when named in ``exporters``."""
-    module = build_model(cfg)
+    module = module or build_model(cfg)
     export_ms, graphs = _export_times(cfg, module, rounds, ("native", *exporters))
-    runtime = _runtime(cfg, module, graphs, rounds)
+    runtime, drift, precision, alone = _runtime(cfg, module, graphs, rounds)
     start = time.perf_counter()
     report = verify(module, graphs["native"], cfg=cfg, providers=("CPUExecutionProvider",), runtimes=("torch", "ort"))
     total = time.perf_counter() - start
@@ -206,8 +322,9 @@ def bench_config(cfg: ModelConfig, rounds: int = 5, exporters: tuple[str, ...] =
     weights = sum(p.numel() * 4 for p in module.parameters())
     return ConfigBench(
         name=cfg.name, flops={s: forward_flops(cfg, *shape) for s, shape in shape_classes(cfg).items()},
-        export_ms=export_ms, runtime=runtime, recommendation=_recommend(runtime), verify_seconds=total,
-        verify_execution_seconds=execution,
+        export_ms=export_ms, runtime=runtime, drift=drift, precision=precision,
+        recommendation=_recommend(runtime), verify_seconds=total, verify_execution_seconds=execution,
+        eager_alone=alone,
         nodes_by_seq={cfg.example.seq_len: len(_graph(graphs["native"]).node), 10 * cfg.example.seq_len:
                       len(long_cfg.graph.node)},
         file_bytes=len(graphs["native"]), weight_bytes=weights)
@@ -222,35 +339,61 @@ def _graph(data: bytes) -> onnx.GraphProto:
 
 
 def _fmt(value: Timing | str | None) -> str:
-    return f"{value.median_ms:.3g} ms ±{value.spread:.0%}" if isinstance(value, Timing) else "—"
+    if not isinstance(value, Timing):
+        return "—"
+    return f"{value.median_ms:.3g} ms ±{value.spread:.0%}" + (" (noisy)" if value.noisy else "")
 
 
-def best_ort(timings: dict[str, Timing | str], prefix: str) -> Timing | None:
-    found = [v for k, v in timings.items() if k.startswith(prefix) and isinstance(v, Timing)]
-    return min(found, key=lambda t: t.median_ms) if found else None
+def computes_float32(result: ConfigBench, key: str) -> bool:
+    """Whether the runner computes in float32: only those are held to the float32 GEMM peak (int8 and bf16
+    kernels have peaks of their own, several times higher)."""
+    return result.precision.get(key.rsplit("@", 1)[0], "float32") in ("float32", "fp16-weights")
+
+
+def peak_problems(result: ConfigBench, peaks: dict[int, float]) -> list[str]:
+    """Every float32 runner whose measured GFLOP/s exceed the GEMM peak at its thread count: the peak is
+    unsound."""
+    problems = []
+    for shape, timings in result.runtime.items():
+        for key, timing in timings.items():
+            threads = int(key.rsplit("@", 1)[1].removesuffix("t"))
+            if isinstance(timing, Timing) and computes_float32(result, key) \
+                    and over_peak(result.flops[shape], timing, peaks[threads]) > 1:
+                problems.append(f"{result.name} {shape} {key}: "
+                                f"{over_peak(result.flops[shape], timing, peaks[threads]):.0%} of the GEMM peak")
+    return problems
 
 
 def render_bench(result: ConfigBench, peaks: dict[int, float]) -> str:
-    """A compact table: ratios first, absolute times beside them."""
+    """Export times, the eager cross-talk check, then the deploy matrix: per shape class and thread count,
+    each runner's latency, its ratio to ONNX Runtime float32 on our graph at the same thread count, and
+    its worst |Δ| against the float64 oracle."""
     native = result.export_ms["native"]
     parts = [f"native {_fmt(native)}"]
     for exporter in EXPORTERS[1:]:
         t = result.export_ms[exporter]
         parts.append(f"{exporter} {_fmt(t)} ({t.median_ms / native.median_ms:.0f}×)" if isinstance(t, Timing)
                      else f"{exporter}: {t}")
-    lines = [f"{result.name}", "  export: " + " · ".join(parts),
-             "  shape        eager        ort 1 thread   ort all cores  torch-script   eager/ours  "
-             "ours/torch-script  % GEMM peak"]
+    lines = [f"{result.name}", "  export: " + " · ".join(parts)]
+    for key, alone in result.eager_alone.items():
+        inside = result.runtime["example"].get(key)
+        if isinstance(inside, Timing):
+            change = inside.median_ms / alone.median_ms - 1
+            lines.append(f"  {key} at the example shape: {_fmt(alone)} alone, {_fmt(inside)} in the rotation "
+                         f"({change:+.0%})")
     for shape, timings in result.runtime.items():
-        eager = next(v for k, v in timings.items() if k.startswith("torch-eager"))
-        one, all_cores = best_ort(timings, "ort-native-1t"), best_ort(timings, f"ort-native-{CORES}t")
-        ours = min(one, all_cores, key=lambda t: t.median_ms)
-        script = timings.get(f"ort-torch-script-{CORES}t")
-        vs_script = f"{ours.median_ms / script.median_ms:.2f}" if isinstance(script, Timing) else "—"
-        threads = 1 if ours is one else CORES
-        peak = result.flops[shape] / (ours.median_ms / 1e3) / 1e9 / peaks[threads]
-        lines.append(f"  {shape:<12} {_fmt(eager):<12} {_fmt(one):<14} {_fmt(all_cores):<14} {_fmt(script):<14} "
-                     f"{eager.median_ms / ours.median_ms:<11.2f} {vs_script:<18} {peak:.1%}")
+        lines.append(f"  {shape} ({result.flops[shape] / 1e6:.3g} MFLOP): runner@threads, latency, "
+                     f"× {REFERENCE} at the same threads, worst |Δ| vs oracle, % of the float32 GEMM peak")
+        for key, timing in timings.items():
+            if not isinstance(timing, Timing):
+                lines.append(f"    {key:<34} {timing}")
+                continue
+            threads = int(key.rsplit("@", 1)[1].removesuffix("t"))
+            ratio = result.ratio(shape, key)
+            share = over_peak(result.flops[shape], timing, peaks[threads])
+            shown = f"{share:.1%}" if computes_float32(result, key) else f"— ({result.precision[key.split('@')[0]]})"
+            lines.append(f"    {key:<34} {_fmt(timing):<24} ×{ratio:<6.2f} {result.drift[shape].get(key, 0):.1e}  "
+                         f"{shown}" + ("  ⚠ above the GEMM peak" if share > 1 and computes_float32(result, key) else ""))
     overhead = 1 - result.verify_execution_seconds / result.verify_seconds
     lines.append(f"  verify: {result.verify_seconds:.2f} s, {overhead:.0%} outside model execution")
     settings = [f"{s} {r['intra_op_num_threads']} thread(s), {r['graph_optimization_level']}"

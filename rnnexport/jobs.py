@@ -111,10 +111,12 @@ def _check_some_case_applies(target: Target, options: VerifyOptions) -> None:
 
 def _verify_one(target: Target, options: VerifyOptions) -> VerifyReport:
     cases = load_cases(options.inputs, target.cfg) if options.inputs else None
-    return verify(target.module, target.model, cfg=target.cfg, providers=options.providers or None,
-                  runtimes=options.runtimes, case_names=options.case_names or None,
-                  tolerances=tolerances_for(target.cfg, options.atol, options.rtol), seed=options.seed,
-                  long_seq=options.long_seq, cases=cases, threads=options.threads, variants=target.variants)
+    report = verify(target.module, target.model, cfg=target.cfg, providers=options.providers or None,
+                    runtimes=options.runtimes, case_names=options.case_names or None,
+                    tolerances=tolerances_for(target.cfg, options.atol, options.rtol), seed=options.seed,
+                    long_seq=options.long_seq, cases=cases, threads=options.threads, variants=target.variants)
+    report.latency = target.latency
+    return report
 
 
 def write_outputs(targets: list[Target], judged: list[Judged], outputs: Outputs) -> None:
@@ -258,7 +260,7 @@ def bench_targets(paths: list[Path], rounds: int, exporters: tuple[str, ...], js
     recommended runtime settings, and ``json_path`` every number."""
     import json
 
-    from .bench import CORES, bench_config, gemm_peak, render_bench
+    from .bench import CORES, PEAK_SIZES, THREADS, bench_config, gemm_peak, peak_problems, render_bench
     from .exporters import EXPORTERS
     from .targets import load_targets
 
@@ -268,17 +270,24 @@ def bench_targets(paths: list[Path], rounds: int, exporters: tuple[str, ...], js
     if json_path is not None:
         Outputs(json=json_path).check()
     targets = load_targets(paths)
-    peaks = {1: gemm_peak(1), CORES: gemm_peak(CORES)}
-    yield f"float32 GEMM peak: {peaks[1]:.0f} GFLOP/s on 1 thread, {peaks[CORES]:.0f} on {CORES}"
+    peaks = {t: gemm_peak(t) for t in THREADS}
+    yield "float32 GEMM peak (best of {}², several rounds): {}".format(
+        "², ".join(map(str, PEAK_SIZES)), ", ".join(f"{p:.0f} GFLOP/s on {t} thread(s)" for t, p in peaks.items()))
     results = []
     for target in targets:
-        result = bench_config(target.cfg, rounds, exporters)
+        result = bench_config(target.cfg, rounds, exporters, module=target.module)
+        if peak_problems(result, peaks):  # a runner above the peak means the peak was measured low
+            peaks = {t: max(peaks[t], gemm_peak(t, rounds=7)) for t in THREADS}
+            yield "GEMM peak measured again: " + ", ".join(f"{p:.0f} GFLOP/s on {t}" for t, p in peaks.items())
         results.append(result.to_dict())
         yield render_bench(result, peaks)
+        for problem in peak_problems(result, peaks):
+            yield f"  ⚠ {problem}: the GEMM peak is unsound on this machine (figures are not clipped)"
         if target.folder:
             manifest = json.loads((target.folder / MANIFEST_FILE).read_text())
             manifest["runtime_recommendation"] = result.recommendation
+            manifest["deploy_latency"] = result.deploy_latency()
             write_json_atomic(target.folder / MANIFEST_FILE, manifest)
     if json_path:
-        write_json_atomic(json_path, {"schema_version": 1, "cores": CORES, "gemm_peak_gflops": peaks,
+        write_json_atomic(json_path, {"schema_version": 2, "cores": CORES, "gemm_peak_gflops": peaks,
                                       "configs": results})

@@ -52,6 +52,31 @@ def runner_row(result: RunnerResult, report: VerifyReport, verdict: Verdict) -> 
             f"×{growth:.2g}" if growth else "—", _error_ratio(result, report), verdict_word)
 
 
+DEPLOY_HEADER = ("deploy option", "precision", "file", "worst |Δ| vs oracle", "growth (longest case)",
+                 "latency vs ort-cpu float32")
+
+
+def deploy_rows(report: VerifyReport) -> list[tuple[str, ...]]:
+    """One row per runtime runner that ran, to pick speed against accuracy: the precision it computed in, the
+    file it deployed, its worst error (also as a share of max|oracle| there), the error's growth along the
+    longest case, and its latency from ``bench`` (per shape class) when bench has measured this artifact.
+    Empty when every runtime computed in float32 (the runner table says it all then)."""
+    ran = [r for r in report.runners if r.status == "ok" and r.kind != "torch" and r.worst()]
+    if all(r.precision == "float32" for r in ran):
+        return []
+    rows = []
+    for r in ran:
+        _, _, drift = r.worst()
+        share = f" ({100 * drift.max_abs / drift.expected_max_abs:.2g}%)" if drift.expected_max_abs else ""
+        growth = growth_ratio(r)
+        latency = report.latency.get(r.name)
+        rows.append((r.name, r.precision, f"{r.model_bytes / 1024:.1f} KiB" if r.model_bytes else "—",
+                     _shown(drift) + share, f"×{growth:.2g}" if growth else "—",
+                     ", ".join(f"{shape} ×{ratio:.2g}" for shape, ratio in latency.items()) if latency
+                     else "— (rnnexport bench)"))
+    return rows
+
+
 def verdict_line(report: VerifyReport, verdict: Verdict) -> str:
     return (f"{report.name}: {'PASS' if verdict.passed else 'FAIL'} ({len(report.cases)} cases against "
             f"{report.oracle['name']}, {report.seconds:.1f} s)")
@@ -70,6 +95,9 @@ def render_text(report: VerifyReport, verdict: Verdict, verbose: bool = False) -
             lines.append("  " + "  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
         else:  # a runner that did not run: its name and why
             lines.append(f"  {row[0].ljust(widths[0])}  {row[1]}")
+    deploy = deploy_rows(report)
+    if deploy:
+        lines += ["  deploy options:"] + aligned(DEPLOY_HEADER, deploy, indent="    ")
     lines += notes(report)
     for problem in failures[:8]:
         lines.append(f"  ✗ {problem}")
@@ -127,6 +155,11 @@ def render_markdown(report: VerifyReport, verdict: Verdict) -> str:
         row = runner_row(r, report, verdict)
         cells = row if len(row) == len(HEADER) else (row[0], _md_escape(row[1]), *[""] * (len(HEADER) - 3), "—")
         lines.append("| " + " | ".join(f"`{c}`" if i == where and c else c for i, c in enumerate(cells)) + " |")
+    deploy = deploy_rows(report)
+    if deploy:
+        lines += ["", "Deploy options (precision against speed):", "",
+                  "| " + " | ".join(_md_escape(h) for h in DEPLOY_HEADER) + " |", "|" + "---|" * len(DEPLOY_HEADER)]
+        lines += ["| " + " | ".join(map(_md_escape, row)) + " |" for row in deploy]
     if report.skipped_cases:
         lines += ["", "Skipped cases: " + "; ".join(f"`{k}` ({v})" for k, v in report.skipped_cases.items()) + "."]
     if failures:

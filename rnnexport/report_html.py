@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from .drift import HISTOGRAM_EDGES
-from .report import HEADER, environment, runner_row
+from .report import DEPLOY_HEADER, HEADER, deploy_rows, environment, runner_row
 from .verdict import Verdict
 from .verification import VerifyReport
 
@@ -164,6 +164,9 @@ def _section(report: VerifyReport, verdict: Verdict, plt: Any | None, anchor: st
              "<h2>Runners</h2>",
              _table(HEADER, [runner_row(r, report, verdict) for r in report.runners]),
              "<h2>Worst |Δ| per runner and case</h2>", _case_grid(report, verdict)]
+    deploy = deploy_rows(report)
+    if deploy:
+        parts += ["<h2>Deploy options</h2>", _table(DEPLOY_HEADER, deploy)]
     if failures:
         parts.append("<h2>Failures</h2><ul>" + "".join(f"<li>{html.escape(f)}</li>" for f in failures[:50]) + "</ul>")
     if report.skipped_cases:

@@ -28,6 +28,7 @@ class Target:
     model: onnx.ModelProto
     folder: Path | None = None
     variants: dict[str, bytes | str] = field(default_factory=dict)
+    latency: dict[str, dict[str, float]] = field(default_factory=dict)  # from bench: runner → shape → ratio
 
 
 def load_targets(paths: list[Path], config: Path | None = None, weights: Path | None = None,
@@ -44,7 +45,8 @@ def load_targets(paths: list[Path], config: Path | None = None, weights: Path | 
             check_model_matches(model, artifact.config, str(artifact.model_path), need_recurrent=native)
             variants: dict[str, bytes | str] = {k: p.read_bytes() for k, p in artifact.variant_paths().items()}
             variants.update(_reasons(artifact.manifest.get("variants_unavailable")))
-            targets.append(Target(artifact.config, module, model, artifact.path, variants))
+            targets.append(Target(artifact.config, module, model, artifact.path, variants,
+                                  _latency(artifact.manifest.get("deploy_latency"))))
         elif path.suffix == ".onnx":
             if config is None or weights is None:
                 raise ArtifactError(f"{path}: a bare .onnx file needs --config CFG.toml and --weights WEIGHTS.pt")
@@ -92,3 +94,11 @@ def _reasons(recorded: object) -> dict[str, str]:
     if not isinstance(recorded, dict):
         return {}
     return {k: v for k, v in recorded.items() if k in VARIANTS and isinstance(v, str)}
+
+
+def _latency(recorded: object) -> dict[str, dict[str, float]]:
+    """A manifest's ``deploy_latency`` (written by bench), keeping only well-formed numbers."""
+    if not isinstance(recorded, dict):
+        return {}
+    return {str(runner): {str(k): float(v) for k, v in shapes.items() if isinstance(v, int | float)}
+            for runner, shapes in recorded.items() if isinstance(shapes, dict)}

@@ -55,6 +55,7 @@ class RunnerResult:
     case_errors: dict[str, str] = field(default_factory=dict)  # case → why the runner could not run it
     run_seconds: float = 0.0
     precision: str = "float32"
+    model_bytes: int | None = None  # the size of the model file a runtime runner ran
     hints: dict[str, dict[str, str]] = field(default_factory=dict)
 
     @classmethod
@@ -69,7 +70,7 @@ class RunnerResult:
 
     def to_dict(self) -> dict[str, Any]:
         data = {k: getattr(self, k) for k in ("name", "kind", "device", "precision", "status", "reason", "settings",
-                                              "placement", "fallbacks", "case_errors", "run_seconds")}
+                                              "placement", "fallbacks", "case_errors", "run_seconds", "model_bytes")}
         worst = self.worst()
         data["worst"] = None if worst is None else {
             "case": worst[0], "output": worst[1], "max_abs": worst[2].max_abs,
@@ -92,6 +93,7 @@ class VerifyReport:
     runners: list[RunnerResult]
     oracle: dict[str, Any]
     seconds: float = 0.0
+    latency: dict[str, dict[str, float]] = field(default_factory=dict)  # runner → shape class → ratio (bench)
     inputs: list[Case] = field(default_factory=list, repr=False)  # the feeds, saved as inputs.npz
 
     def judge(self, policy: Policy | Tolerances | None = None) -> Verdict:
@@ -141,6 +143,7 @@ class VerifyReport:
             "skipped_cases": self.skipped_cases,
             "runners": [r.to_dict() for r in self.runners],
             "error_ratio_to_torch_float32": self.error_ratios(),
+            "latency_ratio_to_ort_float32": self.latency,
             "histogram_edges": list(HISTOGRAM_EDGES),
             "seconds": self.seconds,
         }
@@ -239,6 +242,9 @@ def _open_runners(stack: ExitStack, module: torch.nn.Module, data: bytes, provid
             continue
         runners.append(runner)
         results[runner.name] = RunnerResult.of(runner)
+        if kind != "torch":  # the size of the file this runner deploys
+            sizes = [len(v) for k, v in variants.items() if name.endswith(f"-{k}") and isinstance(v, bytes)]
+            results[runner.name].model_bytes = sizes[0] if sizes else len(data)
     return runners, results
 
 

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 from click.testing import CliRunner
 from conftest import SHIPPED
 
 from rnnexport.artifacts import load_artifact
-from rnnexport.bench import CORES, Timing, forward_flops, shape_classes, time_interleaved
+from rnnexport.bench import (THREADS, ConfigBench, Timing, forward_flops, gemm_peak, peak_problems, shape_classes,
+                             time_interleaved)
 from rnnexport.cli import main
 from rnnexport.config import load_config
 
@@ -34,28 +36,78 @@ def test_interleaved_timing_reports_median_and_spread():
 
 
 @pytest.mark.slow
-def test_bench_an_artifact_records_settings_and_ratios(tmp_path):
+def test_bench_an_artifact_records_a_like_for_like_deploy_matrix(tmp_path):
     out = tmp_path / "art"
-    assert CliRunner().invoke(main, ["build", str(TANH), "--out", str(out)]).exit_code == 0
+    assert CliRunner().invoke(main, ["build", str(TANH), "--out", str(out), "--variants", "fp16-weights"]).exit_code == 0
     result = CliRunner().invoke(main, ["bench", str(out / TANH.stem), "--rounds", "3", "--exporters",
                                        "torch-script", "--json", str(tmp_path / "b.json")])
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
-    assert lines[0].startswith("float32 GEMM peak: ") and lines[1] == TANH.stem
+    assert lines[0].startswith("float32 GEMM peak (best of 1024², 2048², 4096²") and lines[1] == TANH.stem
     assert "torch-script" in lines[2] and "torch-dynamo: not measured" in lines[2]
-    assert [line.split()[0] for line in lines[4:8]] == list(shape_classes(load_config(TANH)))
     data = json.loads((tmp_path / "b.json").read_text())
     bench = data["configs"][0]
-    assert set(data["gemm_peak_gflops"]) == {"1", str(CORES)}
+    assert set(data["gemm_peak_gflops"]) == {str(t) for t in THREADS}
+    runners = {"torch-eager", "ort-cpu", "ort-cpu-basic", "ort-cpu-fp16-weights", "ort-torch-script",
+               "openvino-cpu-f32", "openvino-cpu-default"}
     for shape, timings in bench["runtime"].items():
-        assert {"ort-native-1t-basic", "ort-native-1t-all", f"ort-torch-script-{CORES}t"} <= set(timings), shape
+        # every runner at every thread count: ratios compare equal thread counts
+        assert set(timings) == {f"{r}@{t}t" for r in runners for t in THREADS}, shape
+        assert set(bench["drift"][shape]) == set(timings)
+        for key, timing in timings.items():
+            assert timing["rounds"] >= 3 and timing["noisy"] == (timing["spread"] >= 0.2)
+            threads = int(key.rsplit("@", 1)[1][:-1])
+            assert timing["median_ms"] / 1e3 * data["gemm_peak_gflops"][str(threads)] * 1e9 >= bench["flops"][shape] \
+                or "above the GEMM peak" in result.output
+    assert bench["precision"]["ort-cpu-fp16-weights"] == "fp16-weights"
+    assert max(bench["drift"]["long"][f"ort-cpu@{t}t"] for t in THREADS) < 1e-5
+    assert set(bench["eager_alone"]) == {f"torch-eager@{t}t" for t in THREADS}
+    assert any(line.startswith("  torch-eager@1t at the example shape: ") and "in the rotation" in line for line in lines)
     assert bench["nodes_by_seq"]["30"] == bench["nodes_by_seq"]["300"]  # the graph does not grow with seq
     assert 0 < bench["file_bytes"] - bench["weight_bytes"] < 2048  # a fixed graph + metadata overhead
     assert 0 < bench["verify_execution_seconds"] < bench["verify_seconds"]
     manifest = load_artifact(out / TANH.stem).manifest  # still passes its integrity check
     recommendation = manifest["runtime_recommendation"]
     assert set(recommendation) == {"example", "stream", "large_batch", "long"}
-    assert all(r["intra_op_num_threads"] in (1, CORES) for r in recommendation.values())
+    assert all(r["intra_op_num_threads"] in THREADS for r in recommendation.values())
+    latency = manifest["deploy_latency"]
+    assert latency["ort-cpu"] == {s: 1.0 for s in recommendation}
+    assert set(latency) == {"ort-cpu", "ort-cpu-basic", "ort-cpu-fp16-weights", "openvino-cpu-f32",
+                            "openvino-cpu-default"}
+    verified = CliRunner().invoke(main, ["verify", str(out / TANH.stem), "--cases", "example,long", "--long-seq", "64",
+                                         "--runtimes", "ort"])
+    fp16 = next(line for line in verified.output.splitlines() if line.startswith("    ort-cpu-fp16-weights"))
+    ratio = latency["ort-cpu-fp16-weights"]["example"]
+    assert f"example ×{ratio:.2g}" in fp16
+
+
+def test_timing_takes_more_rounds_while_noisy_and_marks_what_stays_noisy():
+    state = {"calls": 0}
+
+    def jumpy():  # every other call (one call per sample: each is over 20 ms) is 4× slower
+        state["calls"] += 1
+        time.sleep(0.025 if state["calls"] % 2 else 0.1)
+
+    timings = time_interleaved({"steady": lambda: sum(range(20000)), "jumpy": jumpy}, rounds=4)
+    assert timings["jumpy"].rounds == 12 and timings["jumpy"].noisy
+    assert timings["steady"].rounds in (4, 8, 12) and timings["steady"].noisy == (timings["steady"].spread >= 0.2)
+
+
+def test_peak_is_the_best_of_sizes_and_a_runner_above_it_is_flagged():
+    small, large = gemm_peak(1, sizes=(64,), rounds=2), gemm_peak(1, sizes=(64, 512), rounds=2)
+    assert large >= small > 0
+    result = ConfigBench("m", {"example": 2_000_000_000}, {}, {"example": {"ort-cpu@1t": Timing(1000.0, 0.0, 3)}},
+                         {"example": {}}, {}, {}, 1.0, 0.5)
+    assert peak_problems(result, {1: 1.5}) == ["m example ort-cpu@1t: 133% of the GEMM peak"]
+    assert peak_problems(result, {1: 2.5}) == []
+
+
+def test_bench_sessions_do_not_spin_between_calls():
+    from rnnexport.runners.ort_runner import OrtRunner
+    from rnnexport.pipeline import export_config
+
+    model = export_config(load_config(TANH))[1]
+    assert OrtRunner(model.SerializeToString(), threads=2).settings["allow_spinning"] is False
 
 
 def test_unknown_exporter_is_bad_input():
