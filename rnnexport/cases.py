@@ -73,9 +73,20 @@ def _lengths(seq_len: int, batch: int, rng: np.random.Generator) -> np.ndarray:
     return lengths.astype(np.int32)
 
 
+# The saturating case's input scale per cell: sigmoid and tanh saturate by |x| ≈ 10; a ReLU never does, so
+# its inputs are made large enough to exercise any clip threshold a runtime might apply (clip = 20 gave an
+# h_n error of 17.5 at |x| ≈ 30 and passed at 10).
+SATURATING_SCALE = {"gru": 10.0, "lstm": 10.0, "rnn_tanh": 10.0, "rnn_relu": 100.0}
+
+
+def shape_case_name(seq: int, batch: int) -> str:
+    return f"shape_seq{seq}_batch{batch}"
+
+
 def make_cases(cfg: ModelConfig, seed: int = 0, names: tuple[str, ...] | None = None,
-               long_seq: int = LONG_SEQ) -> list[Case]:
-    """The cases that apply to ``cfg`` (all of ``CASE_NAMES`` by default), in that order.
+               long_seq: int = LONG_SEQ, shapes: tuple[tuple[int, int], ...] = ()) -> list[Case]:
+    """The cases that apply to ``cfg`` (all of ``CASE_NAMES`` by default), in that order, then one case per
+    (seq, batch) of ``shapes`` (``verify --shape``).
 
     ``zero_state`` needs initial-state inputs, ``ragged`` needs ``sequence_lens``; ``streaming``
     needs initial-state inputs and a unidirectional model (the backward direction needs the whole
@@ -88,7 +99,8 @@ def make_cases(cfg: ModelConfig, seed: int = 0, names: tuple[str, ...] | None = 
         "batch1": (seq, 1, {}, "batch of one"),
         "long": (long_seq, 2, {}, f"a long sequence ({long_seq} steps)"),
         "other_batch": (seq, batch + 3, {}, f"a batch ({batch + 3}) other than the example's"),
-        "saturating": (seq, batch, {"scale": 10.0}, "inputs with |x| ≈ 10 that saturate the gates"),
+        "saturating": (seq, batch, {"scale": SATURATING_SCALE[cfg.cell]},
+                       f"inputs with |x| ≈ {SATURATING_SCALE[cfg.cell]:g} that saturate the gates (or any clip)"),
         "tiny": (seq, batch, {"scale": 1e-3}, "inputs with |x| ≈ 1e-3"),
         "zero_state": (seq, batch, {"state": "zero"}, "zero initial states"),
         "ragged": (seq, max(batch, 3), {"lengths": "ragged"}, "ragged, unsorted sequence lengths"),
@@ -104,6 +116,12 @@ def make_cases(cfg: ModelConfig, seed: int = 0, names: tuple[str, ...] | None = 
         feeds = make_feeds(cfg, seq_len, case_batch, rng, **options)
         chunks = (seq, 1, 2 * seq - 1) if name == "streaming" else None
         cases.append(Case(name, feeds, description, chunks, time_axis=1 if cfg.batch_first else 0))
+    for seq_len, case_batch in shapes:
+        name = shape_case_name(seq_len, case_batch)
+        rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
+        lengths = "ragged" if cfg.inputs.variable_lengths else "full"
+        cases.append(Case(name, make_feeds(cfg, seq_len, case_batch, rng, lengths=lengths),
+                          f"seq {seq_len}, batch {case_batch} (--shape)", time_axis=1 if cfg.batch_first else 0))
     return cases
 
 

@@ -218,11 +218,19 @@ def build(paths: tuple[Path, ...], out: Path, check: bool, shard: str | None, ex
               help="Write a JUnit XML report (one test case per config × runner × case).")
 @click.option("--export-test-data", "test_data", type=click.Path(path_type=Path),
               help="Write each model and its cases in ONNX's test-case layout (input_K.pb, output_K.pb).")
+@click.option("--shape", "shapes", multiple=True, metavar="seq=N,batch=M",
+              help="Add a case of this shape to the standard set (repeatable).")
+@click.option("--save-golden", "save_golden", type=click.Path(path_type=Path),
+              help="Save each case's inputs and the oracle's outputs, to compare against later without PyTorch.")
+@click.option("--golden", type=click.Path(path_type=Path),
+              help="Compare ONNX Runtime and OpenVINO against outputs saved with --save-golden; imports no torch.")
+@click.option("--per-layer", is_flag=True,
+              help="Compare every recurrent node with PyTorch's layer, also when nothing fails (always on failure).")
 @SHARD
 @QUIET_VERBOSE
 def verify(paths, config_path, weights, prefix, runtimes, providers, require, case_names, atol, rtol, strict_placement,
-           seed, inputs_path, long_seq, threads, json_path, html_path, junit_path, test_data, shard, quiet,
-           verbose) -> None:
+           seed, inputs_path, long_seq, threads, json_path, html_path, junit_path, test_data, shapes, save_golden, golden,
+           per_layer, shard, quiet, verbose) -> None:
     """Run the same inputs through PyTorch, ONNX Runtime and OpenVINO and measure drift against a float64 oracle.
 
     PATHS are artifact folders (their manifest is checked first), folders of artifacts or configs, config
@@ -234,18 +242,25 @@ def verify(paths, config_path, weights, prefix, runtimes, providers, require, ca
       rnnexport verify artifacts/
       rnnexport verify configs/gru_2layer.toml --runtimes ort,openvino --cases example,long
       rnnexport verify artifacts/ --require CUDAExecutionProvider --strict-placement --json all.json
+      rnnexport verify artifacts/gru_2layer --shape seq=300,batch=7 --per-layer
+      rnnexport verify artifacts/ --save-golden golden/      (then, on a machine without PyTorch:)
+      rnnexport verify artifacts/ --golden golden/
     """
+    if golden is not None:
+        sys.exit(_verify_golden(list(paths), golden, _split(runtimes) or ("ort", "openvino"), _split(providers),
+                                threads, atol, rtol, json_path, quiet))
     from .ci import in_shard, parse_shard
-    from .jobs import Outputs, VerifyOptions, check_names, exit_code, verify_targets
+    from .jobs import Outputs, VerifyOptions, check_names, exit_code, parse_shape, verify_targets
     from .report import render_text, verdict_line
     from .targets import load_targets
 
     options = VerifyOptions(providers=_split(providers), runtimes=_split(runtimes) or FAMILIES,
                             case_names=_split(case_names), atol=atol, rtol=rtol, seed=seed, long_seq=long_seq,
                             threads=threads, inputs=inputs_path, strict_placement=strict_placement,
-                            require=_split(require))
+                            require=_split(require), per_layer=per_layer,
+                            shapes=tuple(parse_shape(s) for s in shapes))
     check_names(options)
-    outputs = Outputs(json=json_path, html=html_path, junit=junit_path, test_data=test_data)
+    outputs = Outputs(json=json_path, html=html_path, junit=junit_path, test_data=test_data, golden=save_golden)
     outputs.check()
     part = parse_shard(shard) if shard else None
     targets = [t for t in load_targets(list(paths), config_path, weights, prefix) if in_shard(t.cfg.name, part)]
@@ -255,6 +270,32 @@ def verify(paths, config_path, weights, prefix, runtimes, providers, require, ca
         progress.say(verdict_line(report, verdict) if quiet else render_text(report, verdict, verbose))
 
     sys.exit(exit_code(verify_targets(targets, options, outputs, on_result=show, each=lambda _: progress)))
+
+
+def _verify_golden(paths: list[Path], golden: Path, runtimes: tuple[str, ...], providers: tuple[str, ...],
+                   threads: int, atol: float | None, rtol: float | None, json_path: Path | None, quiet: bool) -> int:
+    """``verify --golden``: every model against saved oracle outputs, without importing torch."""
+    from .artifacts import write_json_atomic
+    from .golden import golden_note, golden_targets, verify_golden
+    from .report import render_text, verdict_line
+
+    if json_path is not None and (json_path.is_dir() or not json_path.parent.is_dir()):
+        from .errors import RnnExportError
+
+        raise RnnExportError(f"--json {json_path}: expected a file name in an existing folder")
+    worst, reports = 0, []
+    for model, folder in golden_targets(paths, golden):
+        report = verify_golden(model, folder, providers=providers or None, runtimes=runtimes, threads=threads,
+                               atol=atol, rtol=rtol)
+        verdict = report.judge()
+        click.echo(verdict_line(report, verdict) if quiet else render_text(report, verdict))
+        if golden_note(report):
+            click.echo(f"  note: {golden_note(report)}")
+        worst = max(worst, verdict.exit_code)
+        reports.append(report.to_dict(verdict))
+    if json_path is not None:
+        write_json_atomic(json_path, {"schema_version": 1, "reports": reports})
+    return worst
 
 
 @main.command()

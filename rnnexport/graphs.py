@@ -101,6 +101,11 @@ def scopes(model: onnx.ModelProto) -> Iterator[Scope]:
                     _constants([], function.node, {}))
 
 
+def recurrent_nodes(model: onnx.ModelProto) -> list[onnx.NodeProto]:
+    """ONNX's GRU/LSTM/RNN nodes of the main graph, and the contrib ones rnnexport knows (``recurrent_cell``)."""
+    return [n for n in model.graph.node if recurrent_cell(n.domain, n.op_type)]
+
+
 def recurrent_sites(model: onnx.ModelProto, foreign: bool = False) -> list[Site]:
     """Every recurrent node in every scope, with its path; ``foreign`` adds ops named GRU/LSTM/RNN in
     domains rnnexport does not know (which are not ONNX's)."""

@@ -9,7 +9,7 @@ from typing import Any
 import onnx
 
 from .artifacts import MANIFEST_FILE, MODEL_FILE, Artifact, load_artifact
-from .contract import ONNX_DOMAINS, recurrent_cell
+from .contract import ONNX_DOMAINS
 from .errors import ArtifactError
 from .graphs import Scope, recurrent_sites
 from .onnx_export import op_counts

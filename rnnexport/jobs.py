@@ -38,6 +38,8 @@ class VerifyOptions:
     inputs: Path | None = None
     strict_placement: bool = False
     require: tuple[str, ...] = ()
+    per_layer: bool = False
+    shapes: tuple[tuple[int, int], ...] = ()  # (seq, batch) of extra cases
 
     def check(self) -> None:
         for key in ("atol", "rtol"):
@@ -55,6 +57,7 @@ class Outputs:
     html: Path | None = None
     junit: Path | None = None
     test_data: Path | None = None
+    golden: Path | None = None  # --save-golden: the oracle's outputs for later runs without PyTorch
 
     def check(self) -> None:
         """Refuse, before any work, a path that could not be written: a folder where a file goes, a missing
@@ -66,8 +69,21 @@ class Outputs:
                 raise ArtifactError(f"{flag} {path}: is a folder; expected a file name")
             if not path.parent.is_dir():
                 raise ArtifactError(f"{flag} {path}: the folder {path.parent} does not exist")
-        if self.test_data is not None and self.test_data.exists() and not self.test_data.is_dir():
-            raise ArtifactError(f"--export-test-data {self.test_data}: is a file; expected a folder")
+        for flag, folder in (("--export-test-data", self.test_data), ("--save-golden", self.golden)):
+            if folder is not None and folder.exists() and not folder.is_dir():
+                raise ArtifactError(f"{flag} {folder}: is a file; expected a folder")
+
+
+def parse_shape(text: str) -> tuple[int, int]:
+    """``seq=300,batch=7`` (either order; both needed) → (300, 7)."""
+    parts = dict(p.split("=", 1) for p in text.replace(" ", "").split(",") if "=" in p)
+    try:
+        seq, batch = int(parts["seq"]), int(parts["batch"])
+    except (KeyError, ValueError):
+        raise RnnExportError(f"--shape {text!r}: expected seq=N,batch=M (for example seq=300,batch=7)") from None
+    if set(parts) != {"seq", "batch"} or not (1 <= seq <= 1_000_000 and 1 <= batch <= 65536):
+        raise RnnExportError(f"--shape {text!r}: expected seq=N,batch=M with 1 ≤ N ≤ 1000000, 1 ≤ M ≤ 65536")
+    return seq, batch
 
 
 def verify_targets(targets: list[Target], options: VerifyOptions, outputs: Outputs = Outputs(),
@@ -85,6 +101,10 @@ def verify_targets(targets: list[Target], options: VerifyOptions, outputs: Outpu
     for target in targets:
         if outputs.test_data is not None:
             check_test_data_target(outputs.test_data / target.cfg.name)
+        if outputs.golden is not None:
+            from .golden import check_golden_target
+
+            check_golden_target(outputs.golden / target.cfg.name)
         _check_some_case_applies(target, options)
     policy = Policy(strict_placement=options.strict_placement, require=options.require)
     judged = []
@@ -114,7 +134,8 @@ def _verify_one(target: Target, options: VerifyOptions) -> VerifyReport:
     report = verify(target.module, target.model, cfg=target.cfg, providers=options.providers or None,
                     runtimes=options.runtimes, case_names=options.case_names or None,
                     tolerances=tolerances_for(target.cfg, options.atol, options.rtol), seed=options.seed,
-                    long_seq=options.long_seq, cases=cases, threads=options.threads, variants=target.variants)
+                    long_seq=options.long_seq, cases=cases, threads=options.threads, variants=target.variants,
+                    per_layer=options.per_layer, shapes=options.shapes)
     report.latency = target.latency
     return report
 
@@ -139,6 +160,11 @@ def write_outputs(targets: list[Target], judged: list[Judged], outputs: Outputs)
         if outputs.test_data:
             for target, (report, _) in zip(targets, judged):
                 stage_test_data(staged, target, report.inputs, outputs.test_data)
+        if outputs.golden:
+            from .golden import stage_golden
+
+            for target, (report, _) in zip(targets, judged):
+                stage_golden(staged, target, report, outputs.golden)
     for target, (report, _) in zip(targets, judged):
         if target.folder:
             _discard_if_rebuilt(report, target.folder)

@@ -14,6 +14,7 @@ from .config import ModelConfig
 from .contract import recurrent_cell
 from .graphs import input_roles, recurrent_sites, scopes
 from .inspection import layer_summary
+from .models import contract_problems
 
 UNROLL_OPS = ("MatMul", "Gemm")
 PASS_THROUGH = ("Transpose", "Squeeze", "Unsqueeze", "Identity")
@@ -83,43 +84,6 @@ def expected_nodes(cfg: ModelConfig) -> list[tuple[int, str]]:
         else:
             nodes.append((width, "bidirectional" if cfg.bidirectional else "forward"))
     return nodes
-
-
-def contract_problems(model: onnx.ModelProto, cfg: ModelConfig) -> list[str]:
-    """The graph's inputs and outputs against the README's contract for ``cfg``: names in order, element
-    types, ranks, and which axes are the dynamic seq and batch."""
-    from .cases import input_names
-    from .contract import BATCH, LENGTHS, SEQ, output_names
-    from .models import graph_inputs
-
-    problems = []
-    expected_in = input_names(cfg)
-    found_in = graph_inputs(model)
-    if found_in != expected_in:
-        problems.append(f"graph inputs {found_in} where the contract has {expected_in}, in that order")
-    found_out = [o.name for o in model.graph.output]
-    expected_out = list(output_names(cfg.cell == "lstm"))
-    if found_out != expected_out:
-        problems.append(f"graph outputs {found_out} where the contract has {expected_out}, in that order "
-                        "(a caller that takes outputs by position gets the wrong tensor)")
-    seq_batch = [BATCH, SEQ] if cfg.batch_first else [SEQ, BATCH]
-    state = [None, BATCH, None]
-    dims = {"input": seq_batch + [None], "output": seq_batch + [None], LENGTHS: [BATCH]}
-    values = {v.name: v for v in [*model.graph.input, *model.graph.output]}
-    for name in set(expected_in + expected_out) & set(values):
-        tensor = values[name].type.tensor_type
-        want_type = onnx.TensorProto.INT32 if name == LENGTHS else onnx.TensorProto.FLOAT
-        if tensor.elem_type != want_type:
-            problems.append(f"{name}: element type {onnx.TensorProto.DataType.Name(tensor.elem_type)} where the "
-                            f"contract has {onnx.TensorProto.DataType.Name(want_type)}")
-        want = dims.get(name, state)
-        if len(tensor.shape.dim) != len(want):
-            problems.append(f"{name}: rank {len(tensor.shape.dim)} where the contract has {len(want)}")
-            continue
-        for axis, (dim, role) in enumerate(zip(tensor.shape.dim, want)):
-            if role and dim.HasField("dim_value"):
-                problems.append(f"{name}: axis {axis} ({role}) is fixed to {dim.dim_value}; it must be dynamic")
-    return problems
 
 
 def _structure(model: onnx.ModelProto, sites: list, num_layers: int | None) -> list[Finding]:

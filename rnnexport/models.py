@@ -118,7 +118,7 @@ def graph_inputs(model: onnx.ModelProto) -> list[str]:
 def check_model_matches(model: onnx.ModelProto, cfg: ModelConfig, source: str, need_recurrent: bool = True) -> None:
     """Refuse an ONNX file whose inputs do not fit ``cfg``, or (``need_recurrent``) that has no recurrent
     node: bad input, exit 2. A torch exporter's unrolled graph is verified all the same."""
-    from .onnx_export import recurrent_nodes
+    from .graphs import recurrent_nodes
 
     if need_recurrent and not recurrent_nodes(model):
         raise ArtifactError(f"{source}: the graph has no GRU, LSTM or RNN node")
@@ -128,3 +128,39 @@ def check_model_matches(model: onnx.ModelProto, cfg: ModelConfig, source: str, n
     found = graph_inputs(model)
     if found != expected:
         raise ArtifactError(f"{source}: graph inputs {found} do not match the config, which expects {expected}")
+
+
+def contract_problems(model: onnx.ModelProto, cfg: ModelConfig) -> list[str]:
+    """The graph's inputs and outputs against the README's contract for ``cfg``: names in order, element
+    types, ranks, and which axes are the dynamic seq and batch."""
+    from .cases import input_names
+    from .contract import BATCH, LENGTHS, SEQ, output_names
+
+    problems = []
+    expected_in = input_names(cfg)
+    found_in = graph_inputs(model)
+    if found_in != expected_in:
+        problems.append(f"graph inputs {found_in} where the contract has {expected_in}, in that order")
+    found_out = [o.name for o in model.graph.output]
+    expected_out = list(output_names(cfg.cell == "lstm"))
+    if found_out != expected_out:
+        problems.append(f"graph outputs {found_out} where the contract has {expected_out}, in that order "
+                        "(a caller that takes outputs by position gets the wrong tensor)")
+    seq_batch = [BATCH, SEQ] if cfg.batch_first else [SEQ, BATCH]
+    state = [None, BATCH, None]
+    dims = {"input": seq_batch + [None], "output": seq_batch + [None], LENGTHS: [BATCH]}
+    values = {v.name: v for v in [*model.graph.input, *model.graph.output]}
+    for name in set(expected_in + expected_out) & set(values):
+        tensor = values[name].type.tensor_type
+        want_type = onnx.TensorProto.INT32 if name == LENGTHS else onnx.TensorProto.FLOAT
+        if tensor.elem_type != want_type:
+            problems.append(f"{name}: element type {onnx.TensorProto.DataType.Name(tensor.elem_type)} where the "
+                            f"contract has {onnx.TensorProto.DataType.Name(want_type)}")
+        want = dims.get(name, state)
+        if len(tensor.shape.dim) != len(want):
+            problems.append(f"{name}: rank {len(tensor.shape.dim)} where the contract has {len(want)}")
+            continue
+        for axis, (dim, role) in enumerate(zip(tensor.shape.dim, want)):
+            if role and dim.HasField("dim_value"):
+                problems.append(f"{name}: axis {axis} ({role}) is fixed to {dim.dim_value}; it must be dynamic")
+    return problems

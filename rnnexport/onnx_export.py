@@ -23,7 +23,8 @@ from torch import nn
 
 from ._version import __version__
 from .config import DEFAULT_OPSET, MIN_OPSET, newest_opset
-from .contract import BATCH, SEQ, recurrent_cell
+from .contract import BATCH, SEQ
+from .graphs import recurrent_nodes  # noqa: F401 (where callers have always found it)
 from .errors import ExportError
 
 # Row blocks of PyTorch's stacked gate weights, in the order ONNX wants them.
@@ -270,8 +271,3 @@ def _trim(inputs: list[str]) -> list[str]:
 def op_counts(model: onnx.ModelProto) -> dict[str, int]:
     """Node count by op type, sorted by name."""
     return dict(sorted(Counter(n.op_type for n in model.graph.node).items()))
-
-
-def recurrent_nodes(model: onnx.ModelProto) -> list[onnx.NodeProto]:
-    """ONNX's GRU/LSTM/RNN nodes of the main graph, and the contrib ones rnnexport knows (``recurrent_cell``)."""
-    return [n for n in model.graph.node if recurrent_cell(n.domain, n.op_type)]

@@ -10,7 +10,8 @@ from .verdict import Verdict
 from .verification import RunnerResult, VerifyReport
 
 REPORT_FILE, INPUTS_FILE, MARKDOWN_FILE = "report.json", "inputs.npz", "report.md"
-HEADER = ("runner", "precision", "worst |Δ| vs oracle", "allowed", "where", "growth", "vs torch f32", "verdict")
+HEADER = ("runner", "precision", "worst |Δ| vs oracle", "allowed", "passes at atol", "where", "growth",
+          "vs torch f32 (worst cell)", "verdict")
 
 
 def _where(case: str, output: str, index: tuple[int, ...]) -> str:
@@ -25,9 +26,18 @@ def growth_ratio(result: RunnerResult) -> float | None:
 
 
 def _error_ratio(result: RunnerResult, report: VerifyReport) -> str:
-    """The runner's worst error over PyTorch float32's own error at the same case and output."""
+    """The runner's worst error over PyTorch float32's own error at the same case and output, and the largest
+    such ratio over every cell, with its cell."""
     ratio = report.error_ratios().get(result.name)
-    return f"{ratio:.2g}×" if ratio is not None else "—"
+    cell = report.cell_error_ratios().get(result.name)
+    shown = f"{ratio:.2g}×" if ratio is not None else "—"
+    return shown + (f" ({cell['ratio']:.2g}× {cell['case']}/{cell['output']})" if cell else "")
+
+
+def _min_atol(result: RunnerResult, report: VerifyReport, verdict: Verdict) -> str:
+    """The smallest atol (at the configured rtol) that would pass every output of the runner."""
+    needed = report.min_passing(verdict.tolerances).get(result.name)
+    return f"{max(o['atol'] for o in needed.values()):.1e}" if needed else "—"
 
 
 def _shown(drift: OutputDrift) -> str:
@@ -48,8 +58,9 @@ def runner_row(result: RunnerResult, report: VerifyReport, verdict: Verdict) -> 
     verdict_word = "FAIL" if result.name in verdict.failed_runners() else (
         "pass (fallback)" if result.fallbacks else "pass")
     growth = growth_ratio(result)
-    return (result.name, result.precision, _shown(drift), f"{allowed:.1e}", _where(case, output, drift.worst_index),
-            f"×{growth:.2g}" if growth else "—", _error_ratio(result, report), verdict_word)
+    return (result.name, result.precision, _shown(drift), f"{allowed:.1e}", _min_atol(result, report, verdict),
+            _where(case, output, drift.worst_index), f"×{growth:.2g}" if growth else "—", _error_ratio(result, report),
+            verdict_word)
 
 
 DEPLOY_HEADER = ("deploy option", "precision", "file", "worst |Δ| vs oracle", "growth (longest case)",
@@ -103,9 +114,23 @@ def render_text(report: VerifyReport, verdict: Verdict, verbose: bool = False) -
         lines.append(f"  ✗ {problem}")
     if len(failures) > 8:
         lines.append(f"  ✗ … and {len(failures) - 8} more (see report.json)")
+    lines += [f"  ↳ {line}" for line in localisation_lines(report)]
     if verbose:
         lines += aligned(*case_rows(report))
     return "\n".join(lines)
+
+
+def localisation_lines(report: VerifyReport) -> list[str]:
+    """Per failing (or, with --per-layer, every) runtime runner: where the error starts and the likely bug."""
+    lines = []
+    for r in report.runners:
+        found = r.localisation
+        if found is None:
+            continue
+        lines.append(f"{r.name}: {found.summary()}")
+        if found.diagnosis:
+            lines.append(f"{r.name}: diagnosis: {found.diagnosis}")
+    return lines
 
 
 def notes(report: VerifyReport) -> list[str]:
@@ -166,6 +191,9 @@ def render_markdown(report: VerifyReport, verdict: Verdict) -> str:
         lines += ["", "Failures:", ""] + [f"- {_md_escape(f)}" for f in failures[:20]]
         if len(failures) > 20:
             lines.append(f"- … and {len(failures) - 20} more (see report.json)")
+    located = localisation_lines(report)
+    if located:
+        lines += ["", "Where and why:", ""] + [f"- {_md_escape(line)}" for line in located]
     header, rows = case_rows(report)
     table = ["| " + " | ".join(map(_md_escape, header)) + " |", "|" + "---|" * len(header)]
     table += ["| " + " | ".join(map(_md_escape, r)) + " |" for r in rows]

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from .drift import HISTOGRAM_EDGES
-from .report import DEPLOY_HEADER, HEADER, deploy_rows, environment, runner_row
+from .report import DEPLOY_HEADER, HEADER, deploy_rows, environment, localisation_lines, runner_row
 from .verdict import Verdict
 from .verification import VerifyReport
 
@@ -169,6 +169,9 @@ def _section(report: VerifyReport, verdict: Verdict, plt: Any | None, anchor: st
         parts += ["<h2>Deploy options</h2>", _table(DEPLOY_HEADER, deploy)]
     if failures:
         parts.append("<h2>Failures</h2><ul>" + "".join(f"<li>{html.escape(f)}</li>" for f in failures[:50]) + "</ul>")
+    located = localisation_lines(report)
+    if located:
+        parts.append("<h2>Where and why</h2><ul>" + "".join(f"<li>{html.escape(x)}</li>" for x in located) + "</ul>")
     if report.skipped_cases:
         parts.append('<p class="note">Skipped cases: ' + html.escape(
             "; ".join(f"{k} ({v})" for k, v in report.skipped_cases.items())) + "</p>")

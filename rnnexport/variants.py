@@ -19,7 +19,6 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from .contract import VARIANTS
 from .errors import ExportError
 
 # What each variant computes in: the precision name its runners carry and its tolerance is looked up by.

@@ -136,10 +136,14 @@ class Verdict:
                 "checked": list(self.checked), "not_checked": list(self.unchecked)}
 
 
-def judge(runners: list[Any], tolerances: Tolerances, policy: Policy) -> Verdict:
-    """Every failed check of ``runners`` (``RunnerResult``s) under ``policy``."""
+GRAPH = "graph"  # the Problem.runner of a failure of the model file itself (its inputs and outputs)
+
+
+def judge(runners: list[Any], tolerances: Tolerances, policy: Policy, contract: tuple[str, ...] = ()) -> Verdict:
+    """Every failed check of ``runners`` (``RunnerResult``s) under ``policy``, after the graph's own
+    ``contract`` problems (outputs out of order, a fixed dynamic axis: whatever every runtime would get)."""
     tol = policy.tolerances or tolerances
-    found: list[Problem] = []
+    found: list[Problem] = [Problem(GRAPH, None, f"{GRAPH}: {text}") for text in contract]
     for r in runners:
         if r.status == "failed" or (r.status == "not available" and policy.requires(r)):
             found.append(Problem(r.name, None, f"{r.name}: {r.status}: {r.reason}", runtime=True))

@@ -5,29 +5,32 @@
 """
 
 from __future__ import annotations
+# torch is imported where PyTorch runs, not here: report rendering and golden comparisons need none of it.
 
 import hashlib
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import onnx
-import torch
 
-from .builders import config_for_module
 from .cases import LONG_SEQ, Case, make_cases, nonfinite_count, skipped_cases
 from .config import ModelConfig, Tolerance, parse_config
 from .contract import OUTPUT
 from .drift import HISTOGRAM_EDGES, OutputDrift
 from .errors import ProviderUnavailable, RunnerFailed
 from .ragged import ragged_hints
-from .models import check_model_matches, model_from_source
+from .models import check_model_matches, contract_problems, model_from_source
 from .runners import FAMILIES, TORCH_CPU, TORCH_CUDA, Runner
 from .runners.ort_runner import CPU, CUDA, TENSORRT, OrtRunner, ort_name, provider_status
-from .runners.torch_runner import Float64Oracle, TorchRunner
 from .verdict import Policy, Tolerances, Verdict, judge
+
+if TYPE_CHECKING:
+    import torch
+
+    from .runners.torch_runner import TorchRunner
 
 SCHEMA_VERSION = 1
 DEFAULT_PROVIDERS = (CPU, CUDA)
@@ -56,6 +59,7 @@ class RunnerResult:
     run_seconds: float = 0.0
     precision: str = "float32"
     model_bytes: int | None = None  # the size of the model file a runtime runner ran
+    localisation: Any = None  # diagnosis.Localisation: per-layer errors and the likely bug, when it failed
     hints: dict[str, dict[str, str]] = field(default_factory=dict)
 
     @classmethod
@@ -71,6 +75,8 @@ class RunnerResult:
     def to_dict(self) -> dict[str, Any]:
         data = {k: getattr(self, k) for k in ("name", "kind", "device", "precision", "status", "reason", "settings",
                                               "placement", "fallbacks", "case_errors", "run_seconds", "model_bytes")}
+        data["localisation"] = self.localisation.to_dict() if self.localisation else None
+        data["diagnosis"] = self.localisation.diagnosis if self.localisation else None
         worst = self.worst()
         data["worst"] = None if worst is None else {
             "case": worst[0], "output": worst[1], "max_abs": worst[2].max_abs,
@@ -94,6 +100,7 @@ class VerifyReport:
     oracle: dict[str, Any]
     seconds: float = 0.0
     latency: dict[str, dict[str, float]] = field(default_factory=dict)  # runner → shape class → ratio (bench)
+    contract: list[str] = field(default_factory=list)  # the graph's inputs and outputs against the README's contract
     inputs: list[Case] = field(default_factory=list, repr=False)  # the feeds, saved as inputs.npz
 
     def judge(self, policy: Policy | Tolerances | None = None) -> Verdict:
@@ -101,7 +108,7 @@ class VerifyReport:
         ``Tolerances`` alone stand for a policy with those tolerances."""
         if isinstance(policy, Tolerances):
             policy = Policy(tolerances=policy)
-        return judge(self.runners, self.tolerances, policy or Policy())
+        return judge(self.runners, self.tolerances, policy or Policy(), tuple(self.contract))
 
     def failures(self, policy: Policy | Tolerances | None = None) -> list[str]:
         """Every reason this report fails, one sentence each; empty when it passes."""
@@ -128,6 +135,43 @@ class VerifyReport:
                 ratios[r.name] = worst[2].max_abs / own.max_abs if worst[2].max_abs else 0.0
         return ratios
 
+    def cell_error_ratios(self) -> dict[str, dict[str, Any]]:
+        """Per runtime runner, the largest error ratio to PyTorch float32 over every (case, output) cell, with its
+        cell: the headline ratio compares worst with worst and can hide a cell where the runtime is far worse."""
+        reference = next((r for r in self.runners if r.name == TORCH_CPU and r.status == "ok"), None)
+        found: dict[str, dict[str, Any]] = {}
+        for r in self.runners if reference else []:
+            if r.kind == "torch":
+                continue
+            cells = [(d.max_abs / own.max_abs, case, output) for case, outs in r.drift.items()
+                     for output, d in outs.items()
+                     if (own := reference.drift.get(case, {}).get(output)) and own.max_abs > 0 and not d.shape_mismatch]
+            if cells:
+                ratio, case, output = max(cells)
+                found[r.name] = {"ratio": ratio, "case": case, "output": output}
+        return found
+
+    def min_passing(self, tolerances: Tolerances) -> dict[str, dict[str, dict[str, float | None]]]:
+        """Per runner and output, the smallest ``atol`` that would pass at the configured ``rtol``, and the
+        smallest ``rtol`` at the configured ``atol`` (None where no rtol can: an output whose oracle is 0)."""
+        found: dict[str, dict[str, dict[str, float | None]]] = {}
+        for r in self.runners:
+            tol = tolerances.for_runner(r.device, r.precision)
+            outputs: dict[str, dict[str, float | None]] = {}
+            for outs in r.drift.values():
+                for output, d in outs.items():
+                    if d.shape_mismatch:
+                        continue
+                    atol = max(0.0, d.max_abs - tol.rtol * d.expected_max_abs)
+                    rtol = max(0.0, (d.max_abs - tol.atol) / d.expected_max_abs) if d.expected_max_abs else (
+                        0.0 if d.max_abs <= tol.atol else None)
+                    entry = outputs.setdefault(output, {"atol": 0.0, "rtol": 0.0})
+                    entry["atol"] = max(entry["atol"], atol)
+                    entry["rtol"] = None if rtol is None or entry["rtol"] is None else max(entry["rtol"], rtol)
+            if outputs:
+                found[r.name] = outputs
+        return found
+
     def to_dict(self, verdict: Verdict | None = None) -> dict[str, Any]:
         verdict = verdict or self.judge()
         return {
@@ -135,6 +179,7 @@ class VerifyReport:
             "name": self.name,
             "passed": verdict.passed,
             "failures": verdict.failures(),
+            "contract": self.contract,
             "model_sha256": self.model_sha256,
             "config": self.config,
             "tolerances": verdict.tolerances.to_dict(),
@@ -143,6 +188,8 @@ class VerifyReport:
             "skipped_cases": self.skipped_cases,
             "runners": [r.to_dict() for r in self.runners],
             "error_ratio_to_torch_float32": self.error_ratios(),
+            "largest_cell_error_ratio_to_torch_float32": self.cell_error_ratios(),
+            "min_passing_tolerance": self.min_passing(verdict.tolerances),
             "latency_ratio_to_ort_float32": self.latency,
             "histogram_edges": list(HISTOGRAM_EDGES),
             "seconds": self.seconds,
@@ -161,6 +208,8 @@ def default_providers() -> tuple[str, ...]:
 def config_for_onnx(module: torch.nn.Module, model: onnx.ModelProto, name: str = "model") -> ModelConfig:
     """A config describing ``module`` with the optional inputs that ``model`` declares."""
     inputs = {i.name for i in model.graph.input}
+    from .builders import config_for_module
+
     raw = config_for_module(module, name)
     raw["inputs"] = {"initial_state": "h0" in inputs, "variable_lengths": "sequence_lens" in inputs}
     return parse_config(raw, f"module {name}")
@@ -180,6 +229,8 @@ def verify(
     cases: list[Case] | None = None,
     threads: int = 0,
     variants: dict[str, bytes | str] | None = None,
+    per_layer: bool = False,
+    shapes: tuple[tuple[int, int], ...] = (),
 ) -> VerifyReport:
     """Run ``cases`` (default: ``make_cases(cfg, seed)``) through the float64 oracle and every runner of
     the ``runtimes`` families: PyTorch float32 (CPU, and CUDA when torch sees a GPU), ONNX Runtime on each
@@ -190,27 +241,33 @@ def verify(
     the config's for CPU and ``CUDA_TOLERANCE`` (or the config's, if larger) for CUDA; a single
     ``Tolerance`` applies to both. ``threads``: intra-op threads of every runtime (0: all cores).
     ``variants`` (variant name → serialized model, see ``variants.py``) run on ONNX Runtime as runners of
-    their own, judged at their precision's tolerance; a variant given as a sentence is reported as not
-    available with that reason.
+    their own, judged at their precision's tolerance; ``shapes`` add a case per (seq, batch). A variant given as a sentence is reported as not
+    available with that reason. A runtime runner that fails its tolerance (every one, with ``per_layer``) gets
+    a ``localisation``: each layer's error up to the first failing one, and a diagnosis of the likely bug.
     """
     start = time.perf_counter()
     proto, data = model_from_source(model)
     cfg = cfg or config_for_onnx(module, proto)
     check_model_matches(proto, cfg, cfg.name, need_recurrent=False)
     replayed = cases is not None
-    cases = cases if replayed else make_cases(cfg, seed, case_names, long_seq)
+    cases = cases if replayed else make_cases(cfg, seed, case_names, long_seq, shapes)
     if isinstance(tolerances, Tolerance):
         tolerances = Tolerances(tolerances, atol=tolerances.atol, rtol=tolerances.rtol)
+    from .runners.torch_runner import Float64Oracle
+
     oracle = Float64Oracle(module)
     oracle_seconds = 0.0
     with ExitStack() as stack:
         runners, results = _open_runners(stack, module, data, providers or default_providers(), runtimes, threads,
                                          variants or {})
         for case in cases:
-            oracle_seconds += _run_case(case, oracle, runners, results)
+            oracle_seconds += _run_case(case, lambda c: oracle.infer(c.feeds), runners, results)
         for runner in runners:
             if isinstance(runner, OrtRunner):
                 results[runner.name].placement, results[runner.name].fallbacks = runner.placement, runner.fallbacks()
+    from .diagnosis import diagnose_results
+
+    diagnose_results(module, data, variants or {}, cfg, cases, results, tolerances or tolerances_for(cfg), per_layer)
     return VerifyReport(
         name=cfg.name,
         model_sha256=hashlib.sha256(data).hexdigest(),
@@ -223,6 +280,7 @@ def verify(
         oracle={"name": oracle.name, **oracle.settings, "run_seconds": oracle_seconds},
         seconds=time.perf_counter() - start,
         inputs=cases,
+        contract=contract_problems(proto, cfg),
     )
 
 
@@ -253,6 +311,8 @@ def _candidates(module: torch.nn.Module, data: bytes, providers: tuple[str, ...]
     """(name, kind, device, opener) of every runner the chosen families have; variants after float32."""
     found: list[tuple[str, str, str, Any]] = []
     if "torch" in runtimes:
+        from .runners.torch_runner import TorchRunner
+
         found.append((TORCH_CPU, "torch", "cpu", lambda: TorchRunner(module, "cpu")))
         found.append((TORCH_CUDA, "torch", "cuda", lambda: _torch_cuda(module)))
     if "ort" in runtimes:
@@ -274,15 +334,20 @@ def _candidates(module: torch.nn.Module, data: bytes, providers: tuple[str, ...]
 def _torch_cuda(module: torch.nn.Module) -> TorchRunner:
     from .errors import RunnerUnavailable
 
+    import torch
+
+    from .runners.torch_runner import TorchRunner
+
     if not torch.cuda.is_available():
         raise RunnerUnavailable(TORCH_CUDA, f"torch {torch.__version__} sees no CUDA device")
     return TorchRunner(module, "cuda")
 
 
-def _run_case(case: Case, oracle: Float64Oracle, runners: list[Runner], results: dict[str, RunnerResult]) -> float:
-    """Run one case everywhere and record the drift; returns the oracle's run time."""
+def _run_case(case: Case, oracle: Callable[[Case], dict[str, np.ndarray]], runners: list[Runner],
+              results: dict[str, RunnerResult]) -> float:
+    """Run one case everywhere and record the drift against ``oracle(case)``; returns the oracle's run time."""
     t0 = time.perf_counter()
-    expected = oracle.infer(case.feeds)
+    expected = oracle(case)
     oracle_seconds = time.perf_counter() - t0
     reference = None
     for runner in runners:

@@ -10,8 +10,7 @@ from click.testing import CliRunner
 from conftest import SHIPPED
 
 from rnnexport.artifacts import load_artifact
-from rnnexport.bench import (THREADS, ConfigBench, Timing, forward_flops, gemm_peak, peak_problems, shape_classes,
-                             time_interleaved)
+from rnnexport.bench import (THREADS, ConfigBench, Timing, forward_flops, gemm_peak, peak_problems, time_interleaved)
 from rnnexport.cli import main
 from rnnexport.config import load_config
 

@@ -46,17 +46,19 @@ def _missing(name: str) -> Any:
 
 class OpenVinoRunner:
     """A model compiled by OpenVINO for ``device``. ``force_f32``: inference precision f32; otherwise the
-    device's default, read back into ``precision`` and ``settings``. ``threads``: 0 for OpenVINO's default."""
+    device's default, read back into ``precision`` and ``settings``. ``threads``: 0 for OpenVINO's default.
+    ``all_outputs``: return every output the compiled model names, not only the contract's."""
 
     kind = "openvino"
 
     def __init__(self, data: bytes, device: str = "CPU", force_f32: bool = True, threads: int = 0,
-                 name: str | None = None):
+                 name: str | None = None, all_outputs: bool = False):
         try:
             import openvino
         except ImportError:
             _missing(name or openvino_name(device, "f32" if force_f32 else "default"))
         self.name = name or openvino_name(device, "f32" if force_f32 else "default")
+        self.all_outputs = all_outputs  # every named output, not only the contract's (per-layer diagnosis)
         self.device = "cpu" if device == "CPU" else "gpu"
         config: dict[str, Any] = {"NUM_STREAMS": "1", "PERFORMANCE_HINT": "LATENCY"}
         if force_f32:
@@ -92,7 +94,7 @@ class OpenVinoRunner:
         except Exception as exc:
             raise RunnerFailed(self.name, f"OpenVINO failed to run the model: {_message(exc)}") from None
         return {name: np.array(values[i]) for i, names in enumerate(self.output_names) for name in names
-                if name in CONTRACT_OUTPUTS}
+                if self.all_outputs or name in CONTRACT_OUTPUTS}
 
 
 def _message(exc: Exception) -> str:
