@@ -23,7 +23,8 @@ _WHERE = {
     "RunnerUnavailable": "errors", "export_onnx": "onnx_export", "build_artifact": "pipeline",
     "Policy": "verdict", "Tolerances": "verdict", "Verdict": "verdict", "VerifyReport": "verification",
     "verify": "verification", "Outputs": "jobs", "VerifyOptions": "jobs", "verify_targets": "jobs",
-    "load_targets": "targets",
+    "load_targets": "targets", "export_model": "wholemodel", "verify_model": "wholemodel",
+    "WholeModel": "wholemodel", "InputSpec": "wholemodel",
 }
 __all__ = ["__version__", *sorted(_WHERE)]
 

@@ -402,6 +402,31 @@ def lint(path: Path, config_path: Path | None, run: bool | None) -> None:
     sys.exit(1 if failed else 0)
 
 
+@main.command("export-model")
+@click.argument("factory")
+@click.option("--out", type=click.Path(path_type=Path), required=True,
+              help="Folder that receives model.onnx, report.json and report.md.")
+@click.option("--runtimes", multiple=True, metavar="NAMES", help="Runtimes to verify on (default: ort, openvino).")
+def export_model_command(factory: str, out: Path, runtimes: tuple[str, ...]) -> None:
+    """Export a whole model (an embedding, convolutions, heads… around GRU/LSTM/RNN layers) with its recurrent
+    layers as native nodes and the rest by torch.onnx's dynamo exporter, then verify it at the standard shapes
+    (example, seq 1, batch 1, 10× the steps, another batch) against PyTorch and the float64 oracle.
+
+    FACTORY is package.module:function, importable from the current folder, returning rnnexport.WholeModel.
+    Exit 0 pass, 1 drift, 3 a runtime failed.
+
+    \b
+    Example:
+      rnnexport export-model mymodels:tagger --out exported/tagger
+    """
+    from .jobs import export_whole_model
+    from .report import render_text
+
+    report, verdict = export_whole_model(factory, out, _split(runtimes) or ("ort", "openvino"))
+    click.echo(render_text(report, verdict))
+    sys.exit(verdict.exit_code)
+
+
 @main.command()
 @PATHS
 @click.option("--rounds", type=click.IntRange(min=3), default=7, show_default=True, help="Timed rounds per runner.")

@@ -317,3 +317,28 @@ def bench_targets(paths: list[Path], rounds: int, exporters: tuple[str, ...], js
     if json_path:
         write_json_atomic(json_path, {"schema_version": 2, "cores": CORES, "gemm_peak_gflops": peaks,
                                       "configs": results})
+
+
+WHOLE_MODEL_FILES = ("model.onnx", "report.json", "report.md")
+
+
+def export_whole_model(factory: str, out: Path, runtimes: tuple[str, ...]) -> tuple[VerifyReport, Verdict]:
+    """``export-model``: the factory's model exported and verified; ``out`` receives model.onnx and the
+    reports together (it must be new, or hold only those files)."""
+    from .wholemodel import export_model, load_factory, verify_model
+
+    if out.exists() and (not out.is_dir() or any(p.name not in WHOLE_MODEL_FILES for p in out.iterdir())):
+        raise ArtifactError(f"{out}: exists and holds other files than {', '.join(WHOLE_MODEL_FILES)}; refusing to "
+                            "write into it")
+    made = load_factory(factory)
+    proto = export_model(made.model, made.example_inputs, dynamic_shapes=made.dynamic_shapes,
+                         input_names=made.input_names, output_names=made.output_names)
+    report = verify_model(made.model, proto, made.example_inputs, dynamic_shapes=made.dynamic_shapes,
+                          tolerance=made.tolerance, runtimes=runtimes)
+    verdict = report.judge()
+    out.mkdir(parents=True, exist_ok=True)
+    with StagedWrites() as staged:
+        staged.add(out / "model.onnx", proto.SerializeToString())
+        staged.add_json(out / REPORT_FILE, report.to_dict(verdict))
+        staged.add_text(out / MARKDOWN_FILE, render_markdown(report, verdict))
+    return report, verdict

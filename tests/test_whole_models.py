@@ -1,0 +1,121 @@
+"""Whole models (an embedding, a convolution, heads around GRU/LSTM layers): export_model writes the recurrent
+layers as native nodes and the rest through torch.onnx's dynamo exporter; verify_model checks every standard
+shape against PyTorch and the float64 oracle. The architectures are the docs page's own
+(scripts/whole_models_doc.py)."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import subprocess
+import sys
+from collections import Counter
+
+import numpy as np
+import onnx
+import pytest
+from conftest import ROOT
+
+from rnnexport.lint import lint_model
+from rnnexport.wholemodel import STANDARD_CASES, export_model, recurrent_modules, verify_model
+
+_spec = importlib.util.spec_from_file_location("whole_models_doc", ROOT / "scripts" / "whole_models_doc.py")
+doc = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(doc)
+ARCHS = doc.architectures()
+
+
+@pytest.fixture(scope="module")
+def exported():
+    return {name: export_model(m, i, dynamic_shapes=d, input_names=n, output_names=o)
+            for name, (m, i, d, n, o) in ARCHS.items()}
+
+
+@pytest.mark.parametrize("name", sorted(ARCHS))
+def test_whole_models_export_with_native_nodes_and_pass_verify_at_every_standard_case(name, exported):
+    model, inputs, dims, names, outputs = ARCHS[name]
+    proto = exported[name]
+    ops = Counter(n.op_type for n in proto.graph.node)
+    layers = sum(m.num_layers for _, m in recurrent_modules(model))
+    assert ops["GRU"] + ops["LSTM"] + ops["RNN"] == layers and not ops["Loop"] and not ops["Scan"]
+    assert not [d for d in proto.opset_import if d.domain == "rnnexport"]
+    onnx.checker.check_model(onnx.shape_inference.infer_shapes(proto, strict_mode=True), full_check=True)
+    assert [f for f in lint_model(proto) if f.level == "error"] == []
+    assert [i.name for i in proto.graph.input] == names and [o.name for o in proto.graph.output] == outputs
+    for value, roles in zip(proto.graph.input, dims):  # the declared dims are dynamic, the others fixed
+        shape = value.type.tensor_type.shape.dim
+        assert {a for a, d in enumerate(shape) if d.dim_param} == set(roles)
+    again = export_model(model, inputs, dynamic_shapes=dims, input_names=names, output_names=outputs)
+    assert hashlib.sha256(again.SerializeToString()).digest() == hashlib.sha256(proto.SerializeToString()).digest()
+    report = verify_model(model, proto, inputs, dynamic_shapes=dims)
+    verdict = report.judge()
+    assert verdict.passed, verdict.failures()
+    assert [c["name"] for c in report.cases] == list(STANDARD_CASES)
+    seq = next(inputs[i].shape[a] for i, d in enumerate(dims) for a, r in d.items() if r == "seq")
+    seqs = {c["name"]: c["inputs"] for c in report.cases}
+    assert seq * 10 in next(iter(seqs["long"].values())) and 1 in next(iter(seqs["seq1"].values()))
+    ort = next(r for r in report.runners if r.name == "ort-cpu")
+    assert ort.status == "ok" and set(ort.drift) == set(STANDARD_CASES)
+
+
+def test_a_gate_swapped_whole_model_fails_verify(exported):
+    model, inputs, dims, _, _ = ARCHS["tagger"]
+    broken = onnx.ModelProto()
+    broken.CopyFrom(exported["tagger"])
+    tensor = next(t for t in broken.graph.initializer if t.name.endswith("W_1"))
+    blocks = np.split(onnx.numpy_helper.to_array(tensor), 4, axis=1)
+    blocks[0], blocks[2] = blocks[2], blocks[0]
+    tensor.CopyFrom(onnx.numpy_helper.from_array(np.concatenate(blocks, axis=1), tensor.name))
+    verdict = verify_model(model, broken, inputs, dynamic_shapes=dims, runtimes=("ort",)).judge()
+    assert verdict.exit_code == 1 and "ort-cpu" in verdict.failed_runners()
+
+
+FACTORY = '''
+import torch
+import rnnexport
+from torch import nn
+
+
+class Tagger(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.emb, self.rnn, self.head = nn.Embedding(50, 8), nn.GRU(8, 12, 2, batch_first=True), nn.Linear(12, 3)
+
+    def forward(self, tokens):
+        return self.head(self.rnn(self.emb(tokens))[0])
+
+
+def tagger():
+    torch.manual_seed(0)
+    return rnnexport.WholeModel(Tagger().eval(), (torch.randint(0, 50, (2, 9)),), ({0: "batch", 1: "seq"},),
+                                ["tokens"], ["logits"])
+'''
+
+
+def test_cli_export_model_from_a_factory(tmp_path):
+    (tmp_path / "mymodels.py").write_text(FACTORY)
+    command = [sys.executable, "-m", "rnnexport", "export-model", "mymodels:tagger", "--out", "exported",
+               "--runtimes", "ort"]
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.startswith("Tagger: PASS (5 cases against torch-float64-oracle")
+    assert result.stderr == ""
+    out = tmp_path / "exported"
+    assert sorted(p.name for p in out.iterdir()) == ["model.onnx", "report.json", "report.md"]
+    report = json.loads((out / "report.json").read_text())
+    assert report["model_sha256"] == hashlib.sha256((out / "model.onnx").read_bytes()).hexdigest()
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep")
+    refused = subprocess.run(command[:-4] + ["--out", "mine"], cwd=tmp_path, capture_output=True, text=True)
+    assert refused.returncode == 2 and refused.stderr.startswith("Error: mine: exists and holds other files")
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep"
+
+
+def test_the_readmes_whole_model_snippet_runs_as_written():
+    import re
+
+    readme = (ROOT / "README.md").read_text()
+    code = re.search(r"```python\n(.*?)```", readme[readme.index("## Whole models"):], re.S)[1]
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
