@@ -328,7 +328,24 @@ def _candidates(module: torch.nn.Module, data: bytes, providers: tuple[str, ...]
         from .runners.ort_runner import variant_candidates
 
         found += variant_candidates(variants, providers, threads)
+        if CUDA in providers:  # half precision where it is deployed: on the GPU
+            found.append((FLOAT16_CUDA, "onnxruntime", "cuda", lambda: _float16_cuda(data, threads)))
     return found
+
+
+FLOAT16_CUDA = "ort-cuda-float16"
+
+
+def _float16_cuda(data: bytes, threads: int) -> OrtRunner:
+    """The model computing in float16 on ONNX Runtime's CUDA provider (judged at the f16 tolerance)."""
+    from .runners.ort_runner import RunnerUnavailable
+    from .variants import float16_compute
+
+    reason = provider_status(CUDA)
+    if reason:
+        raise RunnerUnavailable(FLOAT16_CUDA, reason)
+    model = float16_compute(onnx.load_model_from_string(data)).SerializeToString()
+    return OrtRunner(model, CUDA, threads=threads, name=FLOAT16_CUDA, precision="f16")
 
 
 def _torch_cuda(module: torch.nn.Module) -> TorchRunner:

@@ -210,3 +210,46 @@ def test_variants_in_a_config_are_built_without_the_option(tmp_path):
     tol = PRECISION_TOLERANCE["fp16-weights"]
     assert all(tol.allows(float(np.abs(got[k] - expected[k]).max()), float(np.abs(expected[k]).max()))
                for k in expected)
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.stem)
+def test_float16_compute_stays_within_the_f16_tolerance_and_a_gate_swap_does_not(path):
+    """ONNX Runtime's CPU provider runs the float16 graph too (upcasting inside its kernels): the graph's own
+    rounding of weights, inputs and outputs to float16 is measured here; on a GPU, ort-cuda-float16 runs it."""
+    from rnnexport.cases import make_cases
+    from rnnexport.variants import float16_compute
+
+    cfg = load_config(path)
+    module, model = export_config(cfg)
+    half = float16_compute(model)
+    assert {t.data_type for t in half.graph.initializer if t.data_type in (1, 10)} == {onnx.TensorProto.FLOAT16}
+    assert [i.type.tensor_type.elem_type for i in half.graph.input] == [i.type.tensor_type.elem_type
+                                                                        for i in model.graph.input]
+    tol = PRECISION_TOLERANCE["f16"]
+    oracle = Float64Oracle(module)
+    cases = make_cases(cfg, names=("example", "saturating", "other_batch"))
+    broken = _swap_gates(model, {"gru": 3, "lstm": 4}.get(cfg.cell, 1)) if cfg.cell in ("gru", "lstm") else None
+    with OrtRunner(half.SerializeToString()) as runner:
+        for case in cases:
+            expected, got = oracle.infer(case.feeds), runner.infer(case.feeds)
+            for name in expected:
+                err, scale = float(np.abs(got[name] - expected[name]).max()), float(np.abs(expected[name]).max())
+                assert tol.allows(err, scale), (case.name, name, err)
+    if broken is not None:
+        with OrtRunner(float16_compute(broken).SerializeToString()) as runner:
+            expected, got = oracle.infer(cases[0].feeds), runner.infer(cases[0].feeds)
+        assert not all(tol.allows(float(np.abs(got[k] - expected[k]).max()), float(np.abs(expected[k]).max()))
+                       for k in expected)
+
+
+def test_the_float16_cuda_runner_says_why_it_did_not_run_here():
+    from conftest import HAS_CUDA_EP
+
+    cfg = load_config(CONFIG["gru_2layer"])
+    module, model = export_config(cfg)
+    report = verify(module, model, cfg=cfg, runtimes=("ort",), case_names=("example",))
+    half = next(r for r in report.runners if r.name == "ort-cuda-float16")
+    if HAS_CUDA_EP:
+        assert half.status == "ok" and half.precision == "f16" and report.judge().passed
+    else:
+        assert half.status == "not available" and "built without it" in half.reason
