@@ -26,11 +26,12 @@ from typing import Any, Callable
 
 import numpy as np
 import onnx
+from onnx import helper
 import torch
 from torch import nn
 
 from .config import Tolerance
-from .contract import C0, C_N, H0, H_N, INPUT, OUTPUT
+from .contract import C0, C_N, H0, H_N, INPUT, LENGTHS, OUTPUT
 from .drift import OutputDrift
 from .errors import ExportError, RunnerFailed, RunnerUnavailable
 from .onnx_export import export_onnx
@@ -47,25 +48,72 @@ def recurrent_modules(model: nn.Module) -> list[tuple[str, nn.RNNBase]]:
     return [(name, m) for name, m in model.named_modules() if isinstance(m, RECURRENT)]
 
 
+class Padded:
+    """What ``pack_padded_sequence`` returns while ``export_model`` runs: the padded tensor and its lengths, kept
+    as they are (a PackedSequence's data has a size that depends on the lengths' values, which no symbolic
+    shape can carry); ``pad_packed_sequence`` gives them back. The recurrent stand-in takes the lengths as the
+    native graph's ``sequence_lens``."""
+
+    def __init__(self, data: torch.Tensor, lengths: Any, batch_first: bool):
+        if not isinstance(lengths, torch.Tensor):
+            raise ExportError("export_model: pack_padded_sequence was given lengths as a list; pass a tensor input "
+                              "so the lengths stay an input of the graph")
+        self.data, self.lengths, self.batch_first = data, lengths, batch_first
+
+
+def _pack(input: torch.Tensor, lengths: Any, batch_first: bool = False, enforce_sorted: bool = True) -> Padded:
+    return Padded(input, lengths, batch_first)
+
+
+def _unpack(sequence: Padded, batch_first: bool = False, padding_value: float = 0.0,
+            total_length: int | None = None) -> tuple[torch.Tensor, Any]:
+    if padding_value != 0.0:
+        raise ExportError("export_model: pad_packed_sequence with a padding_value other than 0 is not supported")
+    data = sequence.data if batch_first == sequence.batch_first else sequence.data.transpose(0, 1)
+    return data, sequence.lengths
+
+
 def _stand_in(index: int) -> Callable:
     def forward(self: nn.RNNBase, x: Any, hx: Any = None) -> Any:
-        if not isinstance(x, torch.Tensor):
-            raise ExportError(f"export_model: a {type(self).__name__} fed a {type(x).__name__}: pass padded "
-                              "tensors (PackedSequence inputs are not supported by export_model yet)")
+        padded = isinstance(x, Padded)
+        data = x.data if padded else x
+        if not isinstance(data, torch.Tensor):
+            raise ExportError(f"export_model: a {type(self).__name__} fed a {type(x).__name__}; pass a padded tensor, "
+                              "or pack it with torch.nn.utils.rnn.pack_padded_sequence inside the model")
+        batch_first = x.batch_first if padded else self.batch_first
         dirs = 2 if self.bidirectional else 1
-        batch = x.shape[0] if self.batch_first else x.shape[1]
+        batch = data.shape[0] if batch_first else data.shape[1]
         state = [self.num_layers * dirs, batch, self.hidden_size]
-        shapes = [[x.shape[0], x.shape[1], dirs * self.hidden_size], state] + ([state] if self.mode == "LSTM" else [])
-        states = list(hx) if isinstance(hx, tuple) else ([hx] if hx is not None else [])
-        outs = torch.onnx.ops.symbolic_multi_out(f"{STAND_IN[0]}::{STAND_IN[1]}", [x, *states], {"index": index},
-                                                 dtypes=[x.dtype] * len(shapes), shapes=shapes, version=1)
-        return (outs[0], (outs[1], outs[2])) if self.mode == "LSTM" else (outs[0], outs[1])
+        shapes = [[data.shape[0], data.shape[1], dirs * self.hidden_size], state] + (
+            [state] if self.mode == "LSTM" else [])
+        h0, c0 = (hx if isinstance(hx, tuple) else (hx, None))
+        lengths = x.lengths.to(data.device) if padded else None
+        outs = torch.onnx.ops.symbolic_multi_out(
+            f"{STAND_IN[0]}::{STAND_IN[1]}", [data, h0, c0, lengths],
+            {"index": index, "batch_first": int(batch_first)}, dtypes=[data.dtype] * len(shapes), shapes=shapes,
+            version=1)
+        y = Padded(outs[0], x.lengths, batch_first) if padded else outs[0]
+        return (y, (outs[1], outs[2])) if self.mode == "LSTM" else (y, outs[1])
     return forward
 
 
 @contextlib.contextmanager
-def _stand_ins(modules: list[tuple[str, nn.RNNBase]]) -> Iterator[None]:
-    """Each recurrent module's forward replaced by its stand-in, on the instance, for the ``with`` block."""
+def _stand_ins(model: nn.Module, modules: list[tuple[str, nn.RNNBase]]) -> Iterator[None]:
+    """Each recurrent module's forward replaced by its stand-in, on the instance, and pack_padded_sequence /
+    pad_packed_sequence by their pass-through forms (in torch and in the model's own modules, which may have
+    imported them by name), for the ``with`` block."""
+    import sys
+
+    rnn_utils = torch.nn.utils.rnn
+    swaps = {rnn_utils.pack_padded_sequence: _pack, rnn_utils.pad_packed_sequence: _unpack}
+    namespaces = [rnn_utils.__dict__] + [vars(sys.modules[type(m).__module__]) for m in model.modules()
+                                         if type(m).__module__ in sys.modules]
+    patched = []
+    for namespace in {id(n): n for n in namespaces}.values():
+        for key, value in list(namespace.items()):
+            if callable(value) and any(value is original for original in swaps):
+                patched.append((namespace, key, value))
+                namespace[key] = swaps[value]
     for index, (_, module) in enumerate(modules):
         module.forward = _stand_in(index).__get__(module)
     try:
@@ -73,6 +121,8 @@ def _stand_ins(modules: list[tuple[str, nn.RNNBase]]) -> Iterator[None]:
     finally:
         for _, module in modules:
             del module.forward
+        for namespace, key, value in patched:
+            namespace[key] = value
 
 
 def _dims(dynamic_shapes: Any) -> Any:
@@ -100,7 +150,7 @@ def export_model(model: nn.Module, example_inputs: tuple, *, dynamic_shapes: Any
     if not modules:
         raise ExportError("export_model: the model holds no nn.GRU, nn.LSTM or nn.RNN; use torch.onnx.export")
     model = model.eval()
-    with _stand_ins(modules), _quiet():
+    with _stand_ins(model, modules), _quiet():
         try:
             program = torch.onnx.export(model, tuple(example_inputs), dynamo=True, dynamic_shapes=_dims(dynamic_shapes),
                                         input_names=input_names, output_names=output_names, opset_version=opset,
@@ -139,17 +189,21 @@ def _replace_stand_ins(proto: onnx.ModelProto, modules: list[tuple[str, nn.RNNBa
         if (node.domain, node.op_type) != STAND_IN:
             nodes.append(node)
             continue
-        index = next(a.i for a in node.attribute if a.name == "index")
-        path, module = modules[index]
-        sub = export_onnx(module.float(), opset=opset, initial_state=len(node.input) > 1 and bool(node.input[1]))
-        outer = {INPUT: node.input[0], OUTPUT: node.output[0], H_N: node.output[1]}
-        if len(node.input) > 1:
-            outer[H0] = node.input[1]
-        if len(node.input) > 2:
-            outer[C0] = node.input[2]
-        if len(node.output) > 2:
-            outer[C_N] = node.output[2]
+        attrs = {a.name: a.i for a in node.attribute}
+        path, module = modules[attrs["index"]]
+        slots = dict(zip((INPUT, H0, C0, LENGTHS), node.input))
+        native = copy.deepcopy(module).float()
+        native.batch_first = bool(attrs.get("batch_first", module.batch_first))
+        ragged = bool(slots.get(LENGTHS))
+        sub = export_onnx(native, opset=max(opset, 11) if ragged else opset, initial_state=bool(slots.get(H0)),
+                          variable_lengths="masked" if ragged else False)
+        outer = {name: tensor for name, tensor in slots.items() if tensor}
+        outer.update(zip((OUTPUT, H_N, C_N), node.output))
         prefix = (path or "rnn").replace(".", "/") + "/"
+        if ragged:  # the model's lengths (int64, usually) as the graph's int32 sequence_lens
+            nodes.append(helper.make_node("Cast", [slots[LENGTHS]], [prefix + LENGTHS], name=prefix + "lengths_int32",
+                                          to=onnx.TensorProto.INT32))
+            outer[LENGTHS] = prefix + LENGTHS
         rename = lambda name: outer.get(name, prefix + name if name else name)  # noqa: E731
         for inner in sub.graph.node:
             inner.input[:] = [rename(n) for n in inner.input]
@@ -173,18 +227,24 @@ def _replace_stand_ins(proto: onnx.ModelProto, modules: list[tuple[str, nn.RNNBa
 @dataclass(frozen=True)
 class InputSpec:
     """One graph input: its name, its dims (ints, or ``"batch"``/``"seq"``), float or integer values (integers in
-    ``[0, high)``; ``high`` defaults to the smallest ``nn.Embedding`` of the model), or a ``sampler(shape, rng)``."""
+    ``[0, high)``; ``high`` defaults to the smallest ``nn.Embedding`` of the model), a ragged batch's lengths (an
+    integer input whose only dim is ``"batch"``), or a ``sampler(shape, rng)``."""
 
     name: str
     dims: tuple[int | str, ...]
     integer: bool = False
     high: int | None = None
     sampler: Callable[[tuple[int, ...], np.random.Generator], np.ndarray] | None = None
+    lengths: bool = False  # sequence lengths of a ragged batch: 1 to seq, unsorted, the longest exactly seq
 
     def make(self, seq: int, batch: int, rng: np.random.Generator) -> np.ndarray:
         shape = tuple(seq if d == "seq" else batch if d == "batch" else int(d) for d in self.dims)
         if self.sampler is not None:
             return self.sampler(shape, rng)
+        if self.lengths:
+            values = rng.integers(1, seq + 1, size=shape, dtype=np.int64)
+            values[rng.integers(0, shape[0])] = seq
+            return values
         if self.integer:
             return rng.integers(0, self.high, size=shape, dtype=np.int64)
         return rng.standard_normal(shape).astype(np.float32)
@@ -202,6 +262,9 @@ def input_specs(model: nn.Module, example_inputs: tuple, dynamic_shapes: Any, na
             raise ExportError(f"verify_model: input {name}: dynamic dim {bad[0]!r}; name them \"batch\" or \"seq\"")
         shape = tuple(roles.get(axis, size) for axis, size in enumerate(example.shape))
         integer = not example.is_floating_point()
+        if integer and shape == ("batch",):  # one integer per row: the rows' lengths (pack_padded_sequence)
+            specs.append(InputSpec(name, shape, True, lengths=True))
+            continue
         if integer and not embeddings:
             raise ExportError(f"verify_model: input {name} holds integers and no nn.Embedding says their range; "
                               "pass InputSpec(..., high=N) or a sampler")

@@ -119,3 +119,51 @@ def test_the_readmes_whole_model_snippet_runs_as_written():
     code = re.search(r"```python\n(.*?)```", readme[readme.index("## Whole models"):], re.S)[1]
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+RAGGED = '''
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence
+
+
+class RaggedTagger(nn.Module):
+    """Tokens and their lengths: packed by name-imported pack_padded_sequence, unpacked through nn.utils.rnn."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(50, 8)
+        self.rnn = nn.LSTM(8, 12, 2, bidirectional=True, batch_first=True)
+        self.head = nn.Linear(24, 3)
+
+    def forward(self, tokens, lengths):
+        packed = pack_padded_sequence(self.emb(tokens), lengths, batch_first=True, enforce_sorted=False)
+        y, (h, c) = self.rnn(packed)
+        y, _ = nn.utils.rnn.pad_packed_sequence(y, batch_first=True, total_length=tokens.shape[1])
+        return self.head(y), h
+'''
+
+
+def test_a_packed_ragged_whole_model_exports_as_a_masked_graph_and_verifies(tmp_path):
+    import torch
+
+    (tmp_path / "ragged_models.py").write_text(RAGGED)
+    sys.path.insert(0, str(tmp_path))
+    try:
+        import ragged_models
+    finally:
+        sys.path.remove(str(tmp_path))
+    torch.manual_seed(0)
+    model = ragged_models.RaggedTagger().eval()
+    inputs, dims = (torch.randint(0, 50, (3, 9)), torch.tensor([9, 4, 6])), ({0: "batch", 1: "seq"}, {0: "batch"})
+    proto = export_model(model, inputs, dynamic_shapes=dims, input_names=["tokens", "lengths"],
+                         output_names=["logits", "h_n"])
+    assert torch.nn.utils.rnn.pack_padded_sequence.__module__ == "torch.nn.utils.rnn"  # put back after the export
+    assert ragged_models.pack_padded_sequence is torch.nn.utils.rnn.pack_padded_sequence
+    ops = Counter(n.op_type for n in proto.graph.node)
+    assert ops["LSTM"] == 4 and ops["ReverseSequence"] and not ops["Loop"]  # masked: one node per direction
+    assert [f for f in lint_model(proto) if f.level == "error"] == []
+    report = verify_model(model, proto, inputs, dynamic_shapes=dims)
+    assert report.judge().passed, report.judge().failures()
+    lengths = [c["inputs"]["lengths"] for c in report.cases]
+    assert lengths == [[3], [3], [1], [3], [6]]
