@@ -407,7 +407,9 @@ def lint(path: Path, config_path: Path | None, run: bool | None) -> None:
 @click.option("--out", type=click.Path(path_type=Path), required=True,
               help="Folder that receives model.onnx, report.json and report.md.")
 @click.option("--runtimes", multiple=True, metavar="NAMES", help="Runtimes to verify on (default: ort, openvino).")
-def export_model_command(factory: str, out: Path, runtimes: tuple[str, ...]) -> None:
+@click.option("--onnx", "onnx_file", type=click.Path(path_type=Path),
+              help="Verify this ONNX file of the model (from any exporter) instead of exporting one.")
+def export_model_command(factory: str, out: Path, runtimes: tuple[str, ...], onnx_file: Path | None) -> None:
     """Export a whole model (an embedding, convolutions, heads… around GRU/LSTM/RNN layers) with its recurrent
     layers as native nodes and the rest by torch.onnx's dynamo exporter, then verify it at the standard shapes
     (example, seq 1, batch 1, 10× the steps, another batch) against PyTorch and the float64 oracle.
@@ -418,11 +420,12 @@ def export_model_command(factory: str, out: Path, runtimes: tuple[str, ...]) -> 
     \b
     Example:
       rnnexport export-model mymodels:tagger --out exported/tagger
+      rnnexport export-model mymodels:tagger --onnx theirs.onnx --out checked/theirs
     """
     from .jobs import export_whole_model
     from .report import render_text
 
-    report, verdict = export_whole_model(factory, out, _split(runtimes) or ("ort", "openvino"))
+    report, verdict = export_whole_model(factory, out, _split(runtimes) or ("ort", "openvino"), onnx_file)
     click.echo(render_text(report, verdict))
     sys.exit(verdict.exit_code)
 

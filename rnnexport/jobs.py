@@ -322,17 +322,20 @@ def bench_targets(paths: list[Path], rounds: int, exporters: tuple[str, ...], js
 WHOLE_MODEL_FILES = ("model.onnx", "report.json", "report.md")
 
 
-def export_whole_model(factory: str, out: Path, runtimes: tuple[str, ...]) -> tuple[VerifyReport, Verdict]:
-    """``export-model``: the factory's model exported and verified; ``out`` receives model.onnx and the
-    reports together (it must be new, or hold only those files)."""
+def export_whole_model(factory: str, out: Path, runtimes: tuple[str, ...], onnx_file: Path | None = None
+                       ) -> tuple[VerifyReport, Verdict]:
+    """``export-model``: the factory's model exported (or ``onnx_file`` read) and verified; ``out`` receives
+    model.onnx and the reports together (it must be new, or hold only those files)."""
+    from .models import read_model
     from .wholemodel import export_model, load_factory, verify_model
 
     if out.exists() and (not out.is_dir() or any(p.name not in WHOLE_MODEL_FILES for p in out.iterdir())):
         raise ArtifactError(f"{out}: exists and holds other files than {', '.join(WHOLE_MODEL_FILES)}; refusing to "
                             "write into it")
     made = load_factory(factory)
-    proto = export_model(made.model, made.example_inputs, dynamic_shapes=made.dynamic_shapes,
-                         input_names=made.input_names, output_names=made.output_names)
+    proto = read_model(onnx_file)[0] if onnx_file else export_model(
+        made.model, made.example_inputs, dynamic_shapes=made.dynamic_shapes, input_names=made.input_names,
+        output_names=made.output_names)
     report = verify_model(made.model, proto, made.example_inputs, dynamic_shapes=made.dynamic_shapes,
                           tolerance=made.tolerance, runtimes=runtimes)
     verdict = report.judge()

@@ -105,6 +105,15 @@ def test_cli_export_model_from_a_factory(tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["model.onnx", "report.json", "report.md"]
     report = json.loads((out / "report.json").read_text())
     assert report["model_sha256"] == hashlib.sha256((out / "model.onnx").read_bytes()).hexdigest()
+    broken = onnx.load(out / "model.onnx")  # another file of the same model, with a gate swap: verified, it fails
+    tensor = next(t for t in broken.graph.initializer if t.name.endswith("W_0"))
+    blocks = np.split(onnx.numpy_helper.to_array(tensor), 3, axis=1)
+    tensor.CopyFrom(onnx.numpy_helper.from_array(np.concatenate([blocks[1], blocks[0], blocks[2]], axis=1), tensor.name))
+    onnx.save(broken, tmp_path / "theirs.onnx")
+    checked = subprocess.run(command[:-4] + ["--onnx", "theirs.onnx", "--out", "checked", "--runtimes", "ort"],
+                             cwd=tmp_path, capture_output=True, text=True)
+    assert checked.returncode == 1 and "FAIL" in checked.stdout.splitlines()[0], checked.stdout + checked.stderr
+    assert (tmp_path / "checked" / "model.onnx").read_bytes() == (tmp_path / "theirs.onnx").read_bytes()
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep")
     refused = subprocess.run(command[:-4] + ["--out", "mine"], cwd=tmp_path, capture_output=True, text=True)
