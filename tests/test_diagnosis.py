@@ -68,6 +68,13 @@ def test_a_gate_swapped_layer_2_of_a_3_layer_bidirectional_lstm_is_found_and_nam
     data = report.to_dict()
     runner = next(r for r in data["runners"] if r["name"] == "ort-cpu")
     assert runner["diagnosis"] == found.diagnosis and len(runner["localisation"]["layers"]) == 5
+    from rnnexport.report import render_markdown
+    from rnnexport.report_html import render_html
+
+    page = render_html([(report, report.judge())])
+    assert "<h2>Where and why</h2>" in page and "W gate blocks i and f swapped" in page
+    assert "- ort-cpu: diagnosis: layer 2, forward direction: W gate blocks i and f swapped" in \
+        render_markdown(report, report.judge()).splitlines()
 
 
 def _node(model, index=0):
