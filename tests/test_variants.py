@@ -184,6 +184,11 @@ def test_build_then_verify_shows_a_row_per_variant_and_a_line_for_the_missing_in
     assert int8["status"] == "ok" and int8["precision"] == "int8"
     long = int8["drift"]["long"]["output"]
     assert long["growth_ratio"] is not None and long["per_step"]["max_abs"]
+    markdown = (out / "lstm_3layer_bidir" / "report.md").read_text()
+    assert "Deploy options (precision against speed):" in markdown
+    size = len((out / "lstm_3layer_bidir" / "model.int8-dynamic.onnx").read_bytes())
+    assert any(line.startswith("| ort-cpu-int8-dynamic | int8 | ") and f"{size / 1024:.1f} KiB" in line
+               for line in markdown.splitlines())
     gru = json.loads((out / "gru_2layer" / "report.json").read_text())
     missing = next(r for r in gru["runners"] if r["name"] == "ort-cpu-int8-dynamic")
     assert missing["status"] == "not available" and "no int8 GRU kernel" in missing["reason"]
