@@ -275,26 +275,15 @@ def verify(paths, config_path, weights, prefix, runtimes, providers, require, ca
 def _verify_golden(paths: list[Path], golden: Path, runtimes: tuple[str, ...], providers: tuple[str, ...],
                    threads: int, atol: float | None, rtol: float | None, json_path: Path | None, quiet: bool) -> int:
     """``verify --golden``: every model against saved oracle outputs, without importing torch."""
-    from .artifacts import write_json_atomic
-    from .golden import golden_note, golden_targets, verify_golden
+    from .golden import compare_golden
     from .report import render_text, verdict_line
 
-    if json_path is not None and (json_path.is_dir() or not json_path.parent.is_dir()):
-        from .errors import RnnExportError
-
-        raise RnnExportError(f"--json {json_path}: expected a file name in an existing folder")
-    worst, reports = 0, []
-    for model, folder in golden_targets(paths, golden):
-        report = verify_golden(model, folder, providers=providers or None, runtimes=runtimes, threads=threads,
-                               atol=atol, rtol=rtol)
-        verdict = report.judge()
+    worst = 0
+    for report, verdict, note in compare_golden(paths, golden, runtimes, providers, threads, atol, rtol, json_path):
         click.echo(verdict_line(report, verdict) if quiet else render_text(report, verdict))
-        if golden_note(report):
-            click.echo(f"  note: {golden_note(report)}")
+        if note:
+            click.echo(f"  note: {note}")
         worst = max(worst, verdict.exit_code)
-        reports.append(report.to_dict(verdict))
-    if json_path is not None:
-        write_json_atomic(json_path, {"schema_version": 1, "reports": reports})
     return worst
 
 

@@ -162,3 +162,22 @@ def golden_targets(paths: list[Path], golden: Path) -> list[tuple[Path, Path]]:
     if not found:
         raise ArtifactError(f"{', '.join(map(str, paths))}: no artifact folder or .onnx file to compare")
     return [((p / "model.onnx") if p.is_dir() else p, golden_folder(p, golden)) for p in found]
+
+
+def compare_golden(paths: list[Path], golden: Path, runtimes: tuple[str, ...], providers: tuple[str, ...],
+                   threads: int, atol: float | None, rtol: float | None, json_path: Path | None) -> list[tuple]:
+    """``verify --golden``: (report, verdict, note) per model, every report also in ``json_path`` when given
+    (checked before any work)."""
+    from .artifacts import write_json_atomic
+
+    if json_path is not None and (json_path.is_dir() or not json_path.parent.is_dir()):
+        raise ArtifactError(f"--json {json_path}: expected a file name in an existing folder")
+    judged = []
+    for model, folder in golden_targets(paths, golden):
+        report = verify_golden(model, folder, providers=providers or None, runtimes=runtimes, threads=threads,
+                               atol=atol, rtol=rtol)
+        verdict = report.judge()
+        judged.append((report, verdict, golden_note(report)))
+    if json_path is not None:
+        write_json_atomic(json_path, {"schema_version": 1, "reports": [r.to_dict(v) for r, v, _ in judged]})
+    return judged
