@@ -152,6 +152,11 @@ def module_from_weights(cfg: ModelConfig, path: str | Path, prefix: str | None =
     """The config's module holding the weights from ``path`` (every missing, extra or misshapen key is
     named), the prefix the recurrent module was found under, and its layout."""
     found = select_module(load_tensors(path), prefix, str(path))
+    return module_from_found(cfg, found, path), found.prefix, found.layout
+
+
+def module_from_found(cfg: ModelConfig, found: Found, path: str | Path) -> RecurrentModule:
+    """The config's module holding ``found``'s weights (read from ``path``)."""
     module = build_model(cfg)
     expected = module.state_dict()
     state = found.state
@@ -164,7 +169,7 @@ def module_from_weights(cfg: ModelConfig, path: str | Path, prefix: str | None =
     _check_dtypes(state, str(path))
     with torch.no_grad():
         module.load_state_dict({k: v.to(torch.float32) for k, v in state.items()})
-    return module.eval(), found.prefix, found.layout
+    return module.eval()
 
 
 def _check_dtypes(state: dict[str, torch.Tensor], source: str) -> None:
@@ -176,11 +181,9 @@ def _check_dtypes(state: dict[str, torch.Tensor], source: str) -> None:
             raise ArtifactError(f"{source}: {key} is {value.dtype}, not a floating-point weight")
 
 
-def weight_note(path: str | Path, prefix: str | None) -> str | None:
-    """One line when the weights are not float32 and are cast on load (float64 loses digits)."""
-    found = select_module(load_tensors(path), prefix, str(path))
-    kinds = sorted({str(v.dtype).removeprefix("torch.") for v in found.state.values() if v.dtype != torch.float32})
-    return f"weights in {', '.join(kinds)} were cast to float32" if kinds else None
+def cast_dtypes(found: Found) -> list[str]:
+    """The weights' element types other than float32 (cast on load; float64 loses digits)."""
+    return sorted({str(v.dtype).removeprefix("torch.") for v in found.state.values() if v.dtype != torch.float32})
 
 
 def infer_config(found: Found, source: str) -> tuple[dict[str, Any], list[str]]:

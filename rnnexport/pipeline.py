@@ -17,7 +17,7 @@ import torch
 from ._version import versions as _versions
 from .artifacts import MANIFEST_FILE, MODEL_FILE, VARIANT_FILES, WEIGHTS_FILE, sha256_file, write_artifact
 from .builders import RecurrentModule, build_model
-from .checkpoints import module_from_weights, weight_note
+from .checkpoints import cast_dtypes, load_tensors, module_from_found, select_module
 from .config import ModelConfig
 from .contract import VARIANTS
 from .errors import ArtifactError
@@ -157,9 +157,12 @@ class WeightsSource:
         """The module holding the file's weights and the manifest's ``weights_origin`` (None, None: seed)."""
         if self.file is None:
             return None, None
-        module, found, layout = module_from_weights(cfg, self.file, self.prefix)
-        return module, {"kind": "file", "file": self.file.name, "sha256": sha256_file(self.file), "prefix": found,
-                        "layout": layout}
+        found = select_module(load_tensors(self.file), self.prefix, str(self.file))
+        origin = {"kind": "file", "file": self.file.name, "sha256": sha256_file(self.file), "prefix": found.prefix,
+                  "layout": found.layout}
+        if cast_dtypes(found):
+            origin["cast_to_float32"] = cast_dtypes(found)
+        return module_from_found(cfg, found, self.file), origin
 
 
 @dataclass(frozen=True)
@@ -206,9 +209,10 @@ def build_configs(configs: Iterable[ModelConfig], options: BuildOptions) -> Iter
         folder = build_artifact(cfg, options.out, exporter=options.exporter, weights=options.weights,
                                 prefix=options.prefix, variants=options.variants)
         write_index(options.out)
-        source = WeightsSource.of(cfg, options.weights, options.prefix)
-        notes = [weight_note(source.file, source.prefix)] if source.file else []
-        notes += json.loads((folder / MANIFEST_FILE).read_text())["variants_unavailable"].values()
+        manifest = json.loads((folder / MANIFEST_FILE).read_text())
+        cast = (manifest.get("weights_origin") or {}).get("cast_to_float32")
+        notes = [f"weights in {', '.join(cast)} were cast to float32"] if cast else []
+        notes += manifest["variants_unavailable"].values()
         yield Built(cfg, folder, (folder / MODEL_FILE).stat().st_size, time.perf_counter() - start,
                     tuple(n for n in notes if n))
 
