@@ -219,3 +219,15 @@ def test_the_readmes_python_api_runs_as_written():
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("model: PASS")  # print(report): the config of a bare module is named "model"
+
+
+def test_float64_weights_are_cast_with_one_note_and_recorded_in_the_manifest(tmp_path):
+    state = {k: v.double() for k, v in torch.nn.GRU(5, 8, 2).state_dict().items()}
+    torch.save(state, tmp_path / "ckpt.pt")
+    (tmp_path / "configs").mkdir()
+    assert _run("init", "--from-checkpoint", tmp_path / "ckpt.pt", "--out", tmp_path / "configs" / "mine.toml")[0] == 0
+    code, output = _run("build", tmp_path / "configs" / "mine.toml", "--out", tmp_path / "art")
+    assert code == 0
+    assert [line for line in output.splitlines() if "note:" in line] == ["  note: weights in float64 were cast to float32"]
+    origin = json.loads((tmp_path / "art" / "mine" / "manifest.json").read_text())["weights_origin"]
+    assert origin["cast_to_float32"] == ["float64"]
