@@ -137,10 +137,14 @@ def trace_back(scope: Scope, tensor: str, axes: dict[int, str], depth: int = 0) 
         candidates = [(node.input[0], {attrs["perm"][a]: r for a, r in axes.items() if a < len(attrs["perm"])})]
     elif node.op_type in SAME_AXES or node.op_type == "ReverseSequence":
         candidates = [(node.input[0], axes)]
+    elif node.op_type == "Gather" and node.input[0] in scope.constants and attrs.get("axis", 0) == 0:
+        candidates = [(node.input[1], axes)]  # an embedding: the leading axes are those of the indices
     elif node.op_type == "Gather" and axes.get(attrs.get("axis", 0)) in (None, "directions"):
         indices = scope.constants.get(node.input[1])  # rows of a stacked state: only that axis changes size
         kept = {a: r for a, r in axes.items() if a != attrs.get("axis", 0)}
         candidates = [(node.input[0], kept)] if indices is not None and indices.ndim == 1 else []
+    elif node.op_type in ("Conv", "ConvTranspose") and 1 not in axes:
+        candidates = [(node.input[0], axes)]  # batch and spatial (time) axes stay; channels change
     elif node.op_type == "Concat" and attrs.get("axis") not in axes and attrs.get("axis", -1) >= 0:
         candidates = [(name, axes) for name in node.input]
     elif node.op_type == "Where":
@@ -150,6 +154,19 @@ def trace_back(scope: Scope, tensor: str, axes: dict[int, str], depth: int = 0) 
         if found:
             return found
     return None
+
+
+def index_ranges(scope: Scope) -> dict[str, int]:
+    """Graph inputs used as indices into a constant table (an embedding's Gather): input → the table's rows, the
+    exclusive upper bound of their values."""
+    found: dict[str, int] = {}
+    for node in scope.nodes:
+        if node.op_type == "Gather" and node.input[0] in scope.constants and len(node.input) > 1:
+            source = trace_back(scope, node.input[1], {})
+            if source:
+                rows = int(scope.constants[node.input[0]].shape[0])
+                found[source[0]] = min(rows, found.get(source[0], rows))
+    return found
 
 
 def input_roles(scope: Scope) -> dict[str, dict[int, str]]:

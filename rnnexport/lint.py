@@ -12,7 +12,7 @@ import onnx
 
 from .config import ModelConfig
 from .contract import recurrent_cell
-from .graphs import input_roles, recurrent_sites, scopes
+from .graphs import index_ranges, input_roles, recurrent_sites, scopes
 from .inspection import layer_summary
 from .models import contract_problems
 
@@ -229,7 +229,7 @@ def synthesised_feeds(model: onnx.ModelProto, seq: int, batch: int) -> dict[str,
     """Feeds for every graph input at this sequence length and batch size, from the roles the graph gives them
     (declared fixed sizes are kept); or why they cannot be made (an axis whose size nothing determines)."""
     scope = next(scopes(model))
-    roles = input_roles(scope)
+    roles, ranges = input_roles(scope), index_ranges(scope)
     symbols = {}  # a symbolic dim name shared with an axis of known role has that role (ONNX: same name, same size)
     for value in model.graph.input:
         for axis, dim in enumerate(value.type.tensor_type.shape.dim):
@@ -254,10 +254,13 @@ def synthesised_feeds(model: onnx.ModelProto, seq: int, batch: int) -> dict[str,
         shapes[value.name] = (value.type.tensor_type.elem_type, shape)
     feeds = {}
     for name, (elem_type, shape) in shapes.items():
-        if len(shape) == 1 and elem_type in (onnx.TensorProto.INT32, onnx.TensorProto.INT64) and \
-                (roles.get(name) == {0: "batch"} or shape == [batch]):
+        integer = elem_type in (onnx.TensorProto.INT32, onnx.TensorProto.INT64)
+        if integer and len(shape) == 1 and (roles.get(name) == {0: "batch"} or shape == [batch]):
             feeds[name] = np.full(shape, min(lengths, default=seq),  # full lengths: the longest the input holds
                                   dtype=onnx.helper.tensor_dtype_to_np_dtype(elem_type))
+        elif integer and name in ranges:  # indices into an embedding table: below its number of rows
+            feeds[name] = rng.integers(0, ranges[name], size=shape).astype(
+                onnx.helper.tensor_dtype_to_np_dtype(elem_type))
         elif elem_type == onnx.TensorProto.FLOAT:
             feeds[name] = rng.standard_normal(shape).astype(np.float32)
         else:

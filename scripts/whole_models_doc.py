@@ -135,15 +135,18 @@ def _feeds(inputs, dims, names, seq: int, batch: int, rng) -> dict[str, np.ndarr
 
 def measure(name: str, exporter: str, spec: tuple) -> dict:
     model, inputs, dims, names, outputs = spec
-    times, proto = [], None
+    times, protos = [], []
     try:
         for _ in range(3):
             start = time.perf_counter()
             with _quiet():
-                proto = EXPORTERS[exporter](model, inputs, dims, names, outputs)
+                protos.append(EXPORTERS[exporter](model, inputs, dims, names, outputs))
             times.append(time.perf_counter() - start)
     except Exception as exc:  # what the exporter says is the finding
         return {"error": f"export fails: {str(exc).splitlines()[0][:160]}"}
+    proto = protos[0]  # what a user gets from one export in a fresh process
+    dims_of = [[d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim] for v in proto.graph.input]
+    repeat = [[d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim] for v in protos[-1].graph.input]
     oracle = copy.deepcopy(model).double()
     options = onnxruntime.SessionOptions()
     options.log_severity_level = 4
@@ -159,7 +162,9 @@ def measure(name: str, exporter: str, spec: tuple) -> dict:
         expected = [expected] if isinstance(expected, torch.Tensor) else list(expected)
         try:
             got = session.run(None, feeds)
-            runs[case] = max(float(np.abs(g - e.numpy()).max()) for g, e in zip(got, expected))
+            wrong = next(((g.shape, e.shape) for g, e in zip(got, expected) if g.shape != tuple(e.shape)), None)
+            runs[case] = (f"wrong output shape {list(wrong[0])} where PyTorch gives {list(wrong[1])}" if wrong else
+                          max(float(np.abs(g - e.numpy()).max()) for g, e in zip(got, expected)))
         except Exception as exc:
             text = str(exc)
             fixed = re.search(r"invalid dimensions for input: (\S+) .*?index: (\d+) Got: (\d+) Expected: (\d+)", text,
@@ -170,7 +175,8 @@ def measure(name: str, exporter: str, spec: tuple) -> dict:
                           text.split("Status Message:")[-1].strip()[:90])
     ops = Counter(n.op_type for n in proto.graph.node)
     return {"ms": statistics.median(times) * 1e3, "nodes": sum(ops.values()), "ops": ops, "runs": runs,
-            "shapes": standard_shapes(seq, batch)}
+            "shapes": standard_shapes(seq, batch), "repeat_differs": dims_of != repeat, "repeat_dims": repeat,
+            "names": [v.name for v in proto.graph.input]}
 
 
 def main() -> None:
@@ -181,6 +187,7 @@ def main() -> None:
              "example shape and at other shapes; the number is the max |Δ| of every output against the float64 "
              "PyTorch oracle, or what ONNX Runtime said. Export time is the median of 3 exports.", ""]
     failing: dict[str, list[str]] = {e: [] for e in EXPORTERS}
+    repeats: list[str] = []
     for name, spec in architectures().items():
         lines += [f"## {name}", "", (type(spec[0]).__doc__ or "").strip(), ""]
         header = None
@@ -195,20 +202,27 @@ def main() -> None:
             if "error" in found:
                 lines.append(f"| {exporter} | {found['error']} | — | " + " | ".join(["—"] * len(header or [])) + " |")
                 continue
+            if found["repeat_differs"]:
+                repeats.append(f"{exporter} on {name}: the third export in the same process declares inputs "
+                               + ", ".join(f"{n} {d}" for n, d in zip(found["names"], found["repeat_dims"])))
             recurrent = sum(found["ops"][op] for op in ("GRU", "LSTM", "RNN"))
-            cells = [f"{v:.1e}" if isinstance(v, float) else f"fails: {v}" for v in found["runs"].values()]
+            cells = [f"{v:.1e}" if isinstance(v, float) else v if v.startswith("wrong") else f"fails: {v}"
+                     for v in found["runs"].values()]
             lines.append(f"| {exporter} | {found['ms']:.0f} ms | {found['nodes']} ({recurrent} recurrent, "
                          f"{found['ops'].get('Loop', 0) + found['ops'].get('Scan', 0)} Loop/Scan) | "
                          + " | ".join(cells) + " |")
         lines.append("")
     lines += ["## What this shows", ""]
     for exporter, names in failing.items():
-        lines.append(f"- {exporter}: " + (f"fails at some shape for {', '.join(names)} (see the cells)." if names
+        lines.append(f"- {exporter}: " + (f"fails or gives wrong shapes at some shape for {', '.join(names)} (see "
+                                           "the cells)." if names
                                            else "every model runs at every shape."))
+    lines += ["", "The table runs the first export of each model in the process, as a user's script would. Exporting "
+              "the same model again in one process does not always give the same graph:", ""]
+    lines += [f"- {r}" for r in repeats] or ["- every exporter gave the same input dims on every export."]
     lines += ["", "`export_model` writes each recurrent layer as one ONNX GRU/LSTM/RNN node and leaves the "
-              "embedding, convolution and heads to the dynamo exporter. `dynamo=False` is deprecated in torch "
-              "2.13; `dynamo=True` fixes the sequence axis of these models to the example's length (the cells "
-              "name the axis), pytorch/pytorch#191855.", ""]
+              "embedding, convolution and heads to the dynamo exporter; its own graphs are byte-identical across "
+              "exports. `dynamo=False` is deprecated in torch 2.13.", ""]
     (ROOT / "docs" / "whole-models.md").write_text("\n".join(lines))
     print("wrote docs/whole-models.md")
 

@@ -41,7 +41,7 @@ def test_whole_models_export_with_native_nodes_and_pass_verify_at_every_standard
     assert ops["GRU"] + ops["LSTM"] + ops["RNN"] == layers and not ops["Loop"] and not ops["Scan"]
     assert not [d for d in proto.opset_import if d.domain == "rnnexport"]
     onnx.checker.check_model(onnx.shape_inference.infer_shapes(proto, strict_mode=True), full_check=True)
-    assert [f for f in lint_model(proto) if f.level == "error"] == []
+    assert lint_model(proto, run=True) == []  # roles traced through embeddings and convolutions; run at 2 and 7 steps
     assert [i.name for i in proto.graph.input] == names and [o.name for o in proto.graph.output] == outputs
     for value, roles in zip(proto.graph.input, dims):  # the declared dims are dynamic, the others fixed
         shape = value.type.tensor_type.shape.dim
@@ -171,8 +171,21 @@ def test_a_packed_ragged_whole_model_exports_as_a_masked_graph_and_verifies(tmp_
     assert ragged_models.pack_padded_sequence is torch.nn.utils.rnn.pack_padded_sequence
     ops = Counter(n.op_type for n in proto.graph.node)
     assert ops["LSTM"] == 4 and ops["ReverseSequence"] and not ops["Loop"]  # masked: one node per direction
-    assert [f for f in lint_model(proto) if f.level == "error"] == []
+    assert lint_model(proto, run=True) == []  # roles traced through embeddings and convolutions; run at 2 and 7 steps
     report = verify_model(model, proto, inputs, dynamic_shapes=dims)
     assert report.judge().passed, report.judge().failures()
     lengths = [c["inputs"]["lengths"] for c in report.cases]
     assert lengths == [[3], [3], [1], [3], [6]]
+
+
+@pytest.mark.parametrize("name", sorted(ARCHS))
+def test_lint_finds_a_fixed_sequence_axis_through_embeddings_and_convolutions(name, exported):
+    broken = onnx.ModelProto()
+    broken.CopyFrom(exported[name])
+    value = broken.graph.input[0]
+    axis = next(a for a, d in enumerate(value.type.tensor_type.shape.dim) if d.dim_param == "seq")
+    value.type.tensor_type.shape.dim[axis].Clear()
+    value.type.tensor_type.shape.dim[axis].dim_value = 12
+    errors = [str(f) for f in lint_model(broken, run=False) if f.level == "error"]
+    assert errors == [f"error: static-dims: input {value.name}: axis {axis} (seq) fixed to 12; they must be dynamic "
+                      "for the model to take other lengths and batches"]
