@@ -285,15 +285,11 @@ def _reopen(result: Any, data: bytes) -> Callable[[bytes], Any]:
 
 def _swapped_axes(result: Any) -> str | None:
     """A shape mismatch that is the expected shape with its first two axes swapped."""
-    import re
-
     for case, outputs in result.drift.items():
         for output, d in outputs.items():
-            shapes = re.findall(r"\[([\d, ]*)\]", d.shape_mismatch or "")
-            if len(shapes) == 2 and shapes[0] != shapes[1]:
-                got, want = ([int(v) for v in s.split(",") if v.strip()] for s in shapes)
-                if len(got) == len(want) >= 2 and [got[1], got[0], *got[2:]] == want:
-                    return f"{case}/{output}: batch and time axes swapped (shape {got} where PyTorch gives {want})"
+            got, want = (list(s) for s in d.shapes) if d.shapes else ([], [])
+            if got != want and len(got) == len(want) >= 2 and [got[1], got[0], *got[2:]] == want:
+                return f"{case}/{output}: batch and time axes swapped (shape {got} where PyTorch gives {want})"
     return None
 
 

@@ -24,7 +24,8 @@ class OutputDrift:
     ``per_step`` is the max abs error at each time step (outputs with a time axis only); ``growth_slope``
     its least-squares slope per step (of the full curve, before the pooling that ``to_dict`` applies) and
     ``growth_ratio`` the mean error over the last quarter of the steps over the first quarter.
-    ``shape_mismatch`` says, when the shapes differ, what each side had (the numbers are then zero).
+    ``shape_mismatch`` says, when the shapes differ (or the output is missing), what each side had, and
+    ``shapes`` holds them as (actual, expected); the numbers are then zero.
     ``histogram`` counts the errors of finite elements per bin of ``HISTOGRAM_EDGES``.
     """
 
@@ -41,6 +42,12 @@ class OutputDrift:
     growth_ratio: float | None = None
     histogram: tuple[int, ...] = ()  # counts per bin of HISTOGRAM_EDGES (finite elements only)
     shape_mismatch: str | None = None
+    shapes: tuple[tuple[int, ...], tuple[int, ...]] | None = None
+
+    @classmethod
+    def unmatched(cls, why: str, shapes: tuple[tuple[int, ...], tuple[int, ...]] | None = None) -> OutputDrift:
+        """An output that cannot be compared element by element: ``why``, in words (no statistics)."""
+        return cls(0.0, 0.0, 0.0, 0.0, 0.0, (), 0, 0, shape_mismatch=why, shapes=shapes)
 
     @classmethod
     def from_arrays(cls, expected: np.ndarray, actual: np.ndarray, time_axis: int | None = None,
@@ -48,8 +55,8 @@ class OutputDrift:
         """Compare two arrays of one shape. With ``time_axis``, the statistics are gathered
         ``chunk_steps`` time steps at a time, so the memory used here does not grow with the sequence."""
         if expected.shape != actual.shape:
-            return cls(0.0, 0.0, 0.0, 0.0, 0.0, (), 0, 0, shape_mismatch=(
-                f"shape {list(actual.shape)} where PyTorch gives {list(expected.shape)}"))
+            return cls.unmatched(f"shape {list(actual.shape)} where PyTorch gives {list(expected.shape)}",
+                                 (tuple(actual.shape), tuple(expected.shape)))
         acc = _Accumulator()
         if time_axis is None or expected.size == 0:
             acc.add(expected, actual, None, 0)
@@ -72,6 +79,7 @@ class OutputDrift:
         data = {f.name: getattr(self, f.name) for f in fields(self)}
         data["worst_index"] = list(self.worst_index)
         data["histogram"] = list(self.histogram)
+        data["shapes"] = None if self.shapes is None else [list(s) for s in self.shapes]
         data["per_step"] = None if self.per_step is None else pooled_curve(self.per_step)
         return data
 

@@ -406,7 +406,7 @@ def _infer(runner: Runner, case: Case) -> dict[str, np.ndarray]:
 
 
 def _compare(expected: dict[str, np.ndarray], actual: dict[str, np.ndarray], case: Case) -> dict[str, OutputDrift]:
-    missing = OutputDrift(0.0, 0.0, 0.0, 0.0, 0.0, (), 0, 0, shape_mismatch="missing from the runner's outputs")
+    missing = OutputDrift.unmatched("missing from the runner's outputs")
     return {
         name: OutputDrift.from_arrays(expected[name], actual[name], case.time_axis if name == OUTPUT else None)
         if name in actual else missing

@@ -325,7 +325,7 @@ def verify_model(model: nn.Module, onnx_model: onnx.ModelProto, example_inputs: 
                     results[name].case_errors[case] = exc.reason
         for name, got in actual.items():
             results[name].drift[case] = {o: OutputDrift.from_arrays(expected[o], got[o]) if o in got else
-                                         OutputDrift(0, 0, 0, 0, 0, (), 0, 0, shape_mismatch="missing")
+                                         OutputDrift.unmatched("missing from the runner's outputs")
                                          for o in outputs}
     return VerifyReport(name=getattr(model, "name", type(model).__name__), model_sha256=hashlib.sha256(data).hexdigest(),
                         config={"model": type(model).__name__, "inputs": [s.name for s in specs]},
