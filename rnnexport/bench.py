@@ -230,8 +230,7 @@ def _graphs(cfg: ModelConfig, module: torch.nn.Module, native: bytes) -> dict[st
     graphs.update({f"{REFERENCE}-{kind}": (data, PRECISION[kind]) for kind, data in made.items()})
     if cfg.inputs.variable_lengths:
         other = True if cfg.inputs.variable_lengths == "masked" else "masked"
-        alt = dataclasses.replace(cfg, inputs=dataclasses.replace(cfg.inputs, variable_lengths=other),
-                                  opset=max(cfg.opset, 11))
+        alt = dataclasses.replace(cfg.with_variable_lengths(other), opset=max(cfg.opset, 11))
         label = "sequence_lens" if other is True else "masked"
         graphs[f"{REFERENCE}-{label}"] = (export_config(alt, module)[1].SerializeToString(), "float32")
     return graphs

@@ -121,6 +121,10 @@ class ModelConfig:
             data["variants"] = list(data["variants"])
         return data
 
+    def with_variable_lengths(self, value: bool | str) -> ModelConfig:
+        """The same config with ``[inputs] variable_lengths = value`` (the other ragged form)."""
+        return dataclasses.replace(self, inputs=dataclasses.replace(self.inputs, variable_lengths=value))
+
     def weights_file(self) -> Path | None:
         """The ``[weights]`` file, resolved against the folder of the config file; None without one."""
         if self.weights is None or not self.weights.file:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections import Counter
 from pathlib import Path
 from typing import NamedTuple
@@ -300,17 +299,12 @@ def lint_path(path: Path, cfg: ModelConfig | None = None, run: bool | None = Fal
     from .artifacts import VARIANT_FILES
     from .models import read_model
 
-    from .variants import wants_sequence_lens
+    from .variants import source_config
 
     files = [(path, cfg)]
     if path.is_dir():
-        files = [(path / "model.onnx", cfg)]
-        for kind, name in VARIANT_FILES.items():
-            variant_cfg = cfg
-            if cfg and wants_sequence_lens(kind, cfg.inputs.variable_lengths):  # quantized from that form
-                variant_cfg = dataclasses.replace(cfg, inputs=dataclasses.replace(cfg.inputs, variable_lengths=True))
-            if (path / name).is_file():
-                files.append((path / name, variant_cfg))
+        files = [(path / "model.onnx", cfg)] + [(path / name, cfg and source_config(cfg, kind))
+                                                 for kind, name in VARIANT_FILES.items() if (path / name).is_file()]
     return [(file, lint_model(read_model(file)[0], file_cfg, run)) for file, file_cfg in files]
 
 

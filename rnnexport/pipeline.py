@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import json
 import time
@@ -105,7 +104,7 @@ def artifact_files(cfg: ModelConfig, module: RecurrentModule | None = None, expo
 def variant_files(cfg: ModelConfig, module: RecurrentModule, model: onnx.ModelProto, variants: tuple[str, ...]
                   ) -> tuple[dict[str, bytes], dict[str, str]]:
     """Each of ``variants`` made from ``model`` (bytes), and why each that cannot be made was not."""
-    from .variants import make_variant, unavailable, wants_sequence_lens
+    from .variants import make_variant, source_config, unavailable
 
     made, skipped = {}, {}
     for kind in variants:
@@ -113,11 +112,8 @@ def variant_files(cfg: ModelConfig, module: RecurrentModule, model: onnx.ModelPr
         if reason:
             skipped[kind] = reason
             continue
-        source = model
-        if wants_sequence_lens(kind, cfg.inputs.variable_lengths):
-            source = export_config(dataclasses.replace(
-                cfg, inputs=dataclasses.replace(cfg.inputs, variable_lengths=True)), module)[1]
-        made[kind] = make_variant(source, kind, cfg.cell)
+        source = source_config(cfg, kind)
+        made[kind] = make_variant(model if source is cfg else export_config(source, module)[1], kind, cfg.cell)
     return made, skipped
 
 

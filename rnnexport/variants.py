@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 import tempfile
 from pathlib import Path
 
@@ -40,6 +41,12 @@ def wants_sequence_lens(kind: str, variable_lengths: bool | str) -> bool:
     quantized from its ``sequence_lens`` form. The masked form's ±1e4 padding column would set the int8 scale
     of W and round every trained weight to 0 (measured on lstm_dropout_ragged: max |Δ| 2.3 for outputs of 2.2)."""
     return kind == "int8-dynamic" and variable_lengths == "masked"
+
+
+def source_config(cfg: Any, kind: str) -> Any:
+    """The config whose graph the ``kind`` variant is made from: ``cfg`` itself, or its ``sequence_lens``
+    form where ``wants_sequence_lens``."""
+    return cfg.with_variable_lengths(True) if wants_sequence_lens(kind, cfg.inputs.variable_lengths) else cfg
 
 
 def make_variant(model: onnx.ModelProto, kind: str, cell: str) -> bytes:

@@ -4,7 +4,6 @@ golden outputs compared in a process that never imports torch."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import subprocess
 import sys
@@ -143,7 +142,7 @@ def test_each_export_bug_is_diagnosed_by_name(bug):
     name, breaks, case, expected = BUGS[bug]
     cfg = load_config(CONFIG[name])
     if bug == "sequence_lens":  # the node-level sequence_lens form, where a node can ignore it
-        cfg = dataclasses.replace(cfg, inputs=dataclasses.replace(cfg.inputs, variable_lengths=True))
+        cfg = cfg.with_variable_lengths(True)
     module, model = export_config(cfg)
     broken = _copy(model)
     breaks(broken)

@@ -118,9 +118,8 @@ def test_a_gate_swapped_variant_fails_verify_and_the_right_one_passes(kind, name
 
     good = variant_files(cfg, module, model, (kind,))[0][kind]
     if kind == "int8-dynamic" and cfg.inputs.variable_lengths == "masked":  # quantized from the sequence_lens form
-        import dataclasses
 
-        seq_cfg = dataclasses.replace(cfg, inputs=dataclasses.replace(cfg.inputs, variable_lengths=True))
+        seq_cfg = cfg.with_variable_lengths(True)
         broken = _swap_gates(export_config(seq_cfg, module)[1], gates)
     bad = make_variant(broken, kind, cfg.cell)
     runner = f"ort-cpu-{kind}"
