@@ -86,9 +86,16 @@ class StagedWrites:
         """Versioned plain JSON (no NaN)."""
         self.add_text(path, json.dumps(data, indent=2, allow_nan=False) + "\n")
 
-    def add_folder(self, staging: Path, path: Path) -> None:
-        """A folder already written at ``staging``; it replaces ``path`` (checked to be ours by the caller)."""
+    def add_folder(self, path: Path) -> Path:
+        """A new hidden folder beside ``path`` (its parent made if needed), to be filled by the caller and to
+        replace ``path`` (checked to be ours by the caller) when the block ends."""
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            staging = Path(tempfile.mkdtemp(prefix=staging_prefix(path.name), dir=path.parent))
+        except OSError as exc:
+            raise ArtifactError(f"{path.parent}: cannot write: {exc.strerror or exc}") from None
         self._folders.append((staging, path))
+        return staging
 
     def __exit__(self, kind: Any, exc: Any, tb: Any) -> None:
         if kind is not None:

@@ -12,12 +12,14 @@ Like for like: every runner is measured at 1 thread and at all cores, and ratios
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import os
 import statistics
 import time
 from dataclasses import asdict, dataclass, field
+from collections.abc import Iterator
 from typing import Any, Callable
 
 import numpy as np
@@ -62,18 +64,25 @@ def forward_flops(cfg: ModelConfig, seq_len: int, batch: int) -> int:
 def gemm_peak(threads: int, sizes: tuple[int, ...] = PEAK_SIZES, rounds: int = 3) -> float:
     """Float32 GFLOP/s of square ``torch.mm`` at ``threads`` threads: the best over ``sizes`` and ``rounds``
     (a single 1024² product underestimates the peak: recurrent kernels were measured above it)."""
-    saved = torch.get_num_threads()
-    torch.set_num_threads(threads)
     best = 0.0
-    try:
+    with torch_threads(threads):
         for size in sizes:
             a, b = torch.randn(size, size), torch.randn(size, size)
             torch.mm(a, b)
             seconds = min(_seconds(lambda: torch.mm(a, b)) for _ in range(rounds))
             best = max(best, 2 * size**3 / seconds / 1e9)
+    return best
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int) -> Iterator[None]:
+    """PyTorch's intra-op threads set to ``threads`` for the ``with`` block."""
+    saved = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
     finally:
         torch.set_num_threads(saved)
-    return best
 
 
 def over_peak(flops: int, timing: Timing, peak_gflops: float) -> float:
@@ -210,12 +219,8 @@ def _eager(module: torch.nn.Module, threads: int) -> Callable:
     runner = TorchRunner(module)
 
     def infer(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        saved = torch.get_num_threads()
-        torch.set_num_threads(threads)
-        try:
+        with torch_threads(threads):
             return runner.infer(feeds)
-        finally:
-            torch.set_num_threads(saved)
     return infer
 
 

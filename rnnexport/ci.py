@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import tempfile
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
@@ -13,7 +12,7 @@ from typing import Any
 import numpy as np
 from onnx import numpy_helper
 
-from .artifacts import MANIFEST_FILE, MODEL_FILE, VARIANT_FILES, WEIGHTS_FILE, StagedWrites, staging_prefix, write_json_atomic
+from .artifacts import MANIFEST_FILE, MODEL_FILE, VARIANT_FILES, WEIGHTS_FILE, StagedWrites, write_json_atomic
 from .cases import Case
 from .config import ModelConfig
 from .errors import ArtifactError
@@ -133,11 +132,7 @@ def stage_test_data(staged: StagedWrites, target: Target, cases: list[Case], out
     """Write the test data of ``export_test_data`` into a hidden folder that ``staged`` moves into place."""
     folder = out / target.cfg.name
     check_test_data_target(folder)
-    try:
-        staging = Path(tempfile.mkdtemp(prefix=staging_prefix(target.cfg.name), dir=_mkdir(out)))
-    except OSError as exc:
-        raise ArtifactError(f"{out}: cannot write: {exc.strerror or exc}") from None
-    staged.add_folder(staging, folder)
+    staging = staged.add_folder(folder)
     try:
         (staging / MODEL_FILE).write_bytes(target.model.SerializeToString())
         oracle = Float64Oracle(target.module)
@@ -167,14 +162,6 @@ def check_test_data_target(folder: Path) -> None:
     if not ours:
         raise ArtifactError(f"{folder}: exists and is not ONNX test data written by rnnexport; refusing to replace "
                             "it (move it away, or choose another --export-test-data folder)")
-
-
-def _mkdir(path: Path) -> Path:
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ArtifactError(f"{path}: cannot create folder: {exc.strerror or exc}") from None
-    return path
 
 
 def _write_tensor(path: Path, array: np.ndarray, name: str) -> None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import io
 import json
-import tempfile
 import time
 from contextlib import ExitStack
 from pathlib import Path
@@ -45,17 +44,11 @@ def check_golden_target(folder: Path) -> None:
 def stage_golden(staged: Any, target: Any, report: Any, out: Path) -> None:
     """Write ``out/<name>/`` for one verified target into a hidden folder that ``staged`` moves into place."""
     from ._version import versions
-    from .artifacts import staging_prefix
     from .runners.torch_runner import Float64Oracle
 
     folder = out / target.cfg.name
     check_golden_target(folder)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=staging_prefix(target.cfg.name), dir=out))
-    except OSError as exc:
-        raise ArtifactError(f"{out}: cannot write: {exc.strerror or exc}") from None
-    staged.add_folder(staging, folder)
+    staging = staged.add_folder(folder)
     oracle = Float64Oracle(target.module)
     expected = {f"{case.name}/{k}": v for case in report.inputs for k, v in oracle.infer(case.feeds).items()}
     buffer = io.BytesIO()
