@@ -276,7 +276,7 @@ def _reopen(result: Any, data: bytes) -> Callable[[bytes], Any]:
         from .runners.openvino_runner import OpenVinoRunner
 
         return lambda model: OpenVinoRunner(model, settings.get("device", "CPU"),
-                                            force_f32=bool(settings.get("precision_forced", True)), all_outputs=True)
+                                            force_f32=bool(settings.get("precision_forced", True)))
     from .runners.ort_runner import OrtRunner
 
     return lambda model: OrtRunner(model, settings.get("provider", "CPUExecutionProvider"),

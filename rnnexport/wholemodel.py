@@ -20,6 +20,7 @@ import hashlib
 import logging
 import time
 import warnings
+from contextlib import ExitStack
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -33,11 +34,12 @@ from torch import nn
 from .config import Tolerance
 from .contract import C0, C_N, H0, H_N, INPUT, LENGTHS, OUTPUT
 from .drift import OutputDrift
-from .errors import ExportError, RunnerFailed, RunnerUnavailable
+from .errors import ExportError, RunnerFailed
 from .onnx_export import export_onnx
-from .runners.ort_runner import OrtRunner
 from .verdict import Tolerances
-from .verification import RunnerResult, VerifyReport
+from .runners import TORCH_CPU
+from .runners.ort_runner import CPU
+from .verification import RunnerResult, VerifyReport, _open_runners
 
 STAND_IN = ("rnnexport", "Recurrent")
 RECURRENT = (nn.GRU, nn.LSTM, nn.RNN)
@@ -305,57 +307,33 @@ def verify_model(model: nn.Module, onnx_model: onnx.ModelProto, example_inputs: 
     batch = next((example_inputs[i].shape[a] for i, s in enumerate(specs) for a, d in enumerate(s.dims)
                   if d == "batch"), 1)
     model32, model64 = copy.deepcopy(model).float().eval(), copy.deepcopy(model).double().eval()
-    runners = _open(data, runtimes)
-    results = {"torch-float32-cpu": RunnerResult("torch-float32-cpu", "torch", "cpu")}
-    results.update({name: RunnerResult(name, kind, "cpu", status=status, reason=reason, precision=precision)
-                    for name, kind, status, reason, precision, _ in runners})
     cases = []
-    for case, (case_seq, case_batch) in standard_shapes(seq, batch).items():
-        rng = np.random.default_rng([seed, int(hashlib.sha256(case.encode()).hexdigest()[:8], 16)])
-        feeds = {s.name: s.make(case_seq, case_batch, rng) for s in specs}
-        cases.append({"name": case, "description": f"seq {case_seq}, batch {case_batch}",
-                      "inputs": {k: list(v.shape) for k, v in feeds.items()}, "chunks": None, "nonfinite_inputs": 0})
-        expected = dict(zip(outputs, _torch_outputs(model64, feeds, outputs, torch.float64)))
-        actual = {"torch-float32-cpu": dict(zip(outputs, _torch_outputs(model32, feeds, outputs, torch.float32)))}
-        for name, _, status, _, _, infer in runners:
-            if status == "ok":
+    with ExitStack() as stack:
+        runners, results = _open_runners(stack, None, data, (CPU,), tuple(r for r in runtimes if r != "torch"), 0, {})
+        results = {TORCH_CPU: RunnerResult(TORCH_CPU, "torch", "cpu"), **results}
+        for case, (case_seq, case_batch) in standard_shapes(seq, batch).items():
+            rng = np.random.default_rng([seed, int(hashlib.sha256(case.encode()).hexdigest()[:8], 16)])
+            feeds = {s.name: s.make(case_seq, case_batch, rng) for s in specs}
+            cases.append({"name": case, "description": f"seq {case_seq}, batch {case_batch}",
+                          "inputs": {k: list(v.shape) for k, v in feeds.items()}, "chunks": None,
+                          "nonfinite_inputs": 0})
+            expected = dict(zip(outputs, _torch_outputs(model64, feeds, outputs, torch.float64)))
+            actual = {TORCH_CPU: dict(zip(outputs, _torch_outputs(model32, feeds, outputs, torch.float32)))}
+            for runner in runners:
                 try:
-                    actual[name] = infer(feeds)
+                    actual[runner.name] = runner.infer(feeds)
                 except RunnerFailed as exc:
-                    results[name].case_errors[case] = exc.reason
-        for name, got in actual.items():
-            results[name].drift[case] = {o: OutputDrift.from_arrays(expected[o], got[o]) if o in got else
-                                         OutputDrift.unmatched("missing from the runner's outputs")
-                                         for o in outputs}
+                    results[runner.name].case_errors[case] = exc.reason
+            for name, got in actual.items():
+                results[name].drift[case] = {o: OutputDrift.from_arrays(expected[o], got[o]) if o in got else
+                                             OutputDrift.unmatched("missing from the runner's outputs")
+                                             for o in outputs}
     return VerifyReport(name=getattr(model, "name", type(model).__name__), model_sha256=hashlib.sha256(data).hexdigest(),
                         config={"model": type(model).__name__, "inputs": [s.name for s in specs]},
                         tolerances=Tolerances(tolerance or Tolerance()), cases=cases, skipped_cases={},
                         runners=list(results.values()), oracle={"name": "torch-float64-oracle", "threads":
                                                                 torch.get_num_threads(), "run_seconds": 0.0},
                         seconds=time.perf_counter() - start)
-
-
-def _open(data: bytes, runtimes: tuple[str, ...]) -> list[tuple[str, str, str, str | None, str, Any]]:
-    """(name, kind, status, reason, precision, infer) of each runtime runner on the whole model."""
-    found = []
-    if "ort" in runtimes:
-        try:
-            runner = OrtRunner(data)
-            found.append(("ort-cpu", "onnxruntime", "ok", None, "float32", runner.infer))
-        except (RunnerUnavailable, RunnerFailed) as exc:
-            found.append(("ort-cpu", "onnxruntime", "failed", exc.reason, "float32", None))
-    if "openvino" in runtimes:
-        from .runners.openvino_runner import OpenVinoRunner
-
-        for force, name in ((True, "openvino-cpu-f32"), (False, "openvino-cpu-default")):
-            try:
-                runner = OpenVinoRunner(data, force_f32=force, all_outputs=True, name=name)
-                found.append((name, "openvino", "ok", None, runner.precision, runner.infer))
-            except RunnerUnavailable as exc:
-                found.append((name, "openvino", "not available", exc.reason, "float32", None))
-            except RunnerFailed as exc:
-                found.append((name, "openvino", "failed", exc.reason, "float32", None))
-    return found
 
 
 @dataclass

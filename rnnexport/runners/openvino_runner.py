@@ -11,10 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from ..contract import C_N, H_N, OUTPUT
 from ..errors import RunnerFailed, RunnerUnavailable
 
-CONTRACT_OUTPUTS = (OUTPUT, H_N, C_N)
 INSTALL = "pip install 'rnnexport[openvino]'"
 # OpenVINO's element type names → the precision names reports use.
 PRECISIONS = {"f32": "float32", "bf16": "bf16", "f16": "f16", "float32": "float32", "bfloat16": "bf16",
@@ -47,18 +45,17 @@ def _missing(name: str) -> Any:
 class OpenVinoRunner:
     """A model compiled by OpenVINO for ``device``. ``force_f32``: inference precision f32; otherwise the
     device's default, read back into ``precision`` and ``settings``. ``threads``: 0 for OpenVINO's default.
-    ``all_outputs``: return every output the compiled model names, not only the contract's."""
+    ``infer`` returns the outputs the ONNX graph declares, under their ONNX names."""
 
     kind = "openvino"
 
     def __init__(self, data: bytes, device: str = "CPU", force_f32: bool = True, threads: int = 0,
-                 name: str | None = None, all_outputs: bool = False):
+                 name: str | None = None):
         try:
             import openvino
         except ImportError:
             _missing(name or openvino_name(device, "f32" if force_f32 else "default"))
         self.name = name or openvino_name(device, "f32" if force_f32 else "default")
-        self.all_outputs = all_outputs  # every named output, not only the contract's (per-layer diagnosis)
         self.device = "cpu" if device == "CPU" else "gpu"
         config: dict[str, Any] = {"NUM_STREAMS": "1", "PERFORMANCE_HINT": "LATENCY"}
         if force_f32:
@@ -75,7 +72,10 @@ class OpenVinoRunner:
         self.request = self.compiled.create_infer_request()
         # A port can carry several tensor names (OpenVINO merges names across Cast/Identity): keep them all.
         self.input_names = [set(i.get_names()) for i in self.compiled.inputs]
-        self.output_names = [set(o.get_names()) for o in self.compiled.outputs]
+        import onnx
+
+        declared = {o.name for o in onnx.load_model_from_string(data).graph.output}
+        self.output_names = [set(o.get_names()) & declared for o in self.compiled.outputs]
         self.settings = {"device": device, "inference_precision": self.precision,
                          "precision_forced": force_f32, "threads": int(self.compiled.get_property(
                              "INFERENCE_NUM_THREADS")) if device == "CPU" else None,
@@ -93,8 +93,7 @@ class OpenVinoRunner:
             values = self.request.infer(inputs)
         except Exception as exc:
             raise RunnerFailed(self.name, f"OpenVINO failed to run the model: {_message(exc)}") from None
-        return {name: np.array(values[i]) for i, names in enumerate(self.output_names) for name in names
-                if self.all_outputs or name in CONTRACT_OUTPUTS}
+        return {name: np.array(values[i]) for i, names in enumerate(self.output_names) for name in names}
 
 
 def _message(exc: Exception) -> str:
