@@ -14,17 +14,18 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from ._version import __version__
+from rnnexport._version import __version__
 
 _WHERE = {
-    "build_model": "builders", "ModelConfig": "config", "Tolerance": "config", "load_config": "config",
+    "build_model": "export.builders", "ModelConfig": "config", "Tolerance": "config", "load_config": "config",
     "load_configs": "config", "ArtifactError": "errors", "ConfigError": "errors", "ExportError": "errors",
     "ProviderUnavailable": "errors", "RnnExportError": "errors", "RunnerFailed": "errors",
-    "RunnerUnavailable": "errors", "export_onnx": "onnx_export", "build_artifact": "pipeline",
-    "Policy": "verdict", "Tolerances": "verdict", "Verdict": "verdict", "VerifyReport": "verification",
-    "verify": "verification", "Outputs": "jobs", "VerifyOptions": "jobs", "verify_targets": "jobs",
-    "load_targets": "targets", "export_model": "wholemodel", "verify_model": "wholemodel",
-    "WholeModel": "wholemodel", "InputSpec": "wholemodel",
+    "RunnerUnavailable": "errors", "export_onnx": "export.native", "build_artifact": "artifacts.build",
+    "Policy": "verification.verdict", "Tolerances": "verification.verdict", "Verdict": "verification.verdict",
+    "VerifyReport": "verification.engine", "verify": "verification.engine", "Outputs": "jobs",
+    "VerifyOptions": "jobs", "verify_targets": "jobs", "load_targets": "artifacts.targets",
+    "export_model": "export.whole_model", "verify_model": "export.whole_model", "WholeModel": "export.whole_model",
+    "InputSpec": "export.whole_model",
 }
 __all__ = ["__version__", *sorted(_WHERE)]
 

@@ -1,3 +1,3 @@
-from .cli import main
+from rnnexport.cli import main
 
 main(prog_name="rnnexport")

@@ -18,8 +18,8 @@ import functools
 import os
 import statistics
 import time
-from dataclasses import asdict, dataclass, field
 from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
 import numpy as np
@@ -27,15 +27,15 @@ import onnx
 import onnxruntime as ort
 import torch
 
-from .builders import build_model
-from .cases import make_feeds
-from .config import GATES, ModelConfig
-from .errors import ExportError, RunnerFailed, RunnerUnavailable
-from .exporters import EXPORTERS
-from .pipeline import export_config, variant_files
-from .runners.ort_runner import OrtRunner
-from .runners.torch_runner import Float64Oracle, TorchRunner
-from .verification import verify
+from rnnexport.artifacts.build import export_config, variant_files
+from rnnexport.config import GATES, ModelConfig
+from rnnexport.errors import ExportError, RunnerFailed, RunnerUnavailable
+from rnnexport.export.builders import build_model
+from rnnexport.export.torch_exporters import EXPORTERS
+from rnnexport.verification.cases import make_feeds
+from rnnexport.verification.engine import verify
+from rnnexport.verification.runners.ort_runner import OrtRunner
+from rnnexport.verification.runners.torch_runner import Float64Oracle, TorchRunner
 
 CORES = os.cpu_count() or 1
 THREADS = tuple(dict.fromkeys((1, CORES)))
@@ -229,7 +229,7 @@ def _graphs(cfg: ModelConfig, module: torch.nn.Module, native: bytes) -> dict[st
     other ragged form (``sequence_lens`` against ``masked``), to measure what portability costs."""
     model = onnx.load_model_from_string(native)
     graphs = {REFERENCE: (native, "float32")}
-    from .variants import PRECISION
+    from rnnexport.export.variants import PRECISION
 
     made, _ = variant_files(cfg, module, model, ("fp16-weights", "int8-dynamic"))
     graphs.update({f"{REFERENCE}-{kind}": (data, PRECISION[kind]) for kind, data in made.items()})
@@ -259,7 +259,7 @@ def _entries(cfg: ModelConfig, module: torch.nn.Module, exported: dict[str, Any]
                                      OrtRunner(exported[exporter], threads=threads).infer))
         for force_f32, label in ((True, "openvino-cpu-f32"), (False, "openvino-cpu-default")):
             try:
-                from .runners.openvino_runner import OpenVinoRunner
+                from rnnexport.verification.runners.openvino_runner import OpenVinoRunner
 
                 runner = OpenVinoRunner(exported["native"], force_f32=force_f32, threads=threads)
                 entries.append(Entry(label, threads, runner.precision, runner.infer))

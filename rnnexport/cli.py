@@ -14,12 +14,9 @@ from typing import Any
 
 import click
 
-from ._version import __version__
+from rnnexport._version import __version__
+from rnnexport.contract import CASE_NAMES, EXPORTERS, FAMILIES
 
-CASE_NAMES = ("example", "seq1", "batch1", "long", "other_batch", "saturating", "tiny", "zero_state", "ragged",
-              "streaming")  # cases.CASE_NAMES, here without importing numpy for --help (a test keeps them equal)
-EXPORTERS = ("native", "torch-dynamo", "torch-script")  # exporters.EXPORTERS, likewise
-FAMILIES = ("torch", "ort", "openvino")  # runners.FAMILIES, likewise
 EXIT_CODES = "Exit codes: 0 success · 1 drift over tolerance · 2 bad input, nothing written · 3 a runtime failed."
 
 
@@ -50,7 +47,7 @@ class _Group(click.Group):
         sys.exit(code or 0)
 
     def invoke(self, ctx: click.Context) -> Any:
-        from .errors import RnnExportError
+        from rnnexport.errors import RnnExportError
 
         try:
             return super().invoke(ctx)
@@ -160,9 +157,9 @@ def build(paths: tuple[Path, ...], out: Path, check: bool, shard: str | None, ex
       rnnexport build configs/ --check
       rnnexport build configs/ --variants fp16-weights,int8-dynamic
     """
-    from .ci import in_shard, parse_shard
-    from .config import load_configs, parse_variants
-    from .pipeline import BuildOptions, build_configs, check_configs
+    from rnnexport.artifacts.build import BuildOptions, build_configs, check_configs
+    from rnnexport.artifacts.index import in_shard, parse_shard
+    from rnnexport.config import load_configs, parse_variants
 
     part = parse_shard(shard) if shard else None
     chosen = parse_variants(list(_split(variants)), "--variants")
@@ -184,7 +181,7 @@ def build(paths: tuple[Path, ...], out: Path, check: bool, shard: str | None, ex
             for note in built.notes:
                 progress.say(f"  note: {note}")
         if verbose and not quiet:
-            from .inspection import inspect_path, render_inspect
+            from rnnexport.graph.inspection import inspect_path, render_inspect
 
             progress.say(render_inspect(inspect_path(built.folder)))
 
@@ -249,10 +246,10 @@ def verify(paths, config_path, weights, prefix, runtimes, providers, require, ca
     if golden is not None:
         sys.exit(_verify_golden(list(paths), golden, _split(runtimes) or ("ort", "openvino"), _split(providers),
                                 threads, atol, rtol, json_path, quiet))
-    from .ci import in_shard, parse_shard
-    from .jobs import Outputs, VerifyOptions, check_names, exit_code, parse_shape, verify_targets
-    from .report import render_text, verdict_line
-    from .targets import load_targets
+    from rnnexport.artifacts.index import in_shard, parse_shard
+    from rnnexport.artifacts.targets import load_targets
+    from rnnexport.jobs import Outputs, VerifyOptions, check_names, exit_code, parse_shape, verify_targets
+    from rnnexport.report.text import render_text, verdict_line
 
     options = VerifyOptions(providers=_split(providers), runtimes=_split(runtimes) or FAMILIES,
                             case_names=_split(case_names), atol=atol, rtol=rtol, seed=seed, long_seq=long_seq,
@@ -275,8 +272,8 @@ def verify(paths, config_path, weights, prefix, runtimes, providers, require, ca
 def _verify_golden(paths: list[Path], golden: Path, runtimes: tuple[str, ...], providers: tuple[str, ...],
                    threads: int, atol: float | None, rtol: float | None, json_path: Path | None, quiet: bool) -> int:
     """``verify --golden``: every model against saved oracle outputs, without importing torch."""
-    from .golden import compare_golden
-    from .report import render_text, verdict_line
+    from rnnexport.report.text import render_text, verdict_line
+    from rnnexport.verification.golden import compare_golden
 
     worst = 0
     for report, verdict, note in compare_golden(paths, golden, runtimes, providers, threads, atol, rtol, json_path):
@@ -308,7 +305,7 @@ def formulations(paths: tuple[Path, ...], weights: Path | None, prefix: str | No
       rnnexport formulations configs/gru_2layer.toml
       rnnexport formulations configs/mine.toml --weights ckpt.pt --prefix decoder.cells
     """
-    from .jobs import compare_configs
+    from rnnexport.jobs import compare_configs
 
     codes = []
     for text, passed in compare_configs(list(paths), weights, prefix, repeats, markdown):
@@ -328,7 +325,7 @@ def inspect(path: Path, as_json: bool) -> None:
     Example:
       rnnexport inspect artifacts/gru_2layer --json
     """
-    from .inspection import inspect_path, render_inspect
+    from rnnexport.graph.inspection import inspect_path, render_inspect
 
     info = inspect_path(path)
     click.echo(json.dumps(info, indent=2) if as_json else render_inspect(info))
@@ -349,7 +346,7 @@ def init(checkpoint: Path, prefix: str | None, name: str | None, out_path: Path 
     Example:
       rnnexport init --from-checkpoint ckpt.pt --prefix encoder.rnn --out configs/mine.toml
     """
-    from .checkpoints import write_init_config
+    from rnnexport.export.checkpoints import write_init_config
 
     text, summary = write_init_config(checkpoint, prefix, name, out_path)
     click.echo(text if out_path is None else f"wrote {out_path}: {summary}", nl=out_path is not None)
@@ -376,8 +373,8 @@ def lint(path: Path, config_path: Path | None, run: bool | None) -> None:
       rnnexport lint artifacts/gru_2layer --config configs/gru_2layer.toml
       rnnexport lint downloaded.onnx --no-run
     """
-    from .config import load_config
-    from .lint import has_errors, lint_path
+    from rnnexport.config import load_config
+    from rnnexport.graph.lint import has_errors, lint_path
 
     cfg = load_config(config_path) if config_path else None
     failed = False
@@ -411,8 +408,8 @@ def export_model_command(factory: str, out: Path, runtimes: tuple[str, ...], onn
       rnnexport export-model mymodels:tagger --out exported/tagger
       rnnexport export-model mymodels:tagger --onnx theirs.onnx --out checked/theirs
     """
-    from .jobs import export_whole_model
-    from .report import render_text
+    from rnnexport.jobs import export_whole_model
+    from rnnexport.report.text import render_text
 
     report, verdict = export_whole_model(factory, out, _split(runtimes) or ("ort", "openvino"), onnx_file)
     click.echo(render_text(report, verdict))
@@ -437,7 +434,7 @@ def bench(paths: tuple[Path, ...], rounds: int, exporters: tuple[str, ...], json
     Example:
       rnnexport bench configs/gru_2layer.toml --rounds 9 --json bench.json
     """
-    from .jobs import bench_targets
+    from rnnexport.jobs import bench_targets
 
     for line in bench_targets(list(paths), rounds, _split(exporters) or EXPORTERS, json_path):
         click.echo(line)

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .contract import VARIANTS
-from .errors import ConfigError
+from rnnexport.contract import RESERVED_NAMES, VARIANTS
+from rnnexport.errors import ConfigError
 
 CELLS = ("gru", "lstm", "rnn_tanh", "rnn_relu")
 GATES = {"gru": 3, "lstm": 4, "rnn_tanh": 1, "rnn_relu": 1}
@@ -27,10 +27,6 @@ MAX_SEQ_LEN = 1_000_000
 # Protobuf caps one ONNX file at 2 GiB; we write no external data, so stay well below.
 MAX_WEIGHT_BYTES = 1 << 30
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-# Files rnnexport writes beside artifact folders or inside them (artifacts.RESERVED_NAMES, kept here
-# without the import): a model of that name would collide with them.
-RESERVED_NAMES = ("index.json", "model.onnx", "weights.pt", "manifest.json", "report.json", "report.md", "inputs.npz",
-                  *(f"model.{v}.onnx" for v in VARIANTS))
 MAX_CONFIG_BYTES = 1 << 20
 
 

@@ -1,4 +1,5 @@
-"""The ONNX graph contract every rnnexport model keeps (README, "The ONNX graph"): names only, no imports.
+"""Names shared across rnnexport, defined here only and importing nothing: the ONNX graph contract every
+rnnexport model keeps (docs/graph.md), the files rnnexport writes, and the names the CLI offers.
 
 Inputs, in this order when present: ``input``, ``h0``, ``c0`` (LSTM), ``sequence_lens`` (int32, [batch]).
 Outputs, in this order: ``output``, ``h_n``, ``c_n`` (LSTM). Dynamic dims are named ``seq`` and ``batch``.
@@ -34,3 +35,19 @@ def input_names(is_lstm: bool, initial_state: bool, variable_lengths: bool) -> l
     if variable_lengths:
         names.append(LENGTHS)
     return names
+
+
+# Files rnnexport writes (an artifact folder: model, weights, manifest, variants and verify's reports; beside the
+# folders: index.json). No model may be named like one of them.
+MODEL_FILE, WEIGHTS_FILE, MANIFEST_FILE = "model.onnx", "weights.pt", "manifest.json"
+REPORT_FILE, MARKDOWN_FILE, INPUTS_FILE = "report.json", "report.md", "inputs.npz"
+REPORT_FILES = (REPORT_FILE, MARKDOWN_FILE, INPUTS_FILE)  # what verify writes into an artifact folder
+INDEX_FILE = "index.json"
+VARIANT_FILES = {kind: f"model.{kind}.onnx" for kind in VARIANTS}  # variant → its file beside model.onnx
+RESERVED_NAMES = (INDEX_FILE, MODEL_FILE, WEIGHTS_FILE, MANIFEST_FILE, *REPORT_FILES, *VARIANT_FILES.values())
+
+# What the CLI offers by name (here, so that `rnnexport --help` imports neither numpy nor torch).
+CASE_NAMES = ("example", "seq1", "batch1", "long", "other_batch", "saturating", "tiny", "zero_state", "ragged",
+              "streaming")
+EXPORTERS = ("native", "torch-dynamo", "torch-script")
+FAMILIES = ("torch", "ort", "openvino")  # runner families `verify --runtimes` picks from

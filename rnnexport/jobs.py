@@ -11,14 +11,22 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .artifacts import MANIFEST_FILE, MODEL_FILE, REPORT_FILES, StagedWrites, remove_stale_temporaries, write_json_atomic
-from .cases import LONG_SEQ, cases_to_npz, load_cases
-from .errors import ArtifactError, RnnExportError
-from .report import INPUTS_FILE, MARKDOWN_FILE, REPORT_FILE, render_markdown
-from .runners import FAMILIES
-from .targets import Target
-from .verdict import Policy, Verdict
-from .verification import VerifyReport, tolerances_for, verify
+from rnnexport.artifacts.folders import (
+    MANIFEST_FILE,
+    MODEL_FILE,
+    REPORT_FILES,
+    StagedWrites,
+    remove_stale_temporaries,
+    write_json_atomic,
+)
+from rnnexport.artifacts.targets import Target
+from rnnexport.contract import INPUTS_FILE, MARKDOWN_FILE, REPORT_FILE
+from rnnexport.errors import ArtifactError, RnnExportError
+from rnnexport.report.text import render_markdown
+from rnnexport.verification.cases import LONG_SEQ, cases_to_npz, load_cases
+from rnnexport.verification.engine import VerifyReport, tolerances_for, verify
+from rnnexport.verification.runners import FAMILIES
+from rnnexport.verification.verdict import Policy, Verdict
 
 Judged = tuple[VerifyReport, Verdict]
 
@@ -94,7 +102,7 @@ def verify_targets(targets: list[Target], options: VerifyOptions, outputs: Outpu
     Nothing is written until every target has been verified: artifact folders get report.json, report.md
     and inputs.npz (and their index.json is rebuilt), then the JSON, HTML and JUnit files and the test
     data. ``on_result`` is called after each target; ``each`` wraps the loop over them (a progress bar)."""
-    from .ci import check_test_data_target
+    from rnnexport.report.test_data import check_test_data_target
 
     options.check()
     outputs.check()
@@ -102,7 +110,7 @@ def verify_targets(targets: list[Target], options: VerifyOptions, outputs: Outpu
         if outputs.test_data is not None:
             check_test_data_target(outputs.test_data / target.cfg.name)
         if outputs.golden is not None:
-            from .golden import check_golden_target
+            from rnnexport.verification.golden import check_golden_target
 
             check_golden_target(outputs.golden / target.cfg.name)
         _check_some_case_applies(target, options)
@@ -119,7 +127,7 @@ def verify_targets(targets: list[Target], options: VerifyOptions, outputs: Outpu
 
 
 def _check_some_case_applies(target: Target, options: VerifyOptions) -> None:
-    from .cases import skipped_cases
+    from rnnexport.verification.cases import skipped_cases
 
     if options.inputs or not options.case_names:
         return
@@ -143,7 +151,9 @@ def _verify_one(target: Target, options: VerifyOptions) -> VerifyReport:
 def write_outputs(targets: list[Target], judged: list[Judged], outputs: Outputs) -> None:
     """Every output of one run, all or none: each is staged first and they are moved into place together,
     so a full disk leaves every file as it was. index.json, derived from the folders, is rewritten after."""
-    from .ci import junit_xml, stage_test_data, write_index
+    from rnnexport.artifacts.index import write_index
+    from rnnexport.report.junit import junit_xml
+    from rnnexport.report.test_data import stage_test_data
 
     with StagedWrites() as staged:
         for target, (report, verdict) in zip(targets, judged):
@@ -152,7 +162,7 @@ def write_outputs(targets: list[Target], judged: list[Judged], outputs: Outputs)
         if outputs.json:
             staged.add_json(outputs.json, {"schema_version": 1, "reports": [r.to_dict(v) for r, v in judged]})
         if outputs.html:
-            from .report_html import render_html
+            from rnnexport.report.html import render_html
 
             staged.add_text(outputs.html, render_html(judged))
         if outputs.junit:
@@ -161,7 +171,7 @@ def write_outputs(targets: list[Target], judged: list[Judged], outputs: Outputs)
             for target, (report, _) in zip(targets, judged):
                 stage_test_data(staged, target, report.inputs, outputs.test_data)
         if outputs.golden:
-            from .golden import stage_golden
+            from rnnexport.verification.golden import stage_golden
 
             for target, (report, _) in zip(targets, judged):
                 stage_golden(staged, target, report, outputs.golden)
@@ -221,8 +231,8 @@ def check_names(options: VerifyOptions) -> None:
     before any work (exit 2 for a name, 3 for a missing runner)."""
     import onnxruntime
 
-    from .cases import CASE_NAMES
-    from .runners.ort_runner import provider_status
+    from rnnexport.verification.cases import CASE_NAMES
+    from rnnexport.verification.runners.ort_runner import provider_status
 
     known = onnxruntime.get_all_providers()
     for family in options.runtimes:
@@ -238,7 +248,7 @@ def check_names(options: VerifyOptions) -> None:
         provider = name[:1].isupper()
         reason = provider_status(name) if provider else _runner_status(name)
         if reason:
-            from .errors import ProviderUnavailable
+            from rnnexport.errors import ProviderUnavailable
 
             what = "provider" if provider else "runner"
             raise ProviderUnavailable(f"required {what} {name} is not available: {reason}", runner=name, reason=reason)
@@ -248,7 +258,7 @@ def _runner_status(name: str) -> str | None:
     """Why a runner named in --require cannot run here (None when it can, or when only running tells)."""
     import torch
 
-    from .runners import TORCH_CUDA
+    from rnnexport.verification.runners import TORCH_CUDA
 
     if name == TORCH_CUDA and not torch.cuda.is_available():
         return f"torch {torch.__version__} sees no CUDA device"
@@ -256,7 +266,7 @@ def _runner_status(name: str) -> str | None:
         try:
             import openvino  # noqa: F401
         except ImportError:
-            from .runners.openvino_runner import INSTALL
+            from rnnexport.verification.runners.openvino_runner import INSTALL
 
             return f"OpenVINO is not installed ({INSTALL})"
     return None
@@ -266,10 +276,10 @@ def compare_configs(paths: list[Path], weights: Path | None, prefix: str | None,
                     markdown: bool) -> Iterable[tuple[str, bool]]:
     """``formulations``: per config, the rendered table and whether every formulation agrees. With
     ``weights`` (one config), the formulations hold those weights."""
-    from .config import load_configs
-    from .formulations import compare_formulations
-    from .formulations.render import render_formulations
-    from .pipeline import WeightsSource
+    from rnnexport.artifacts.build import WeightsSource
+    from rnnexport.config import load_configs
+    from rnnexport.formulations import compare_formulations
+    from rnnexport.formulations.render import render_formulations
 
     configs = load_configs(paths)
     if weights and len(configs) != 1:
@@ -286,9 +296,9 @@ def bench_targets(paths: list[Path], rounds: int, exporters: tuple[str, ...], js
     recommended runtime settings, and ``json_path`` every number."""
     import json
 
-    from .bench import CORES, PEAK_SIZES, THREADS, bench_config, gemm_peak, peak_problems, render_bench
-    from .exporters import EXPORTERS
-    from .targets import load_targets
+    from rnnexport.artifacts.targets import load_targets
+    from rnnexport.bench import CORES, PEAK_SIZES, THREADS, bench_config, gemm_peak, peak_problems, render_bench
+    from rnnexport.export.torch_exporters import EXPORTERS
 
     unknown = [e for e in exporters if e not in EXPORTERS]
     if unknown:
@@ -326,8 +336,8 @@ def export_whole_model(factory: str, out: Path, runtimes: tuple[str, ...], onnx_
                        ) -> tuple[VerifyReport, Verdict]:
     """``export-model``: the factory's model exported (or ``onnx_file`` read) and verified; ``out`` receives
     model.onnx and the reports together (it must be new, or hold only those files)."""
-    from .models import read_model
-    from .wholemodel import export_model, load_factory, verify_model
+    from rnnexport.export.whole_model import export_model, load_factory, verify_model
+    from rnnexport.graph.reader import read_model
 
     if out.exists() and (not out.is_dir() or any(p.name not in WHOLE_MODEL_FILES for p in out.iterdir())):
         raise ArtifactError(f"{out}: exists and holds other files than {', '.join(WHOLE_MODEL_FILES)}; refusing to "

@@ -23,14 +23,14 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from rnnexport.builders import build_model  # noqa: E402
+from rnnexport.artifacts.build import export_config  # noqa: E402
 from rnnexport.config import load_configs  # noqa: E402
 from rnnexport.errors import ExportError  # noqa: E402
-from rnnexport.exporters import EXPORTERS, exporter_versions  # noqa: E402
-from rnnexport.lint import lint_model  # noqa: E402
-from rnnexport.onnx_export import op_counts  # noqa: E402
-from rnnexport.pipeline import export_config  # noqa: E402
-from rnnexport.verification import verify  # noqa: E402
+from rnnexport.export.builders import build_model  # noqa: E402
+from rnnexport.export.native import op_counts  # noqa: E402
+from rnnexport.export.torch_exporters import EXPORTERS, exporter_versions  # noqa: E402
+from rnnexport.graph.lint import lint_model  # noqa: E402
+from rnnexport.verification.engine import verify  # noqa: E402
 
 OTHER_SHAPES = ("seq1", "batch1", "long", "other_batch", "ragged")
 SHORT = {"Transpose": "T", "Reshape": "Rs", "Concat": "C", "Gather": "G", "Constant": "K", "Slice": "Sl",

@@ -10,13 +10,13 @@ import torch
 from click.testing import CliRunner
 from conftest import SHIPPED
 
-import rnnexport.artifacts as artifacts
-from rnnexport.artifacts import load_artifact
-from rnnexport.builders import build_model
+import rnnexport.artifacts.folders as artifacts
+from rnnexport.artifacts.build import build_artifact
+from rnnexport.artifacts.folders import load_artifact
 from rnnexport.cli import main
 from rnnexport.config import load_config
 from rnnexport.errors import ArtifactError
-from rnnexport.pipeline import build_artifact
+from rnnexport.export.builders import build_model
 
 GRU = next(p for p in SHIPPED if p.stem == "gru_2layer")
 

@@ -19,9 +19,9 @@ from click.testing import CliRunner
 from conftest import SHIPPED, tree_snapshot
 from onnx import TensorProto, helper
 
+from rnnexport.artifacts.build import build_artifact, export_config
 from rnnexport.cli import main
 from rnnexport.config import load_config, newest_opset
-from rnnexport.pipeline import build_artifact, export_config
 
 # computed from the inputs, so an export change never breaks a tamper test
 MODEL_SHA = hashlib.sha256(export_config(load_config(SHIPPED[0]))[1].SerializeToString()).hexdigest()
@@ -126,7 +126,7 @@ def _verify_weights(state: Callable[[], dict] | None = None, raw: bytes | None =
 
 def _gru_state(**changes) -> Callable[[], dict]:
     def make() -> dict:
-        from rnnexport.builders import build_model
+        from rnnexport.export.builders import build_model
 
         state = dict(build_model(load_config(GRU)).state_dict())
         for key, value in changes.items():

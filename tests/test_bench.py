@@ -9,8 +9,8 @@ import pytest
 from click.testing import CliRunner
 from conftest import SHIPPED
 
-from rnnexport.artifacts import load_artifact
-from rnnexport.bench import (THREADS, ConfigBench, Timing, forward_flops, gemm_peak, peak_problems, time_interleaved)
+from rnnexport.artifacts.folders import load_artifact
+from rnnexport.bench import THREADS, ConfigBench, Timing, forward_flops, gemm_peak, peak_problems, time_interleaved
 from rnnexport.cli import main
 from rnnexport.config import load_config
 
@@ -102,8 +102,8 @@ def test_peak_is_the_best_of_sizes_and_a_runner_above_it_is_flagged():
 
 
 def test_bench_sessions_do_not_spin_between_calls():
-    from rnnexport.runners.ort_runner import OrtRunner
-    from rnnexport.pipeline import export_config
+    from rnnexport.artifacts.build import export_config
+    from rnnexport.verification.runners.ort_runner import OrtRunner
 
     model = export_config(load_config(TANH))[1]
     assert OrtRunner(model.SerializeToString(), threads=2).settings["allow_spinning"] is False

@@ -14,7 +14,7 @@ import torch
 from click.testing import CliRunner
 
 from rnnexport.cli import main
-from rnnexport.runners.ort_runner import OrtRunner
+from rnnexport.verification.runners.ort_runner import OrtRunner
 
 CELLS = {"gru": torch.nn.GRUCell, "lstm": torch.nn.LSTMCell, "rnn_tanh": torch.nn.RNNCell, "rnn_relu": torch.nn.RNNCell}
 

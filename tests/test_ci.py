@@ -15,10 +15,10 @@ from click.testing import CliRunner
 from conftest import ROOT, SHIPPED
 from onnx import numpy_helper
 
-from rnnexport.cases import make_cases
-from rnnexport.ci import in_shard
+from rnnexport.artifacts.index import in_shard
 from rnnexport.cli import main
 from rnnexport.config import load_config
+from rnnexport.verification.cases import make_cases
 
 SMALL = [p for p in SHIPPED if p.stem != "lstm_large"]
 CONFIG_PATHS = {p.stem: p for p in SHIPPED}

@@ -15,10 +15,10 @@ from click.testing import CliRunner
 from conftest import SHIPPED
 from onnx import helper
 
+from rnnexport.artifacts.build import build_artifact, export_config
 from rnnexport.cli import main
 from rnnexport.config import load_config
-from rnnexport.pipeline import build_artifact, export_config
-from rnnexport.verification import verify
+from rnnexport.verification.engine import verify
 
 CONFIG = {p.stem: p for p in SHIPPED}
 CPU = ("CPUExecutionProvider",)
@@ -67,8 +67,8 @@ def test_a_gate_swapped_layer_2_of_a_3_layer_bidirectional_lstm_is_found_and_nam
     data = report.to_dict()
     runner = next(r for r in data["runners"] if r["name"] == "ort-cpu")
     assert runner["diagnosis"] == found.diagnosis and len(runner["localisation"]["layers"]) == 5
-    from rnnexport.report import render_markdown
-    from rnnexport.report_html import render_html
+    from rnnexport.report.html import render_html
+    from rnnexport.report.text import render_markdown
 
     page = render_html([(report, report.judge())])
     assert "<h2>Where and why</h2>" in page and "W gate blocks i and f swapped" in page
@@ -77,7 +77,7 @@ def test_a_gate_swapped_layer_2_of_a_3_layer_bidirectional_lstm_is_found_and_nam
 
 
 def _node(model, index=0):
-    from rnnexport.onnx_export import recurrent_nodes
+    from rnnexport.export.native import recurrent_nodes
 
     return recurrent_nodes(model)[index]
 

@@ -10,14 +10,14 @@ import pytest
 import torch
 from conftest import SHIPPED, max_abs_diff
 
-from rnnexport.builders import build_model, fill_deterministic
-from rnnexport.cases import make_feeds
+from rnnexport.artifacts.build import export_config
 from rnnexport.config import Inputs, load_config, newest_opset, parse_config
 from rnnexport.errors import ExportError
-from rnnexport.onnx_export import export_onnx, op_counts, recurrent_nodes
-from rnnexport.pipeline import export_config
-from rnnexport.runners.ort_runner import OrtRunner
-from rnnexport.runners.torch_runner import TorchRunner
+from rnnexport.export.builders import build_model, fill_deterministic
+from rnnexport.export.native import export_onnx, op_counts, recurrent_nodes
+from rnnexport.verification.cases import make_feeds
+from rnnexport.verification.runners.ort_runner import OrtRunner
+from rnnexport.verification.runners.torch_runner import TorchRunner
 
 # (seq_len, batch) pairs away from every shipped example shape.
 SHAPES = {"seq1": (1, 3), "seq300": (300, 2), "other_batch": (7, 6), "batch1": (9, 1)}

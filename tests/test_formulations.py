@@ -10,13 +10,13 @@ import torch
 from click.testing import CliRunner
 from conftest import SHIPPED
 
-from rnnexport.builders import build_model
-from rnnexport.cases import make_feeds
 from rnnexport.cli import main
 from rnnexport.config import Tolerance, load_config, parse_config
+from rnnexport.export.builders import build_model
+from rnnexport.export.native import export_onnx
 from rnnexport.formulations import FORMULATIONS, compare_formulations, dropout_masks, make_formulation
 from rnnexport.formulations.compare import _call, _max_diff
-from rnnexport.onnx_export import export_onnx
+from rnnexport.verification.cases import make_feeds
 
 GRID = [
     (cell, layers, bidirectional, initial_state)

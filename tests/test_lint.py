@@ -14,8 +14,8 @@ from click.testing import CliRunner
 from onnx import TensorProto, helper
 
 from rnnexport.cli import main
-from rnnexport.inspection import inspect_path, render_inspect
-from rnnexport.lint import lint_model
+from rnnexport.graph.inspection import inspect_path, render_inspect
+from rnnexport.graph.lint import lint_model
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # some generators divide by zero on purpose
@@ -200,7 +200,7 @@ def test_a_recurrent_node_in_a_model_function_is_seen():
 
 
 def inspect_path_of(model: onnx.ModelProto) -> list[dict]:
-    from rnnexport.inspection import layer_summary
+    from rnnexport.graph.inspection import layer_summary
 
     return layer_summary(model)
 
@@ -226,9 +226,9 @@ def test_cli_lint_run_options(tmp_path):
 def test_roles_of_our_own_graphs_are_found_through_transposes_gathers_and_masks(name, expected):
     from conftest import SHIPPED
 
+    from rnnexport.artifacts.build import export_config
     from rnnexport.config import load_config
-    from rnnexport.graphs import input_roles, scopes
-    from rnnexport.pipeline import export_config
+    from rnnexport.graph.subgraphs import input_roles, scopes
 
     model = export_config(load_config(next(p for p in SHIPPED if p.stem == name)))[1]
     assert input_roles(next(scopes(model))) == expected

@@ -19,9 +19,9 @@ import torch
 from click.testing import CliRunner
 from conftest import SHIPPED, tree_snapshot
 
+from rnnexport.artifacts.build import build_artifact
 from rnnexport.cli import main
 from rnnexport.config import load_config
-from rnnexport.pipeline import build_artifact
 
 GRU = SHIPPED[0]
 BASE = 'cell = "gru"\ninput_size = 4\nhidden_size = 8\n'
@@ -87,7 +87,7 @@ import sys
 from pathlib import Path
 from rnnexport.config import load_config
 from rnnexport.jobs import VerifyOptions, verify_targets
-from rnnexport.targets import load_targets
+from rnnexport.artifacts.targets import load_targets
 try:
     verify_targets(load_targets([Path(sys.argv[1])]), VerifyOptions(runtimes=("torch", "ort"), long_seq=int(sys.argv[2])))
 except Exception as exc:
@@ -112,7 +112,7 @@ def test_verify_during_a_rebuild_never_reports_on_a_model_it_did_not_verify(tmp_
         model_sha = manifest["files"]["model.onnx"]["sha256"]
         report = artifact / "report.json"
         assert not report.exists() or json.loads(report.read_text())["model_sha256"] == model_sha
-        from rnnexport.ci import write_index
+        from rnnexport.artifacts.index import write_index
 
         entry = json.loads(write_index(tmp_path / "out").read_text())["artifacts"][0]
         assert entry["model_sha256"] == model_sha
@@ -278,17 +278,17 @@ class RunsCode:
 KILLED_AFTER_SWAP = r"""
 import os, signal, sys
 from pathlib import Path
-import rnnexport.ci as ci
+import rnnexport.artifacts.build as build
 from rnnexport.config import load_config
-from rnnexport.pipeline import BuildOptions, build_configs
+from rnnexport.artifacts.build import BuildOptions, build_configs
 
-real, calls = ci.write_index, []
+real, calls = build.write_index, []
 def write_index(out):
     calls.append(out)
     if len(calls) == 2:  # the rewrite right after the artifact was swapped in
         os.kill(os.getpid(), signal.SIGKILL)
     return real(out)
-ci.write_index = write_index
+build.write_index = write_index
 list(build_configs([load_config(Path(sys.argv[1]))], BuildOptions(out=Path(sys.argv[2]))))
 """
 

@@ -17,16 +17,16 @@ from click.testing import CliRunner
 from conftest import SHIPPED
 from onnx.reference import ReferenceEvaluator
 
+from rnnexport.artifacts.build import build_artifact, export_config
 from rnnexport.cli import main
 from rnnexport.config import Inputs, load_config, parse_config
 from rnnexport.errors import ExportError
-from rnnexport.onnx_export import export_onnx
-from rnnexport.pipeline import build_artifact, export_config
-from rnnexport.runners.openvino_runner import OpenVinoRunner
-from rnnexport.runners.ort_runner import OrtRunner
-from rnnexport.runners.torch_runner import Float64Oracle
-from rnnexport.verdict import PRECISION_TOLERANCE
-from rnnexport.verification import verify
+from rnnexport.export.native import export_onnx
+from rnnexport.verification.engine import verify
+from rnnexport.verification.runners.openvino_runner import OpenVinoRunner
+from rnnexport.verification.runners.ort_runner import OrtRunner
+from rnnexport.verification.runners.torch_runner import Float64Oracle
+from rnnexport.verification.verdict import PRECISION_TOLERANCE
 
 RAGGED = [p for p in SHIPPED if "ragged" in p.stem]
 CELLS = {"gru": torch.nn.GRU, "lstm": torch.nn.LSTM, "rnn_tanh": torch.nn.RNN, "rnn_relu": torch.nn.RNN}

@@ -14,12 +14,12 @@ from conftest import max_abs_diff
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rnnexport.cases import make_feeds
+from rnnexport.artifacts.build import export_config
 from rnnexport.config import MIN_OPSET, newest_opset, parse_config
-from rnnexport.onnx_export import op_counts, recurrent_nodes
-from rnnexport.pipeline import export_config
-from rnnexport.runners.ort_runner import OrtRunner
-from rnnexport.runners.torch_runner import TorchRunner
+from rnnexport.export.native import op_counts, recurrent_nodes
+from rnnexport.verification.cases import make_feeds
+from rnnexport.verification.runners.ort_runner import OrtRunner
+from rnnexport.verification.runners.torch_runner import TorchRunner
 
 settings.register_profile("ci", max_examples=500, deadline=None, derandomize=True,
                           suppress_health_check=[HealthCheck.too_slow])

@@ -15,11 +15,11 @@ import pytest
 from click.testing import CliRunner
 from conftest import ROOT, SHIPPED, tree_snapshot
 
-from rnnexport.artifacts import TMP_PREFIX, load_artifact, write_artifact
+from rnnexport.artifacts.build import build_artifact
+from rnnexport.artifacts.folders import TMP_PREFIX, load_artifact, write_artifact
 from rnnexport.cli import main
 from rnnexport.config import ModelConfig, load_config
 from rnnexport.errors import ArtifactError
-from rnnexport.pipeline import build_artifact
 
 LARGE = next(p for p in SHIPPED if p.stem == "lstm_large")
 
@@ -111,7 +111,7 @@ def test_artifact_names_cannot_escape_the_output_folder(tmp_path):
 def test_load_paths_never_unpickle():
     """Every loader in the package refuses pickled code: torch.load with weights_only, np.load without pickle."""
     sources = {str(p.relative_to(ROOT)): p.read_text() for p in (ROOT / "rnnexport").rglob("*.py")}
-    assert "rnnexport/formulations/modules.py" in sources and "rnnexport/runners/torch_runner.py" in sources
+    assert "rnnexport/formulations/modules.py" in sources and "rnnexport/verification/runners/torch_runner.py" in sources
     for name, text in sources.items():
         for call in re.findall(r"torch\.load\([^)]*\)", text):
             assert "weights_only=True" in call, (name, call)
@@ -119,7 +119,7 @@ def test_load_paths_never_unpickle():
             assert "allow_pickle=False" in call, (name, call)
         assert "pickle.load" not in text and "pickle.loads" not in text, name
         # the one unpickler of our own builds tensors and plain records, and refuses every other class
-        assert "pickle.Unpickler" not in text or name == "rnnexport/torchscript.py", name
+        assert "pickle.Unpickler" not in text or name == "rnnexport/export/torchscript.py", name
 
 
 def test_published_files_hold_no_paths_of_the_building_machine(tmp_path):
@@ -164,8 +164,8 @@ def test_20000_steps_verify_in_bounded_memory(tmp_path):
 
 def test_large_batch_verifies():
     import rnnexport
-    from rnnexport.cases import Case, make_feeds
-    from rnnexport.pipeline import export_config
+    from rnnexport.artifacts.build import export_config
+    from rnnexport.verification.cases import Case, make_feeds
 
     cfg = load_config(next(p for p in SHIPPED if p.stem == "lstm_dropout_ragged"))
     module, model = export_config(cfg)

@@ -11,11 +11,11 @@ import pytest
 from click.testing import CliRunner
 from conftest import SHIPPED
 
+from rnnexport.artifacts.build import build_artifact, export_config
 from rnnexport.cli import main
 from rnnexport.config import Tolerance, load_config
-from rnnexport.pipeline import build_artifact, export_config
-from rnnexport.report_html import render_html
-from rnnexport.verification import Tolerances, verify
+from rnnexport.report.html import render_html
+from rnnexport.verification.engine import Tolerances, verify
 
 CONFIG = {p.stem: p for p in SHIPPED}
 QUICK = ["--cases", "example,long,ragged", "--long-seq", "300"]

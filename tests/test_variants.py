@@ -16,14 +16,14 @@ import pytest
 from click.testing import CliRunner
 from conftest import ROOT, SHIPPED
 
+from rnnexport.artifacts.build import build_artifact, export_config
 from rnnexport.cli import main
 from rnnexport.config import load_config
-from rnnexport.pipeline import build_artifact, export_config
-from rnnexport.runners.ort_runner import OrtRunner
-from rnnexport.runners.torch_runner import Float64Oracle
-from rnnexport.variants import PRECISION, fp16_weights, make_variant
-from rnnexport.verdict import PRECISION_TOLERANCE
-from rnnexport.verification import verify
+from rnnexport.export.variants import PRECISION, fp16_weights, make_variant
+from rnnexport.verification.engine import verify
+from rnnexport.verification.runners.ort_runner import OrtRunner
+from rnnexport.verification.runners.torch_runner import Float64Oracle
+from rnnexport.verification.verdict import PRECISION_TOLERANCE
 
 CONFIG = {p.stem: p for p in SHIPPED}
 LSTMS = [p for p in SHIPPED if load_config(p).cell == "lstm" and p.stem != "lstm_large"]
@@ -65,7 +65,7 @@ def test_fp16_weights_halves_the_file_and_computes_in_float32():
         if t.data_type == onnx.TensorProto.FLOAT:
             t.CopyFrom(onnx.numpy_helper.from_array(
                 onnx.numpy_helper.to_array(t).astype(np.float16).astype(np.float32), t.name))
-    from rnnexport.cases import make_feeds
+    from rnnexport.verification.cases import make_feeds
 
     feeds = make_feeds(cfg, 37, 3, np.random.default_rng(1))  # not the example's shape
     with OrtRunner(variant.SerializeToString()) as a, OrtRunner(rounded.SerializeToString()) as b:
@@ -78,7 +78,7 @@ def test_fp16_weights_halves_the_file_and_computes_in_float32():
 def test_int8_dynamic_quantizes_every_lstm_node(path):
     cfg = load_config(path)
     module, model = export_config(cfg)
-    from rnnexport.pipeline import variant_files
+    from rnnexport.artifacts.build import variant_files
 
     made, skipped = variant_files(cfg, module, model, ("int8-dynamic",))
     assert skipped == {}
@@ -114,7 +114,7 @@ def test_a_gate_swapped_variant_fails_verify_and_the_right_one_passes(kind, name
         w.CopyFrom(onnx.numpy_helper.from_array(-onnx.numpy_helper.to_array(w), w.name))
     else:
         broken = _swap_gates(model, gates)
-    from rnnexport.pipeline import variant_files
+    from rnnexport.artifacts.build import variant_files
 
     good = variant_files(cfg, module, model, (kind,))[0][kind]
     if kind == "int8-dynamic" and cfg.inputs.variable_lengths == "masked":  # quantized from the sequence_lens form
@@ -220,8 +220,8 @@ def test_variants_in_a_config_are_built_without_the_option(tmp_path):
 def test_float16_compute_stays_within_the_f16_tolerance_and_a_gate_swap_does_not(path):
     """ONNX Runtime's CPU provider runs the float16 graph too (upcasting inside its kernels): the graph's own
     rounding of weights, inputs and outputs to float16 is measured here; on a GPU, ort-cuda-float16 runs it."""
-    from rnnexport.cases import make_cases
-    from rnnexport.variants import float16_compute
+    from rnnexport.export.variants import float16_compute
+    from rnnexport.verification.cases import make_cases
 
     cfg = load_config(path)
     module, model = export_config(cfg)

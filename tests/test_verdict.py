@@ -10,10 +10,10 @@ import torch
 
 import rnnexport
 from rnnexport.config import Tolerance
-from rnnexport.drift import OutputDrift
-from rnnexport.report_html import render_html
-from rnnexport.verdict import CUDA_TOLERANCE, Policy, Tolerances, judge
-from rnnexport.verification import RunnerResult, VerifyReport
+from rnnexport.report.html import render_html
+from rnnexport.verification.drift import OutputDrift
+from rnnexport.verification.engine import RunnerResult, VerifyReport
+from rnnexport.verification.verdict import CUDA_TOLERANCE, Policy, Tolerances, judge
 
 
 def _drift(max_abs: float, expected: float = 1.0) -> OutputDrift:
@@ -102,10 +102,12 @@ def test_help_does_not_import_torch_and_cli_module_runs():
     assert module.stdout == f"rnnexport, version {rnnexport.__version__}\n"
 
 
-def test_cli_lists_match_the_library():
-    from rnnexport import cli
-    from rnnexport.cases import CASE_NAMES
-    from rnnexport.exporters import EXPORTERS
-    from rnnexport.runners import FAMILIES
+def test_every_case_the_cli_offers_is_made():
+    """`--cases` offers contract.CASE_NAMES: a config with every optional input makes exactly those, in order."""
+    from rnnexport.config import parse_config
+    from rnnexport.contract import CASE_NAMES
+    from rnnexport.verification.cases import make_cases
 
-    assert (cli.CASE_NAMES, cli.EXPORTERS, cli.FAMILIES) == (CASE_NAMES, EXPORTERS, FAMILIES)
+    cfg = parse_config({"name": "m", "cell": "lstm", "input_size": 3, "hidden_size": 4,
+                        "inputs": {"initial_state": True, "variable_lengths": True}}, "test")
+    assert tuple(c.name for c in make_cases(cfg)) == CASE_NAMES

@@ -15,11 +15,11 @@ from conftest import HAS_CUDA_EP, SHIPPED
 from onnx import numpy_helper
 
 import rnnexport
-from rnnexport.cases import load_cases, make_cases
+from rnnexport.artifacts.build import build_artifact, export_config
 from rnnexport.cli import main
 from rnnexport.config import load_config
-from rnnexport.drift import OutputDrift
-from rnnexport.pipeline import build_artifact, export_config
+from rnnexport.verification.cases import load_cases, make_cases
+from rnnexport.verification.drift import OutputDrift
 
 CONFIG = {p.stem: p for p in SHIPPED}
 QUICK = "example,seq1,other_batch,ragged,streaming"
@@ -292,7 +292,7 @@ def test_drift_memory_does_not_grow_with_the_sequence():
 
 def test_placement_is_read_from_the_profiler():
     """On CPU every recurrent node stays on CPU; the same reading finds fallbacks on other providers."""
-    from rnnexport.runners.ort_runner import OrtRunner
+    from rnnexport.verification.runners.ort_runner import OrtRunner
 
     cfg = load_config(CONFIG["lstm_3layer_bidir"])
     module, model = export_config(cfg)

@@ -17,8 +17,8 @@ import onnx
 import pytest
 from conftest import ROOT
 
-from rnnexport.lint import lint_model
-from rnnexport.wholemodel import STANDARD_CASES, export_model, recurrent_modules, verify_model
+from rnnexport.export.whole_model import STANDARD_CASES, export_model, recurrent_modules, verify_model
+from rnnexport.graph.lint import lint_model
 
 _spec = importlib.util.spec_from_file_location("whole_models_doc", ROOT / "scripts" / "whole_models_doc.py")
 doc = importlib.util.module_from_spec(_spec)

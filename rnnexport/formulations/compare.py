@@ -11,12 +11,18 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..builders import build_model
-from ..cases import make_feeds
-from ..config import ModelConfig, Tolerance
-from ..pipeline import export_config
-from ..runners.torch_runner import Float64Oracle
-from .modules import BIDIRECTIONAL_NOTE, FORMULATIONS, UNIDIRECTIONAL_ONLY, make_formulation, scripted_unavailable
+from rnnexport.artifacts.build import export_config
+from rnnexport.config import ModelConfig, Tolerance
+from rnnexport.export.builders import build_model
+from rnnexport.formulations.modules import (
+    BIDIRECTIONAL_NOTE,
+    FORMULATIONS,
+    UNIDIRECTIONAL_ONLY,
+    make_formulation,
+    scripted_unavailable,
+)
+from rnnexport.verification.cases import make_feeds
+from rnnexport.verification.runners.torch_runner import Float64Oracle
 
 
 @dataclass

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from ..config import Tolerance
-from ..report import aligned
-from .compare import FormulationsReport
+from rnnexport.config import Tolerance
+from rnnexport.formulations.compare import FormulationsReport
+from rnnexport.report.text import aligned
 
 
 def render_formulations(report: FormulationsReport, tol: Tolerance, markdown: bool = False) -> str:

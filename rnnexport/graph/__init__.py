@@ -1,0 +1,1 @@
+"""Reading ONNX files: the one reader, every subgraph and input role, lint and inspect."""

@@ -1,0 +1,311 @@
+"""Checks any ONNX file for what breaks recurrent models in deployment. One ``Finding`` per problem."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import onnx
+
+from rnnexport.config import ModelConfig
+from rnnexport.contract import recurrent_cell
+from rnnexport.graph.inspection import layer_summary
+from rnnexport.graph.reader import contract_problems
+from rnnexport.graph.subgraphs import index_ranges, input_roles, recurrent_sites, scopes
+
+UNROLL_OPS = ("MatMul", "Gemm")
+PASS_THROUGH = ("Transpose", "Squeeze", "Unsqueeze", "Identity")
+
+
+class Finding(NamedTuple):
+    level: str  # "error" or "warning"
+    code: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.level}: {self.code}: {self.message}"
+
+
+def lint_model(model: onnx.ModelProto, cfg: ModelConfig | None = None, run: bool | None = False) -> list[Finding]:
+    """Everything wrong with ``model`` for deployment, in every graph and subgraph; with ``cfg``, also whatever
+    does not match it (cell, sizes, layers, directions, bias, batch_first, and the graph's inputs and outputs
+    in contract order); with ``run``, whether ONNX Runtime runs it at other lengths and batch sizes (``None``:
+    when its inputs can be synthesised, silently skipped otherwise)."""
+    sites = recurrent_sites(model, foreign=True)
+    found = _structure(model, [s for s in sites if s.cell], len(expected_nodes(cfg)) if cfg else None)
+    found += [Finding("error", "foreign-domain", f"{s.path}: {s.node.domain}:{s.node.op_type} is not ONNX's "
+                                                 f"{s.node.op_type} (domain {s.node.domain!r}); ONNX Runtime and "
+                                                 "OpenVINO will not run it as one") for s in sites if s.foreign]
+    layers = layer_summary(model)
+    for layer in layers:
+        found += _node_findings(layer)
+    found += _dynamic_dims(model) + _fixed_shapes(model)
+    if run is not False:
+        found += run_findings(model, explicit=bool(run))
+    if cfg is not None:
+        found += against_config(model, [layer for layer in layers if not layer["path"]], cfg)
+    return found
+
+
+CELL_OPS = {"gru": "GRU", "lstm": "LSTM", "rnn_tanh": "RNN", "rnn_relu": "RNN"}
+
+
+def against_config(model: onnx.ModelProto, layers: list[dict], cfg: ModelConfig) -> list[Finding]:
+    """Where the graph does not compute ``cfg``'s network, one finding each."""
+    found = [Finding("error", "contract", text) for text in contract_problems(model, cfg)]
+    for layer, (width, direction) in zip(layers, expected_nodes(cfg)):
+        node = layer["node"] or layer["op"]
+        checks = [("cell", layer["op"], CELL_OPS[cfg.cell]), ("hidden_size", layer["hidden_size"], cfg.hidden_size),
+                  ("input size", layer["input_size"], width), ("direction", layer["direction"], direction),
+                  ("bias", layer["has_bias"], cfg.bias)]
+        for what, got, want in checks:
+            if got is not None and got != want:
+                found.append(Finding("error", "config", f"{node}: {what} {got} where the config has {want}"))
+        relu = isinstance(layer["activations"], list) and layer["activations"][0].lower() == "relu"
+        if layer["op"] == "RNN" and relu != (cfg.cell == "rnn_relu"):
+            found.append(Finding("error", "config", f"{node}: activation {'Relu' if relu else 'Tanh'} where the "
+                                                    f"config's cell is {cfg.cell}"))
+    return found
+
+
+def expected_nodes(cfg: ModelConfig) -> list[tuple[int, str]]:
+    """(input width, direction) of each recurrent node ``cfg``'s graph has, in order: one node per layer, or in
+    a masked ragged graph one forward node per layer and direction (an LSTM's input has the padding flag)."""
+    masked = cfg.inputs.variable_lengths == "masked"
+    flag = 1 if masked and cfg.cell == "lstm" else 0
+    nodes = []
+    for layer in range(cfg.num_layers):
+        width = (cfg.input_size if layer == 0 else cfg.hidden_size * cfg.num_directions) + flag
+        if masked:
+            nodes += [(width, "forward")] * cfg.num_directions
+        else:
+            nodes.append((width, "bidirectional" if cfg.bidirectional else "forward"))
+    return nodes
+
+
+def _structure(model: onnx.ModelProto, sites: list, num_layers: int | None) -> list[Finding]:
+    ops = Counter(n.op_type for scope in scopes(model) for n in scope.nodes)
+    found = []
+    for op in ("Loop", "Scan"):
+        if ops[op] and not sites:
+            found.append(Finding("error", "loop", f"{ops[op]} {op} node(s): the recurrence runs as a generic loop, "
+                                                  "not ONNX's GRU/LSTM/RNN operator"))
+    matmuls = sum(ops[op] for op in UNROLL_OPS)
+    if not sites:
+        hint = f" and {matmuls} MatMul/Gemm nodes: the recurrence looks unrolled step by step" if matmuls else ""
+        found.append(Finding("error", "no-recurrent-node", f"no GRU, LSTM or RNN node in any graph or subgraph{hint}"))
+    elif matmuls > 2 * len(sites):
+        found.append(Finding("warning", "unroll", f"{matmuls} MatMul/Gemm nodes beside {len(sites)} recurrent "
+                                                  "node(s): part of the recurrence may be unrolled"))
+    main = [s for s in sites if not s.scope.path]
+    if num_layers is not None and main and len(main) != num_layers:
+        found.append(Finding("error", "layers", f"{len(main)} recurrent nodes where the config makes {num_layers} "
+                                                "(one per layer, and per direction in masked ragged graphs)"))
+    return found
+
+
+def _node_findings(layer: dict) -> list[Finding]:
+    node, found = layer["where"], []
+    if layer["op"] == "GRU" and layer.get("linear_before_reset") != 1:
+        found.append(Finding("error", "linear-before-reset", f"{node}: GRU with linear_before_reset=0 computes "
+                                                             "another function than PyTorch's GRU (which needs 1)"))
+    if layer["layout"] != 0:
+        found.append(Finding("error", "layout", f"{node}: layout={layer['layout']}; ONNX Runtime's CPU and CUDA "
+                                                "kernels reject layout=1 (use Transpose nodes)"))
+    if not _default_activations(layer):
+        found.append(Finding("warning", "activations", f"{node}: activations {'/'.join(layer['activations'])}: "
+                                                       "non-default activations fall back to CPU on the CUDA provider"))
+    if layer.get("sequence_lens") and layer["op_type"] == layer["op"]:  # contrib ops run on ONNX Runtime only
+        found.append(Finding("warning", "sequence-lens", f"{node}: takes sequence_lens, which OpenVINO's ONNX frontend "
+                                                         "(2026.4, measured) ignores: padded steps are computed and the "
+                                                         "final state taken at the padded end; build with "
+                                                         '[inputs] variable_lengths = "masked" for a portable graph'))
+    acts = layer["activations"]
+    if layer["direction"] == "bidirectional" and isinstance(acts, list) and acts[:len(acts) // 2] != acts[len(acts) // 2:]:
+        found.append(Finding("warning", "direction-activations", f"{node}: the two directions use different "
+                                                                 "activations, which TensorRT's ONNX parser refuses"))
+    found += _not_in_pytorch(layer)
+    if not layer["weights_are_initializers"]:
+        found.append(Finding("warning", "weights", f"{node}: W/R are not initializers: runtimes cannot prepack "
+                                                   "them, and the graph may compute them on every call"))
+    return found
+
+
+def _not_in_pytorch(layer: dict) -> list[Finding]:
+    """ONNX recurrent features PyTorch's modules do not have: a graph using them computes something no
+    ``nn.GRU``/``nn.LSTM``/``nn.RNN`` does, like GRU's linear_before_reset=0."""
+    node, found = layer["where"], []
+    if layer.get("peepholes"):
+        found.append(Finding("error", "peepholes", f"{node}: LSTM with peephole weights P; PyTorch's LSTM has none"))
+    if layer.get("clip") is not None:
+        found.append(Finding("error", "clip", f"{node}: clip={layer['clip']:g} clips the gates' pre-activations; "
+                                              "PyTorch does not"))
+    if layer.get("input_forget"):
+        found.append(Finding("error", "input-forget", f"{node}: input_forget=1 couples the input and forget gates; "
+                                                      "PyTorch's LSTM does not"))
+    if layer.get("activation_params"):
+        found.append(Finding("error", "activation-params", f"{node}: activation_alpha/activation_beta set "
+                                                           f"({layer['activation_params']}); PyTorch's activations "
+                                                           "take no parameters"))
+    if layer["direction"] == "reverse":
+        found.append(Finding("error", "reverse", f"{node}: direction=reverse; PyTorch has no reverse-only layer "
+                                                 "(only the backward half of a bidirectional one)"))
+    return found
+
+
+DEFAULT_ACTIVATIONS = {"GRU": ["sigmoid", "tanh"], "LSTM": ["sigmoid", "tanh", "tanh"], "RNN": ["tanh"]}
+
+
+def _default_activations(layer: dict) -> bool:
+    """No activations attribute, or one that spells out the operator's defaults (as torch's exporter does)."""
+    if layer["activations"] == "default":
+        return True
+    dirs = 2 if layer["direction"] == "bidirectional" else 1
+    return [a.lower() for a in layer["activations"]] == DEFAULT_ACTIVATIONS[layer["op"]] * dirs
+
+
+def _dynamic_dims(model: onnx.ModelProto) -> list[Finding]:
+    """The axes of the graph inputs that reach a recurrent node's sequence and batch axes (followed back through
+    Transpose and other axis-keeping ops) must be symbolic: a number fixes the model to one shape. A state's
+    num-directions axis is fixed by nature; weights given as inputs have no such axes."""
+    found = []
+    values = {v.name: v for v in model.graph.input}
+    for name, roles in input_roles(next(scopes(model))).items():
+        dims = values[name].type.tensor_type.shape.dim
+        fixed = [(axis, role, dims[axis].dim_value) for axis, role in sorted(roles.items())
+                 if role in ("seq", "batch") and axis < len(dims) and dims[axis].HasField("dim_value")]
+        if fixed:
+            where = " and ".join(f"axis {axis} ({role})" for axis, role, _ in fixed)
+            found.append(Finding("error", "static-dims", f"input {name}: {where} fixed to "
+                                                         f"{', '.join(str(v) for *_, v in fixed)}; they must be "
+                                                         "dynamic for the model to take other lengths and batches"))
+    return found
+
+
+def _fixed_shapes(model: onnx.ModelProto) -> list[Finding]:
+    """A Reshape, Expand or Tile of a recurrent node's sequence output to a constant shape (an initializer or a
+    Constant node in any of its forms) with a fixed first (time) dim works at one sequence length only."""
+    found = []
+    for scope in scopes(model):
+        producers = {out: node for node in scope.nodes for out in node.output}
+        for index, node in enumerate(scope.nodes):
+            if node.op_type not in ("Reshape", "Expand", "Tile") or len(node.input) < 2:
+                continue
+            shape = scope.constants.get(node.input[1])
+            if shape is None or shape.ndim != 1 or shape.dtype.kind != "i" or not len(shape):
+                continue
+            first = int(shape[0])
+            if (node.op_type == "Tile" and first == 1) or (node.op_type != "Tile" and first <= 1):
+                continue  # Reshape 0/-1 and Expand 1 keep the length; Tile 1 repeats nothing
+            source = _recurrent_source(node.input[0], producers)
+            if source is not None:
+                found.append(Finding("error", "static-reshape",
+                                     f"{scope.where(node, index)}: {node.op_type.lower()}s the output of "
+                                     f"{source.name or source.op_type} to {shape.tolist()}, fixing the sequence "
+                                     f"length to {first}"))
+    return found
+
+
+def _recurrent_source(tensor: str, producers: dict) -> onnx.NodeProto | None:
+    """The recurrent node whose sequence output (Y, not Y_h) ``tensor`` is, through a Transpose or two."""
+    source = producers.get(tensor)
+    for _ in range(3):
+        if source is None or recurrent_cell(source.domain, source.op_type) or source.op_type not in PASS_THROUGH:
+            break
+        tensor = source.input[0]
+        source = producers.get(tensor)
+    if source is not None and recurrent_cell(source.domain, source.op_type) and tensor == source.output[0]:
+        return source
+    return None
+
+
+RUN_SHAPES = ((2, 1), (2, 3), (7, 1), (7, 3))  # (seq, batch): neither is likely to be the example's
+
+
+def synthesised_feeds(model: onnx.ModelProto, seq: int, batch: int) -> dict[str, np.ndarray] | str:
+    """Feeds for every graph input at this sequence length and batch size, from the roles the graph gives them
+    (declared fixed sizes are kept); or why they cannot be made (an axis whose size nothing determines)."""
+    scope = next(scopes(model))
+    roles, ranges = input_roles(scope), index_ranges(scope)
+    symbols = {}  # a symbolic dim name shared with an axis of known role has that role (ONNX: same name, same size)
+    for value in model.graph.input:
+        for axis, dim in enumerate(value.type.tensor_type.shape.dim):
+            if dim.dim_param and roles.get(value.name, {}).get(axis):
+                symbols[dim.dim_param] = roles[value.name][axis]
+    rng = np.random.default_rng(0)
+    shapes, lengths = {}, []
+    for value in model.graph.input:
+        if value.name in scope.constants:
+            continue
+        shape = []
+        for axis, dim in enumerate(value.type.tensor_type.shape.dim):
+            role = roles.get(value.name, {}).get(axis) or symbols.get(dim.dim_param)
+            if dim.HasField("dim_value"):
+                shape.append(dim.dim_value)
+            elif role in ("seq", "batch"):
+                shape.append(seq if role == "seq" else batch)
+            else:
+                return f"input {value.name}: axis {axis} has no fixed size and feeds no recurrent sequence or batch axis"
+            if role == "seq":
+                lengths.append(shape[-1])
+        shapes[value.name] = (value.type.tensor_type.elem_type, shape)
+    feeds = {}
+    for name, (elem_type, shape) in shapes.items():
+        integer = elem_type in (onnx.TensorProto.INT32, onnx.TensorProto.INT64)
+        if integer and len(shape) == 1 and (roles.get(name) == {0: "batch"} or shape == [batch]):
+            feeds[name] = np.full(shape, min(lengths, default=seq),  # full lengths: the longest the input holds
+                                  dtype=onnx.helper.tensor_dtype_to_np_dtype(elem_type))
+        elif integer and name in ranges:  # indices into an embedding table: below its number of rows
+            feeds[name] = rng.integers(0, ranges[name], size=shape).astype(
+                onnx.helper.tensor_dtype_to_np_dtype(elem_type))
+        elif elem_type == onnx.TensorProto.FLOAT:
+            feeds[name] = rng.standard_normal(shape).astype(np.float32)
+        else:
+            return f"input {name}: {onnx.TensorProto.DataType.Name(elem_type)} with no known meaning"
+    return feeds
+
+
+def run_findings(model: onnx.ModelProto, explicit: bool = False) -> list[Finding]:
+    """Run the graph in ONNX Runtime at two sequence lengths and two batch sizes; a failure at any of them is an
+    error (a shape fixed inside the graph, an op the runtime refuses). Inputs that cannot be synthesised skip
+    the check (with a warning when it was asked for)."""
+    import onnxruntime as ort
+
+    from rnnexport.verification.runners.ort_runner import first_line
+
+    feeds = [(seq, batch, synthesised_feeds(model, seq, batch)) for seq, batch in RUN_SHAPES]
+    why = next((f for *_, f in feeds if isinstance(f, str)), None)
+    if why:
+        return [Finding("warning", "run", f"not run: {why}")] if explicit else []
+    options = ort.SessionOptions()
+    options.log_severity_level, options.intra_op_num_threads = 4, 1
+    try:
+        session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # ONNX Runtime's own exception types
+        return [Finding("error", "run", f"ONNX Runtime cannot load the model: {first_line(exc)}")]
+    for seq, batch, feed in feeds:
+        try:
+            session.run(None, feed)
+        except Exception as exc:
+            return [Finding("error", "run", f"ONNX Runtime fails at sequence length {seq}, batch {batch}: "
+                                            f"{first_line(exc)}")]
+    return []
+
+
+def lint_path(path: Path, cfg: ModelConfig | None = None, run: bool | None = False) -> list[tuple[Path, list[Finding]]]:
+    """``lint_model`` of an ONNX file, or of an artifact folder's model.onnx and every variant beside it."""
+    from rnnexport.artifacts.folders import VARIANT_FILES
+    from rnnexport.export.variants import source_config
+    from rnnexport.graph.reader import read_model
+
+    files = [(path, cfg)]
+    if path.is_dir():
+        files = [(path / "model.onnx", cfg)] + [(path / name, cfg and source_config(cfg, kind))
+                                                 for kind, name in VARIANT_FILES.items() if (path / name).is_file()]
+    return [(file, lint_model(read_model(file)[0], file_cfg, run)) for file, file_cfg in files]
+
+
+def has_errors(findings: list[Finding]) -> bool:
+    return any(f.level == "error" for f in findings)

@@ -1,0 +1,1 @@
+"""Reports of a verification for people and machines: terminal and Markdown text, HTML, JUnit, ONNX test data."""

@@ -1,0 +1,41 @@
+"""Runners: small context managers with a stable ``name`` and ``infer(feeds) -> dict[str, np.ndarray]``.
+
+Feeds use the ONNX names (``input``, ``h0``, ``c0``, ``sequence_lens``); outputs are ``output``, ``h_n``
+and, for LSTM, ``c_n``. Runners never mutate their feeds. Every runner's name comes from the functions
+and constants here, so a search for a name finds where it is made.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import numpy as np
+
+from rnnexport.contract import FAMILIES  # noqa: F401 (re-exported)
+
+ORACLE = "torch-float64-oracle"
+
+
+def torch_name(dtype: str, device: str) -> str:
+    """``torch-float32-cpu``, ``torch-float32-cuda``: PyTorch running the module itself."""
+    return f"torch-{dtype}-{device}"
+
+
+TORCH_CPU, TORCH_CUDA = torch_name("float32", "cpu"), torch_name("float32", "cuda")
+
+
+class Runner(Protocol):
+    """What verify and bench need of a runtime. ``kind``: torch, onnxruntime or openvino; ``device``:
+    cpu, cuda or gpu; ``precision``: what it computes in (float64, float32, bf16, f16, …)."""
+
+    name: str
+    kind: str
+    device: str
+    precision: str
+    settings: dict[str, Any]
+
+    def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+
+    def __enter__(self) -> Runner: ...
+
+    def __exit__(self, *exc: Any) -> None: ...

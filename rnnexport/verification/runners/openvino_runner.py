@@ -1,0 +1,105 @@
+"""OpenVINO as a runner (optional: ``pip install 'rnnexport[openvino]'``).
+
+Two runners per device: ``openvino-<device>-f32`` (inference precision forced to f32) and
+``openvino-<device>-default`` (the device's own default: bf16 on CPUs with AVX512-BF16 or AMX, f16 on
+GPUs). The precision a compiled model really uses is read back from it and recorded.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from rnnexport.errors import RunnerFailed, RunnerUnavailable
+
+INSTALL = "pip install 'rnnexport[openvino]'"
+# OpenVINO's element type names → the precision names reports use.
+PRECISIONS = {"f32": "float32", "bf16": "bf16", "f16": "f16", "float32": "float32", "bfloat16": "bf16",
+              "float16": "f16"}
+
+
+def openvino_name(device: str, precision: str) -> str:
+    """``openvino-cpu-f32``, ``openvino-cpu-default``, ``openvino-gpu-f32``, …"""
+    return f"openvino-{device.lower()}-{precision}"
+
+
+def openvino_candidates(data: bytes, threads: int = 0) -> list[tuple[str, str, str, Any]]:
+    """(name, kind, device, opener) for each OpenVINO runner: CPU always (not available without the
+    package), and GPU when OpenVINO lists one."""
+    try:
+        import openvino
+    except ImportError:
+        return [(openvino_name("cpu", p), "openvino", "cpu", lambda p=p: _missing(openvino_name("cpu", p)))
+                for p in ("f32", "default")]
+    devices = ["CPU"] + [d for d in openvino.Core().available_devices if d.startswith("GPU")]
+    return [(openvino_name(d, p), "openvino", "cpu" if d == "CPU" else "gpu",
+             lambda d=d, p=p: OpenVinoRunner(data, d, force_f32=p == "f32", threads=threads))
+            for d in devices for p in ("f32", "default")]
+
+
+def _missing(name: str) -> Any:
+    raise RunnerUnavailable(name, f"OpenVINO is not installed ({INSTALL})")
+
+
+class OpenVinoRunner:
+    """A model compiled by OpenVINO for ``device``. ``force_f32``: inference precision f32; otherwise the
+    device's default, read back into ``precision`` and ``settings``. ``threads``: 0 for OpenVINO's default.
+    ``infer`` returns the outputs the ONNX graph declares, under their ONNX names."""
+
+    kind = "openvino"
+
+    def __init__(self, data: bytes, device: str = "CPU", force_f32: bool = True, threads: int = 0,
+                 name: str | None = None):
+        try:
+            import openvino
+        except ImportError:
+            _missing(name or openvino_name(device, "f32" if force_f32 else "default"))
+        self.name = name or openvino_name(device, "f32" if force_f32 else "default")
+        self.device = "cpu" if device == "CPU" else "gpu"
+        config: dict[str, Any] = {"NUM_STREAMS": "1", "PERFORMANCE_HINT": "LATENCY"}
+        if force_f32:
+            config["INFERENCE_PRECISION_HINT"] = "f32"
+        if threads and device == "CPU":
+            config["INFERENCE_NUM_THREADS"] = str(threads)
+        try:
+            core = openvino.Core()
+            self.compiled = core.compile_model(core.read_model(data), device, config)
+        except Exception as exc:  # OpenVINO raises RuntimeError and its own types for models it refuses
+            raise RunnerFailed(self.name, f"OpenVINO could not compile the model: {_message(exc)}") from None
+        used = self.compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
+        self.precision = PRECISIONS.get(used, used)
+        self.request = self.compiled.create_infer_request()
+        # A port can carry several tensor names (OpenVINO merges names across Cast/Identity): keep them all.
+        self.input_names = [set(i.get_names()) for i in self.compiled.inputs]
+        import onnx
+
+        declared = {o.name for o in onnx.load_model_from_string(data).graph.output}
+        self.output_names = [set(o.get_names()) & declared for o in self.compiled.outputs]
+        self.settings = {"device": device, "inference_precision": self.precision,
+                         "precision_forced": force_f32, "threads": int(self.compiled.get_property(
+                             "INFERENCE_NUM_THREADS")) if device == "CPU" else None,
+                         "openvino": openvino.get_version()}
+
+    def __enter__(self) -> OpenVinoRunner:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.request = self.compiled = None
+
+    def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        inputs = {i: feeds[name] for i, names in enumerate(self.input_names) for name in names if name in feeds}
+        try:
+            values = self.request.infer(inputs)
+        except Exception as exc:
+            raise RunnerFailed(self.name, f"OpenVINO failed to run the model: {_message(exc)}") from None
+        return {name: np.array(values[i]) for i, names in enumerate(self.output_names) for name in names}
+
+
+def _message(exc: Exception) -> str:
+    """OpenVINO's message without its source locations ("Exception from src/...: ")."""
+    import re
+
+    lines = [re.sub(r"^(Exception from )?src/\S+:\d+:?\s*", "", line).strip() for line in str(exc).splitlines()]
+    text = " ".join(line for line in lines if line) or type(exc).__name__
+    return text[:300]

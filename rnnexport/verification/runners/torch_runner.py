@@ -1,0 +1,95 @@
+"""PyTorch itself as a runner: the float64 oracle, and float32 on CPU and CUDA."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from rnnexport.contract import C0, H0, LENGTHS, output_names
+from rnnexport.verification.runners import ORACLE, torch_name
+
+
+class TorchRunner:
+    """A copy of ``module`` in ``dtype`` on ``device``, run in eval mode under ``torch.no_grad()``.
+
+    ``sequence_lens`` is applied as PyTorch does for ragged batches: ``pack_padded_sequence``, then
+    ``pad_packed_sequence`` back to the full length (outputs past a row's length are zero).
+    TF32 matmuls are off unless ``allow_tf32``; the setting is recorded in ``settings``.
+    """
+
+    kind = "torch"
+
+    def __init__(self, module: nn.Module, device: str = "cpu", dtype: torch.dtype = torch.float32,
+                 allow_tf32: bool = False, name: str | None = None):
+        self.torch_device, self.dtype, self.allow_tf32 = torch.device(device), dtype, allow_tf32
+        self.device = self.torch_device.type
+        self.module = copy.deepcopy(module).to(self.torch_device, dtype).eval()
+        self.precision = str(dtype).removeprefix("torch.")
+        self.name = name or torch_name(self.precision, self.device)
+        self.settings = {"device": str(self.torch_device), "dtype": str(dtype), "allow_tf32": allow_tf32,
+                         "threads": torch.get_num_threads()}
+
+    def __enter__(self) -> TorchRunner:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        pass
+
+    def _tensor(self, array: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(array)).to(self.torch_device, self.dtype)
+
+    def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        x = self._tensor(feeds["input"])
+        state = None
+        if H0 in feeds:
+            h0 = self._tensor(feeds[H0])
+            state = (h0, self._tensor(feeds[C0])) if C0 in feeds else h0
+        with torch.no_grad(), _tf32(self.torch_device, self.allow_tf32):
+            if LENGTHS in feeds:
+                y, final = self._ragged(x, state, feeds[LENGTHS])
+            else:
+                y, final = self.module(x, state)
+        finals = final if isinstance(final, tuple) else (final,)
+        names = output_names(len(finals) == 2)
+        return {n: t.detach().cpu().numpy() for n, t in zip(names, (y, *finals))}
+
+    def _ragged(self, x: torch.Tensor, state: Any, lengths: np.ndarray) -> tuple[torch.Tensor, Any]:
+        batch_first = getattr(self.module, "batch_first", False)
+        packed = nn.utils.rnn.pack_padded_sequence(
+            x, torch.from_numpy(lengths.astype(np.int64)), batch_first=batch_first, enforce_sorted=False
+        )
+        y, final = self.module(packed, state)
+        total = x.shape[1 if batch_first else 0]
+        y, _ = nn.utils.rnn.pad_packed_sequence(y, batch_first=batch_first, total_length=total)
+        return y, final
+
+
+class Float64Oracle(TorchRunner):
+    """The module's weights in float64 on CPU: the reference every runner is measured against.
+
+    PyTorch, not ONNX Runtime: ONNX Runtime's CPU GRU/LSTM kernels have no float64 implementation.
+    """
+
+    def __init__(self, module: nn.Module):
+        super().__init__(module, "cpu", torch.float64, name=ORACLE)
+
+
+class _tf32:
+    """Set TF32 for CUDA matmuls and cuDNN for one call, then restore the previous setting."""
+
+    def __init__(self, device: torch.device, allow: bool):
+        self.active = device.type == "cuda"
+        self.allow = allow
+
+    def __enter__(self) -> None:
+        if self.active:
+            self.saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = self.allow
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.active:
+            torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = self.saved
