@@ -22,10 +22,10 @@ _WHERE = {
     "ProviderUnavailable": "errors", "RnnExportError": "errors", "RunnerFailed": "errors",
     "RunnerUnavailable": "errors", "export_onnx": "export.native", "build_artifact": "artifacts.build",
     "Policy": "verification.verdict", "Tolerances": "verification.verdict", "Verdict": "verification.verdict",
-    "VerifyReport": "verification.engine", "verify": "verification.engine", "Outputs": "jobs",
+    "VerifyReport": "verification.results", "verify": "verification.engine", "Outputs": "jobs",
     "VerifyOptions": "jobs", "verify_targets": "jobs", "load_targets": "artifacts.targets",
-    "export_model": "export.whole_model", "verify_model": "export.whole_model", "WholeModel": "export.whole_model",
-    "InputSpec": "export.whole_model",
+    "export_model": "export.whole_model", "verify_model": "verification.whole_model",
+    "WholeModel": "export.whole_model", "InputSpec": "verification.whole_model",
 }
 __all__ = ["__version__", *sorted(_WHERE)]
 

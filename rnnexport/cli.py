@@ -17,6 +17,8 @@ import click
 from rnnexport._version import __version__
 from rnnexport.contract import CASE_NAMES, EXPORTERS, FAMILIES
 
+GOLDEN_FAMILIES = ("ort", "openvino")  # what --golden and export-model run by default: the ONNX runtimes
+
 EXIT_CODES = "Exit codes: 0 success · 1 drift over tolerance · 2 bad input, nothing written · 3 a runtime failed."
 
 
@@ -186,33 +188,40 @@ def build(paths: tuple[Path, ...], out: Path, check: bool, shard: str | None, ex
             progress.say(render_inspect(inspect_path(built.folder)))
 
 
+RUN_OPTIONS = _options(
+    click.option("--runtimes", multiple=True, metavar="NAMES",
+                 help=f"Runner families to run (comma-separated; default all): {', '.join(FAMILIES)}."),
+    click.option("--providers", multiple=True, metavar="NAMES",
+                 help="ONNX Runtime providers to run (comma-separated). Default: CPU and CUDA (and TensorRT if present)."),
+    click.option("--require", multiple=True, metavar="NAMES",
+                 help="Providers or runners that must be available; a missing one exits 3."),
+    click.option("--cases", "case_names", multiple=True, metavar="NAMES",
+                 help=f"Cases to run (comma-separated; default all that apply): {', '.join(CASE_NAMES)}."),
+    click.option("--atol", type=float, help="Absolute tolerance (overrides the config's, CPU and CUDA)."),
+    click.option("--rtol", type=float, help="Relative tolerance, times max|oracle| per output."),
+    click.option("--strict-placement", is_flag=True,
+                 help="Fail when a recurrent node falls back to another provider."),
+    click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed of the input cases."),
+    click.option("--threads", type=click.IntRange(min=0, max=1024), default=0, show_default=True,
+                 help="Intra-op threads of every runtime (0: all cores)."))
+REPORT_OPTIONS = _options(
+    click.option("--json", "json_path", type=click.Path(path_type=Path), help="Write every report as one JSON file."),
+    click.option("--html", "html_path", type=click.Path(path_type=Path),
+                 help="Write a self-contained HTML report with drift plots (plots need rnnexport[plots])."),
+    click.option("--junit", "junit_path", type=click.Path(path_type=Path),
+                 help="Write a JUnit XML report (one test case per model × runner × case)."))
+
+
 @main.command()
 @PATHS
 @click.option("--config", "config_path", type=click.Path(path_type=Path), help="Config of a bare MODEL.onnx.")
 @WEIGHTS
-@click.option("--runtimes", multiple=True, metavar="NAMES",
-              help=f"Runner families to run (comma-separated; default all): {', '.join(FAMILIES)}.")
-@click.option("--providers", multiple=True, metavar="NAMES",
-              help="ONNX Runtime providers to run (comma-separated). Default: CPU and CUDA (and TensorRT if present).")
-@click.option("--require", multiple=True, metavar="NAMES",
-              help="Providers or runners that must be available; a missing one exits 3.")
-@click.option("--cases", "case_names", multiple=True, metavar="NAMES",
-              help=f"Cases to run (comma-separated; default all that apply): {', '.join(CASE_NAMES)}.")
-@click.option("--atol", type=float, help="Absolute tolerance (overrides the config's, CPU and CUDA).")
-@click.option("--rtol", type=float, help="Relative tolerance, times max|oracle| per output.")
-@click.option("--strict-placement", is_flag=True, help="Fail when a recurrent node falls back to another provider.")
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed of the input cases.")
+@RUN_OPTIONS
 @click.option("--inputs", "inputs_path", type=click.Path(path_type=Path),
               help="Replay the cases saved in an inputs.npz (instead of generating them).")
 @click.option("--long-seq", type=click.IntRange(min=1, max=100_000), default=1024, show_default=True,
               help="Steps of the 'long' case.")
-@click.option("--threads", type=click.IntRange(min=0, max=1024), default=0, show_default=True,
-              help="Intra-op threads of every runtime (0: all cores).")
-@click.option("--json", "json_path", type=click.Path(path_type=Path), help="Write every report as one JSON file.")
-@click.option("--html", "html_path", type=click.Path(path_type=Path),
-              help="Write a self-contained HTML report with drift plots (plots need rnnexport[plots]).")
-@click.option("--junit", "junit_path", type=click.Path(path_type=Path),
-              help="Write a JUnit XML report (one test case per config × runner × case).")
+@REPORT_OPTIONS
 @click.option("--export-test-data", "test_data", type=click.Path(path_type=Path),
               help="Write each model and its cases in ONNX's test-case layout (input_K.pb, output_K.pb).")
 @click.option("--shape", "shapes", multiple=True, metavar="seq=N,batch=M",
@@ -243,15 +252,12 @@ def verify(paths, config_path, weights, prefix, runtimes, providers, require, ca
       rnnexport verify artifacts/ --save-golden golden/      (then, on a machine without PyTorch:)
       rnnexport verify artifacts/ --golden golden/
     """
-    if golden is not None:
-        sys.exit(_verify_golden(list(paths), golden, _split(runtimes) or ("ort", "openvino"), _split(providers),
-                                threads, atol, rtol, json_path, quiet))
     from rnnexport.artifacts.index import in_shard, parse_shard
-    from rnnexport.artifacts.targets import load_targets
     from rnnexport.jobs import Outputs, VerifyOptions, check_names, exit_code, parse_shape, verify_targets
     from rnnexport.report.text import render_text, verdict_line
 
-    options = VerifyOptions(providers=_split(providers), runtimes=_split(runtimes) or FAMILIES,
+    options = VerifyOptions(providers=_split(providers),
+                            runtimes=_split(runtimes) or (GOLDEN_FAMILIES if golden else FAMILIES),
                             case_names=_split(case_names), atol=atol, rtol=rtol, seed=seed, long_seq=long_seq,
                             threads=threads, inputs=inputs_path, strict_placement=strict_placement,
                             require=_split(require), per_layer=per_layer,
@@ -260,28 +266,24 @@ def verify(paths, config_path, weights, prefix, runtimes, providers, require, ca
     outputs = Outputs(json=json_path, html=html_path, junit=junit_path, test_data=test_data, golden=save_golden)
     outputs.check()
     part = parse_shard(shard) if shard else None
-    targets = [t for t in load_targets(list(paths), config_path, weights, prefix) if in_shard(t.cfg.name, part)]
+    if golden is not None:
+        from rnnexport.verification.golden import golden_targets
+
+        if config_path or weights or prefix:
+            raise click.UsageError("--config, --weights and --prefix do not go with --golden (the golden folder "
+                                   "holds the config)")
+        found = golden_targets(list(paths), golden)
+    else:
+        from rnnexport.artifacts.targets import load_targets
+
+        found = load_targets(list(paths), config_path, weights, prefix)
+    targets = [t for t in found if in_shard(t.cfg.name, part)]
     progress = _Progress(targets, "verifying", lambda target: target.cfg.name, bar=not quiet)
 
     def show(report, verdict) -> None:
         progress.say(verdict_line(report, verdict) if quiet else render_text(report, verdict, verbose))
 
     sys.exit(exit_code(verify_targets(targets, options, outputs, on_result=show, each=lambda _: progress)))
-
-
-def _verify_golden(paths: list[Path], golden: Path, runtimes: tuple[str, ...], providers: tuple[str, ...],
-                   threads: int, atol: float | None, rtol: float | None, json_path: Path | None, quiet: bool) -> int:
-    """``verify --golden``: every model against saved oracle outputs, without importing torch."""
-    from rnnexport.report.text import render_text, verdict_line
-    from rnnexport.verification.golden import compare_golden
-
-    worst = 0
-    for report, verdict, note in compare_golden(paths, golden, runtimes, providers, threads, atol, rtol, json_path):
-        click.echo(verdict_line(report, verdict) if quiet else render_text(report, verdict))
-        if note:
-            click.echo(f"  note: {note}")
-        worst = max(worst, verdict.exit_code)
-    return worst
 
 
 @main.command()
@@ -392,26 +394,36 @@ def lint(path: Path, config_path: Path | None, run: bool | None) -> None:
 @click.argument("factory")
 @click.option("--out", type=click.Path(path_type=Path), required=True,
               help="Folder that receives model.onnx, report.json and report.md.")
-@click.option("--runtimes", multiple=True, metavar="NAMES", help="Runtimes to verify on (default: ort, openvino).")
 @click.option("--onnx", "onnx_file", type=click.Path(path_type=Path),
               help="Verify this ONNX file of the model (from any exporter) instead of exporting one.")
-def export_model_command(factory: str, out: Path, runtimes: tuple[str, ...], onnx_file: Path | None) -> None:
+@RUN_OPTIONS
+@REPORT_OPTIONS
+def export_model_command(factory: str, out: Path, onnx_file: Path | None, runtimes: tuple[str, ...],
+                         providers: tuple[str, ...], require: tuple[str, ...], case_names: tuple[str, ...],
+                         atol: float | None, rtol: float | None, strict_placement: bool, seed: int, threads: int,
+                         json_path: Path | None, html_path: Path | None, junit_path: Path | None) -> None:
     """Export a whole model (an embedding, convolutions, heads… around GRU/LSTM/RNN layers) with its recurrent
     layers as native nodes and the rest by torch.onnx's dynamo exporter, then verify it at the standard shapes
     (example, seq 1, batch 1, 10× the steps, another batch) against PyTorch and the float64 oracle.
 
     FACTORY is package.module:function, importable from the current folder, returning rnnexport.WholeModel.
-    Exit 0 pass, 1 drift, 3 a runtime failed.
+    The run options are verify's (default runtimes: ort, openvino).
 
     \b
-    Example:
+    Examples:
       rnnexport export-model mymodels:tagger --out exported/tagger
       rnnexport export-model mymodels:tagger --onnx theirs.onnx --out checked/theirs
+      rnnexport export-model mymodels:tagger --out exported/tagger --require ort-cpu --junit junit.xml
     """
-    from rnnexport.jobs import export_whole_model
+    from rnnexport.jobs import Outputs, VerifyOptions, check_names, export_whole_model
     from rnnexport.report.text import render_text
 
-    report, verdict = export_whole_model(factory, out, _split(runtimes) or ("ort", "openvino"), onnx_file)
+    options = VerifyOptions(providers=_split(providers), runtimes=_split(runtimes) or GOLDEN_FAMILIES,
+                            case_names=_split(case_names), atol=atol, rtol=rtol, seed=seed, threads=threads,
+                            strict_placement=strict_placement, require=_split(require))
+    check_names(options)
+    outputs = Outputs(json=json_path, html=html_path, junit=junit_path)
+    report, verdict = export_whole_model(factory, out, options, outputs, onnx_file)
     click.echo(render_text(report, verdict))
     sys.exit(verdict.exit_code)
 

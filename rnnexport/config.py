@@ -345,3 +345,20 @@ def load_configs(paths: list[str | Path]) -> list[ModelConfig]:
             raise ConfigError(f"{cfg.source}: name '{cfg.name}' is already used by {seen[cfg.name]}")
         seen[cfg.name] = cfg.source or cfg.name
     return configs
+
+
+def config_for_module(module: Any, name: str = "model") -> dict[str, Any]:
+    """The architecture keys of a config that describe ``module``, an ``nn.GRU``/``nn.LSTM``/``nn.RNN`` (for
+    ``parse_config``). Reads the module's attributes only: no torch import."""
+    cell = {"GRU": "gru", "LSTM": "lstm", "RNN_TANH": "rnn_tanh", "RNN_RELU": "rnn_relu"}[module.mode]
+    return dict(
+        name=name,
+        cell=cell,
+        input_size=module.input_size,
+        hidden_size=module.hidden_size,
+        num_layers=module.num_layers,
+        bias=module.bias,
+        batch_first=module.batch_first,
+        bidirectional=module.bidirectional,
+        dropout=float(module.dropout),
+    )

@@ -6,27 +6,40 @@
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from rnnexport.artifacts.folders import (
-    MANIFEST_FILE,
-    MODEL_FILE,
-    REPORT_FILES,
-    StagedWrites,
-    remove_stale_temporaries,
-    write_json_atomic,
-)
+import onnxruntime
+
+from rnnexport.artifacts.folders import StagedWrites, remove_stale_temporaries, write_json_atomic
+from rnnexport.artifacts.index import write_index
 from rnnexport.artifacts.targets import Target
-from rnnexport.contract import INPUTS_FILE, MARKDOWN_FILE, REPORT_FILE
-from rnnexport.errors import ArtifactError, RnnExportError
+from rnnexport.config import Tolerance
+from rnnexport.contract import (
+    CASE_NAMES,
+    INPUTS_FILE,
+    MANIFEST_FILE,
+    MARKDOWN_FILE,
+    MODEL_FILE,
+    REPORT_FILE,
+    REPORT_FILES,
+    VARIANTS,
+)
+from rnnexport.errors import ArtifactError, ProviderUnavailable, RnnExportError
+from rnnexport.graph.reader import read_model
+from rnnexport.report.html import render_html
+from rnnexport.report.junit import junit_xml
 from rnnexport.report.text import render_markdown
-from rnnexport.verification.cases import LONG_SEQ, cases_to_npz, load_cases
+from rnnexport.verification.cases import LONG_SEQ, cases_to_npz, load_cases, skipped_cases
 from rnnexport.verification.engine import VerifyReport, tolerances_for, verify
-from rnnexport.verification.runners import FAMILIES
-from rnnexport.verification.verdict import Policy, Verdict
+from rnnexport.verification.golden import check_golden_target, stage_golden, verify_golden
+from rnnexport.verification.runners import FAMILIES, TORCH_CPU, TORCH_CUDA
+from rnnexport.verification.runners.openvino_runner import INSTALL
+from rnnexport.verification.runners.ort_runner import ort_name, provider_status
+from rnnexport.verification.verdict import Policy, Tolerances, Verdict
 
 Judged = tuple[VerifyReport, Verdict]
 
@@ -102,16 +115,16 @@ def verify_targets(targets: list[Target], options: VerifyOptions, outputs: Outpu
     Nothing is written until every target has been verified: artifact folders get report.json, report.md
     and inputs.npz (and their index.json is rebuilt), then the JSON, HTML and JUnit files and the test
     data. ``on_result`` is called after each target; ``each`` wraps the loop over them (a progress bar)."""
-    from rnnexport.report.test_data import check_test_data_target
-
     options.check()
     outputs.check()
+    if any(t.golden for t in targets):
+        _check_golden_options(options, outputs)
     for target in targets:
         if outputs.test_data is not None:
+            from rnnexport.report.test_data import check_test_data_target  # torch: the oracle writes test data
+
             check_test_data_target(outputs.test_data / target.cfg.name)
         if outputs.golden is not None:
-            from rnnexport.verification.golden import check_golden_target
-
             check_golden_target(outputs.golden / target.cfg.name)
         _check_some_case_applies(target, options)
     policy = Policy(strict_placement=options.strict_placement, require=options.require)
@@ -126,10 +139,21 @@ def verify_targets(targets: list[Target], options: VerifyOptions, outputs: Outpu
     return judged
 
 
-def _check_some_case_applies(target: Target, options: VerifyOptions) -> None:
-    from rnnexport.verification.cases import skipped_cases
+def _check_golden_options(options: VerifyOptions, outputs: Outputs) -> None:
+    """Refuse what a comparison with saved outputs cannot do: it has no PyTorch and its cases are saved."""
+    refused = [("--inputs", options.inputs), ("--shape", options.shapes), ("--per-layer", options.per_layer),
+               ("--export-test-data", outputs.test_data), ("--save-golden", outputs.golden)]
+    for flag, value in refused:
+        if value:
+            raise RnnExportError(f"{flag} does not go with --golden: the golden outputs fix the cases, and the "
+                                 "comparison runs without PyTorch")
+    if not any(r != "torch" for r in options.runtimes):
+        raise RnnExportError("--golden compares ONNX runtimes (ort, openvino) with the saved outputs; --runtimes "
+                             "names none")
 
-    if options.inputs or not options.case_names:
+
+def _check_some_case_applies(target: Target, options: VerifyOptions) -> None:
+    if options.inputs or not options.case_names or target.golden:
         return
     skipped = skipped_cases(target.cfg)
     if all(name in skipped for name in options.case_names):
@@ -138,6 +162,10 @@ def _check_some_case_applies(target: Target, options: VerifyOptions) -> None:
 
 
 def _verify_one(target: Target, options: VerifyOptions) -> VerifyReport:
+    if target.golden is not None:
+        return verify_golden(target.model, target.golden, providers=options.providers or None,
+                             runtimes=options.runtimes, threads=options.threads, atol=options.atol, rtol=options.rtol,
+                             case_names=options.case_names, variants=target.variants)
     cases = load_cases(options.inputs, target.cfg) if options.inputs else None
     report = verify(target.module, target.model, cfg=target.cfg, providers=options.providers or None,
                     runtimes=options.runtimes, case_names=options.case_names or None,
@@ -151,34 +179,33 @@ def _verify_one(target: Target, options: VerifyOptions) -> VerifyReport:
 def write_outputs(targets: list[Target], judged: list[Judged], outputs: Outputs) -> None:
     """Every output of one run, all or none: each is staged first and they are moved into place together,
     so a full disk leaves every file as it was. index.json, derived from the folders, is rewritten after."""
-    from rnnexport.artifacts.index import write_index
-    from rnnexport.report.junit import junit_xml
-    from rnnexport.report.test_data import stage_test_data
-
     with StagedWrites() as staged:
         for target, (report, verdict) in zip(targets, judged):
             if target.folder:
                 stage_report(staged, report, verdict, target.folder)
-        if outputs.json:
-            staged.add_json(outputs.json, {"schema_version": 1, "reports": [r.to_dict(v) for r, v in judged]})
-        if outputs.html:
-            from rnnexport.report.html import render_html
-
-            staged.add_text(outputs.html, render_html(judged))
-        if outputs.junit:
-            staged.add_text(outputs.junit, junit_xml(judged))
+        _stage_summaries(staged, judged, outputs)
         if outputs.test_data:
+            from rnnexport.report.test_data import stage_test_data  # torch: the oracle writes test data
+
             for target, (report, _) in zip(targets, judged):
                 stage_test_data(staged, target, report.inputs, outputs.test_data)
         if outputs.golden:
-            from rnnexport.verification.golden import stage_golden
-
             for target, (report, _) in zip(targets, judged):
                 stage_golden(staged, target, report, outputs.golden)
     for target, (report, _) in zip(targets, judged):
         if target.folder:
             _discard_if_rebuilt(report, target.folder)
             write_index(target.folder.parent)
+
+
+def _stage_summaries(staged: StagedWrites, judged: list[Judged], outputs: Outputs) -> None:
+    """The files that summarise every report of a run: one JSON, the HTML page, JUnit XML."""
+    if outputs.json:
+        staged.add_json(outputs.json, {"schema_version": 1, "reports": [r.to_dict(v) for r, v in judged]})
+    if outputs.html:
+        staged.add_text(outputs.html, render_html(judged))
+    if outputs.junit:
+        staged.add_text(outputs.junit, junit_xml(judged))
 
 
 def write_report(report: VerifyReport, verdict: Verdict, folder: Path) -> None:
@@ -209,8 +236,6 @@ def _discard_if_rebuilt(report: VerifyReport, folder: Path) -> None:
 
 
 def _check_same_model(report: VerifyReport, folder: Path) -> None:
-    import json
-
     try:
         manifest = json.loads((folder / MANIFEST_FILE).read_text())
         current = manifest["files"][MODEL_FILE]["sha256"]
@@ -227,13 +252,8 @@ def exit_code(judged: list[Judged]) -> int:
 
 
 def check_names(options: VerifyOptions) -> None:
-    """Refuse unknown runner families, providers and cases, and a required runner that cannot run here,
-    before any work (exit 2 for a name, 3 for a missing runner)."""
-    import onnxruntime
-
-    from rnnexport.verification.cases import CASE_NAMES
-    from rnnexport.verification.runners.ort_runner import provider_status
-
+    """Refuse unknown runner families, providers, cases and required runners, and a required runner or provider
+    that cannot run here, before any work (exit 2 for a name, 3 for a missing runner)."""
     known = onnxruntime.get_all_providers()
     for family in options.runtimes:
         if family not in FAMILIES:
@@ -246,30 +266,54 @@ def check_names(options: VerifyOptions) -> None:
             raise RnnExportError(f"unknown case {name!r}; known: {', '.join(CASE_NAMES)}")
     for name in options.require:
         provider = name[:1].isupper()
-        reason = provider_status(name) if provider else _runner_status(name)
+        reason = provider_status(name) if provider else _runner_status(name, options.runtimes)
         if reason:
-            from rnnexport.errors import ProviderUnavailable
-
             what = "provider" if provider else "runner"
             raise ProviderUnavailable(f"required {what} {name} is not available: {reason}", runner=name, reason=reason)
 
 
-def _runner_status(name: str) -> str | None:
-    """Why a runner named in --require cannot run here (None when it can, or when only running tells)."""
-    import torch
+RUNNER_FORMS = ("torch-float32-cpu", "torch-float32-cuda", "ort-<cpu|cuda|tensorrt>[-<variant>|-float16]",
+                "openvino-<cpu|gpu…>-<f32|default>")
 
-    from rnnexport.verification.runners import TORCH_CUDA
 
-    if name == TORCH_CUDA and not torch.cuda.is_available():
-        return f"torch {torch.__version__} sees no CUDA device"
-    if name.startswith("openvino-"):
+def _runner_status(name: str, runtimes: tuple[str, ...]) -> str | None:
+    """Why a runner named in --require cannot run here (None when it can, or when only running tells). A name
+    that no runner has, or one whose family --runtimes leaves out, is refused (exit 2)."""
+    family = name.split("-", 1)[0]
+    if family not in FAMILIES or not _known_runner(name):
+        raise RnnExportError(f"--require {name}: no runner has that name; runners are named "
+                             f"{', '.join(RUNNER_FORMS)}")
+    if family not in runtimes:
+        raise RnnExportError(f"--require {name}: --runtimes {','.join(runtimes)} leaves out its family {family}")
+    if name == TORCH_CUDA:
+        import torch  # heavy: only when PyTorch's CUDA runner is required
+
+        return None if torch.cuda.is_available() else f"torch {torch.__version__} sees no CUDA device"
+    if family == "ort":
+        provider = next(p for p in onnxruntime.get_all_providers() if name.startswith(ort_name(p)))
+        return provider_status(provider)
+    if family == "openvino":
         try:
-            import openvino  # noqa: F401
+            import openvino
         except ImportError:
-            from rnnexport.verification.runners.openvino_runner import INSTALL
-
             return f"OpenVINO is not installed ({INSTALL})"
+        device = name.split("-")[1].upper()
+        if device not in openvino.Core().available_devices:
+            return f"OpenVINO {openvino.__version__} lists no device {device} here"
     return None
+
+
+def _known_runner(name: str) -> bool:
+    if name.startswith("torch-"):
+        return name in (TORCH_CPU, TORCH_CUDA)
+    if name.startswith("openvino-"):
+        parts = name.split("-")
+        return len(parts) == 3 and parts[2] in ("f32", "default") and parts[1][:3] in ("cpu", "gpu")
+    for provider in onnxruntime.get_all_providers():
+        base = ort_name(provider)
+        if name == base or name in (f"{base}-{v}" for v in (*VARIANTS, "float16")):
+            return True
+    return False
 
 
 def compare_configs(paths: list[Path], weights: Path | None, prefix: str | None, repeats: int,
@@ -294,8 +338,6 @@ def bench_targets(paths: list[Path], rounds: int, exporters: tuple[str, ...], js
                   ) -> Iterable[str]:
     """``bench``: lines to print as each measurement finishes; an artifact's manifest receives the
     recommended runtime settings, and ``json_path`` every number."""
-    import json
-
     from rnnexport.artifacts.targets import load_targets
     from rnnexport.bench import CORES, PEAK_SIZES, THREADS, bench_config, gemm_peak, peak_problems, render_bench
     from rnnexport.export.torch_exporters import EXPORTERS
@@ -329,16 +371,27 @@ def bench_targets(paths: list[Path], rounds: int, exporters: tuple[str, ...], js
                                       "configs": results})
 
 
-WHOLE_MODEL_FILES = ("model.onnx", "report.json", "report.md")
+WHOLE_MODEL_FILES = (MODEL_FILE, REPORT_FILE, MARKDOWN_FILE)
 
 
-def export_whole_model(factory: str, out: Path, runtimes: tuple[str, ...], onnx_file: Path | None = None
-                       ) -> tuple[VerifyReport, Verdict]:
-    """``export-model``: the factory's model exported (or ``onnx_file`` read) and verified; ``out`` receives
-    model.onnx and the reports together (it must be new, or hold only those files)."""
-    from rnnexport.export.whole_model import export_model, load_factory, verify_model
-    from rnnexport.graph.reader import read_model
+def export_whole_model(factory: str, out: Path, options: VerifyOptions = VerifyOptions(runtimes=("ort", "openvino")),
+                       outputs: Outputs = Outputs(), onnx_file: Path | None = None) -> Judged:
+    """``export-model``: the factory's model exported (or ``onnx_file`` read) and verified at the standard cases
+    under ``options``; ``out`` receives model.onnx and the reports, and ``outputs`` the JSON, HTML and JUnit
+    files, all together once the verification is done (``out`` must be new, or hold only those files)."""
+    from rnnexport.export.whole_model import export_model, load_factory  # torch
+    from rnnexport.verification.whole_model import STANDARD_CASES, verify_model
 
+    options.check()
+    outputs.check()
+    refused = [("--inputs", options.inputs), ("--shape", options.shapes), ("--per-layer", options.per_layer),
+               ("--export-test-data", outputs.test_data), ("--save-golden", outputs.golden)]
+    for flag, value in refused:
+        if value:
+            raise RnnExportError(f"{flag} does not go with export-model")
+    unknown = [c for c in options.case_names if c not in STANDARD_CASES]
+    if unknown:
+        raise RnnExportError(f"unknown case {unknown[0]!r} for a whole model; known: {', '.join(STANDARD_CASES)}")
     if out.exists() and (not out.is_dir() or any(p.name not in WHOLE_MODEL_FILES for p in out.iterdir())):
         raise ArtifactError(f"{out}: exists and holds other files than {', '.join(WHOLE_MODEL_FILES)}; refusing to "
                             "write into it")
@@ -346,12 +399,15 @@ def export_whole_model(factory: str, out: Path, runtimes: tuple[str, ...], onnx_
     proto = read_model(onnx_file)[0] if onnx_file else export_model(
         made.model, made.example_inputs, dynamic_shapes=made.dynamic_shapes, input_names=made.input_names,
         output_names=made.output_names)
+    tolerances = Tolerances(made.tolerance or Tolerance(), atol=options.atol, rtol=options.rtol)
     report = verify_model(made.model, proto, made.example_inputs, dynamic_shapes=made.dynamic_shapes,
-                          tolerance=made.tolerance, runtimes=runtimes)
-    verdict = report.judge()
+                          tolerance=tolerances, runtimes=options.runtimes, providers=options.providers or None,
+                          threads=options.threads, case_names=options.case_names, seed=options.seed)
+    verdict = report.judge(Policy(strict_placement=options.strict_placement, require=options.require))
     out.mkdir(parents=True, exist_ok=True)
     with StagedWrites() as staged:
-        staged.add(out / "model.onnx", proto.SerializeToString())
+        staged.add(out / MODEL_FILE, proto.SerializeToString())
         staged.add_json(out / REPORT_FILE, report.to_dict(verdict))
         staged.add_text(out / MARKDOWN_FILE, render_markdown(report, verdict))
+        _stage_summaries(staged, [(report, verdict)], outputs)
     return report, verdict

@@ -32,7 +32,8 @@ from torch import nn
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from rnnexport.export.whole_model import export_model, standard_shapes  # noqa: E402
+from rnnexport.export.whole_model import export_model  # noqa: E402
+from rnnexport.verification.whole_model import standard_shapes  # noqa: E402
 
 
 class Tagger(nn.Module):

@@ -17,8 +17,9 @@ import onnx
 import pytest
 from conftest import ROOT
 
-from rnnexport.export.whole_model import STANDARD_CASES, export_model, recurrent_modules, verify_model
+from rnnexport.export.whole_model import export_model, recurrent_modules
 from rnnexport.graph.lint import lint_model
+from rnnexport.verification.whole_model import STANDARD_CASES, verify_model
 
 _spec = importlib.util.spec_from_file_location("whole_models_doc", ROOT / "scripts" / "whole_models_doc.py")
 doc = importlib.util.module_from_spec(_spec)

@@ -14,19 +14,10 @@ import onnx
 import torch
 
 from rnnexport._version import versions as _versions
-from rnnexport.artifacts.folders import (
-    MANIFEST_FILE,
-    MODEL_FILE,
-    VARIANT_FILES,
-    WEIGHTS_FILE,
-    artifact_dir,
-    refuse_foreign,
-    sha256_file,
-    write_artifact,
-)
+from rnnexport.artifacts.folders import artifact_dir, refuse_foreign, sha256_file, write_artifact
 from rnnexport.artifacts.index import write_index
 from rnnexport.config import ModelConfig
-from rnnexport.contract import VARIANTS
+from rnnexport.contract import MANIFEST_FILE, MODEL_FILE, VARIANT_FILES, VARIANTS, WEIGHTS_FILE
 from rnnexport.errors import ArtifactError
 from rnnexport.export.builders import RecurrentModule, build_model
 from rnnexport.export.checkpoints import cast_dtypes, load_tensors, module_from_found, select_module

@@ -21,14 +21,11 @@ from pathlib import Path
 from typing import Any
 
 from rnnexport.config import ModelConfig, parse_config
-from rnnexport.contract import (  # noqa: F401
-    INDEX_FILE,
+from rnnexport.contract import (
     MANIFEST_FILE,
     MODEL_FILE,
     REPORT_FILES,
-    RESERVED_NAMES,
     VARIANT_FILES,
-    VARIANTS,
     WEIGHTS_FILE,
 )
 from rnnexport.errors import ArtifactError

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-import onnx
-import torch
-
-from rnnexport.artifacts.build import export_config
-from rnnexport.artifacts.folders import MANIFEST_FILE, load_artifact
+from rnnexport.artifacts.folders import load_artifact
 from rnnexport.config import ModelConfig, find_configs, load_config
+from rnnexport.contract import MANIFEST_FILE, VARIANTS
 from rnnexport.errors import ArtifactError
-from rnnexport.export.checkpoints import module_from_weights
 from rnnexport.graph.reader import check_model_matches, model_from_source
+
+if TYPE_CHECKING:
+    import onnx
 
 
 @dataclass
@@ -21,20 +21,26 @@ class Target:
     """Something to verify: a module and its ONNX model, with the config that describes them.
     ``folder`` is the artifact folder (where report.json goes), None for configs and bare files.
     ``variants``: the deployment variants to verify beside the model (variant name → serialized model, or
-    the sentence saying why the build could not make it)."""
+    the sentence saying why the build could not make it). ``golden``: the folder of saved oracle outputs to
+    compare with instead of the module (which is then None; see ``verification.golden``)."""
 
     cfg: ModelConfig
-    module: torch.nn.Module
+    module: Any  # torch.nn.Module; None for a golden comparison
     model: onnx.ModelProto
     folder: Path | None = None
     variants: dict[str, bytes | str] = field(default_factory=dict)
     latency: dict[str, dict[str, float]] = field(default_factory=dict)  # from bench: runner → shape → ratio
+    golden: Path | None = None
 
 
 def load_targets(paths: list[Path], config: Path | None = None, weights: Path | None = None,
                  prefix: str | None = None) -> list[Target]:
     """Resolve artifact folders (manifest checked first), folders of artifacts or configs, config files
     (built in memory), and ``MODEL.onnx`` files (which need ``config`` and ``weights``)."""
+    # torch is heavy, and a golden comparison (which needs the Target type alone) runs without it
+    from rnnexport.artifacts.build import export_config
+    from rnnexport.export.checkpoints import module_from_weights
+
     targets = []
     for path in _expand(paths):
         if path.is_dir():
@@ -79,9 +85,9 @@ def _expand(paths: list[Path]) -> list[Path]:
     return found
 
 
-def _variants_in_memory(cfg: ModelConfig, module: torch.nn.Module, model: onnx.ModelProto) -> dict[str, bytes | str]:
+def _variants_in_memory(cfg: ModelConfig, module: Any, model: onnx.ModelProto) -> dict[str, bytes | str]:
     """The config's ``variants`` built in memory as ``build`` would (or why one cannot be)."""
-    from rnnexport.artifacts.build import variant_files
+    from rnnexport.artifacts.build import variant_files  # torch: see load_targets
 
     made, skipped = variant_files(cfg, module, model, cfg.variants)
     return {**made, **skipped}
@@ -89,8 +95,6 @@ def _variants_in_memory(cfg: ModelConfig, module: torch.nn.Module, model: onnx.M
 
 def _reasons(recorded: object) -> dict[str, str]:
     """A manifest's ``variants_unavailable``, keeping only known variants and sentences."""
-    from rnnexport.contract import VARIANTS
-
     if not isinstance(recorded, dict):
         return {}
     return {k: v for k, v in recorded.items() if k in VARIANTS and isinstance(v, str)}

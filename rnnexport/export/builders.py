@@ -45,20 +45,3 @@ def fill_deterministic(module: nn.Module, seed: int) -> None:
         for _, param in module.named_parameters():
             values = rng.uniform(-bound, bound, size=tuple(param.shape)).astype(np.float32)
             param.copy_(torch.from_numpy(values))
-
-
-def config_for_module(module: nn.Module, name: str = "model") -> dict:
-    """The architecture keys of a config that describe ``module`` (for ``parse_config``)."""
-    cell = {"GRU": "gru", "LSTM": "lstm", "RNN_TANH": "rnn_tanh", "RNN_RELU": "rnn_relu"}[module.mode]
-    return dict(
-        name=name,
-        cell=cell,
-        input_size=module.input_size,
-        hidden_size=module.hidden_size,
-        num_layers=module.num_layers,
-        bias=module.bias,
-        batch_first=module.batch_first,
-        bidirectional=module.bidirectional,
-        dropout=float(module.dropout),
-    )
-

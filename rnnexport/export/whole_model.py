@@ -1,6 +1,6 @@
 """Whole models: any ``nn.Module`` that contains ``nn.GRU``/``nn.LSTM``/``nn.RNN`` layers, exported with those
-layers as rnnexport's native subgraphs and everything else by ``torch.onnx.export(dynamo=True)``, then verified
-against PyTorch and the float64 oracle at the standard shapes.
+layers as rnnexport's native subgraphs and everything else by ``torch.onnx.export(dynamo=True)``. Verified by
+``verification.whole_model.verify_model`` against PyTorch and the float64 oracle at the standard shapes.
 
     model = rnnexport.export_model(tagger, (tokens,), dynamic_shapes=({0: "batch", 1: "seq"},),
                                    input_names=["tokens"], output_names=["logits"])
@@ -16,16 +16,12 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import hashlib
 import logging
-import time
 import warnings
 from collections.abc import Iterator
-from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any, Callable
 
-import numpy as np
 import onnx
 import torch
 from onnx import helper
@@ -33,13 +29,8 @@ from torch import nn
 
 from rnnexport.config import Tolerance
 from rnnexport.contract import C0, C_N, H0, H_N, INPUT, LENGTHS, OUTPUT
-from rnnexport.errors import ExportError, RunnerFailed
+from rnnexport.errors import ExportError
 from rnnexport.export.native import export_onnx
-from rnnexport.verification.drift import OutputDrift
-from rnnexport.verification.engine import RunnerResult, VerifyReport, _open_runners
-from rnnexport.verification.runners import TORCH_CPU
-from rnnexport.verification.runners.ort_runner import CPU
-from rnnexport.verification.verdict import Tolerances
 
 STAND_IN = ("rnnexport", "Recurrent")
 RECURRENT = (nn.GRU, nn.LSTM, nn.RNN)
@@ -224,116 +215,6 @@ def _replace_stand_ins(proto: onnx.ModelProto, modules: list[tuple[str, nn.RNNBa
     kept_info = [v for v in proto.graph.value_info if v.name in names]
     del proto.graph.value_info[:]
     proto.graph.value_info.extend(kept_info)
-
-
-@dataclass(frozen=True)
-class InputSpec:
-    """One graph input: its name, its dims (ints, or ``"batch"``/``"seq"``), float or integer values (integers in
-    ``[0, high)``; ``high`` defaults to the smallest ``nn.Embedding`` of the model), a ragged batch's lengths (an
-    integer input whose only dim is ``"batch"``), or a ``sampler(shape, rng)``."""
-
-    name: str
-    dims: tuple[int | str, ...]
-    integer: bool = False
-    high: int | None = None
-    sampler: Callable[[tuple[int, ...], np.random.Generator], np.ndarray] | None = None
-    lengths: bool = False  # sequence lengths of a ragged batch: 1 to seq, unsorted, the longest exactly seq
-
-    def make(self, seq: int, batch: int, rng: np.random.Generator) -> np.ndarray:
-        shape = tuple(seq if d == "seq" else batch if d == "batch" else int(d) for d in self.dims)
-        if self.sampler is not None:
-            return self.sampler(shape, rng)
-        if self.lengths:
-            values = rng.integers(1, seq + 1, size=shape, dtype=np.int64)
-            values[rng.integers(0, shape[0])] = seq
-            return values
-        if self.integer:
-            return rng.integers(0, self.high, size=shape, dtype=np.int64)
-        return rng.standard_normal(shape).astype(np.float32)
-
-
-def input_specs(model: nn.Module, example_inputs: tuple, dynamic_shapes: Any, names: list[str]) -> list[InputSpec]:
-    """Specs from the example inputs and the names given to their dynamic dims ("batch" and "seq")."""
-    embeddings = [m.num_embeddings for m in model.modules() if isinstance(m, nn.Embedding)]
-    specs = []
-    dims_of = list(dynamic_shapes) if dynamic_shapes is not None else [None] * len(example_inputs)
-    for name, example, dims in zip(names, example_inputs, dims_of):
-        roles = dict(dims or {})
-        bad = [v for v in roles.values() if v not in ("batch", "seq")]
-        if bad:
-            raise ExportError(f"verify_model: input {name}: dynamic dim {bad[0]!r}; name them \"batch\" or \"seq\"")
-        shape = tuple(roles.get(axis, size) for axis, size in enumerate(example.shape))
-        integer = not example.is_floating_point()
-        if integer and shape == ("batch",):  # one integer per row: the rows' lengths (pack_padded_sequence)
-            specs.append(InputSpec(name, shape, True, lengths=True))
-            continue
-        if integer and not embeddings:
-            raise ExportError(f"verify_model: input {name} holds integers and no nn.Embedding says their range; "
-                              "pass InputSpec(..., high=N) or a sampler")
-        specs.append(InputSpec(name, shape, integer, min(embeddings) if integer else None))
-    return specs
-
-
-STANDARD_CASES = ("example", "seq1", "batch1", "long", "other_batch")
-
-
-def standard_shapes(seq: int, batch: int) -> dict[str, tuple[int, int]]:
-    """(seq, batch) of each standard case: the example, 1 step, batch 1, 10× the steps, a batch the example
-    did not use."""
-    return {"example": (seq, batch), "seq1": (1, batch), "batch1": (seq, 1), "long": (10 * seq, batch),
-            "other_batch": (seq, batch + 3)}
-
-
-def _torch_outputs(model: nn.Module, feeds: dict[str, np.ndarray], names: list[str], dtype: torch.dtype
-                   ) -> list[np.ndarray]:
-    args = [torch.from_numpy(v).to(dtype) if v.dtype.kind == "f" else torch.from_numpy(v) for v in feeds.values()]
-    with torch.no_grad():
-        out = model(*args)
-    flat = [out] if isinstance(out, torch.Tensor) else list(torch.utils._pytree.tree_leaves(out))
-    return [t.detach().double().numpy() for t in flat][: len(names)]
-
-
-def verify_model(model: nn.Module, onnx_model: onnx.ModelProto, example_inputs: tuple, *, dynamic_shapes: Any = None,
-                 specs: list[InputSpec] | None = None, tolerance: Tolerance | None = None, seed: int = 0,
-                 runtimes: tuple[str, ...] = ("ort", "openvino")) -> VerifyReport:
-    """The standard cases (from the declared dynamic dims) through PyTorch float32, the float64 oracle and every
-    runtime: a ``VerifyReport`` judged as ``verify``'s are."""
-    start = time.perf_counter()
-    data = onnx_model.SerializeToString()
-    names = [i.name for i in onnx_model.graph.input if i.name not in {t.name for t in onnx_model.graph.initializer}]
-    outputs = [o.name for o in onnx_model.graph.output]
-    specs = specs or input_specs(model, example_inputs, dynamic_shapes, names)
-    seq = next((example_inputs[i].shape[a] for i, s in enumerate(specs) for a, d in enumerate(s.dims) if d == "seq"), 1)
-    batch = next((example_inputs[i].shape[a] for i, s in enumerate(specs) for a, d in enumerate(s.dims)
-                  if d == "batch"), 1)
-    model32, model64 = copy.deepcopy(model).float().eval(), copy.deepcopy(model).double().eval()
-    cases = []
-    with ExitStack() as stack:
-        runners, results = _open_runners(stack, None, data, (CPU,), tuple(r for r in runtimes if r != "torch"), 0, {})
-        results = {TORCH_CPU: RunnerResult(TORCH_CPU, "torch", "cpu"), **results}
-        for case, (case_seq, case_batch) in standard_shapes(seq, batch).items():
-            rng = np.random.default_rng([seed, int(hashlib.sha256(case.encode()).hexdigest()[:8], 16)])
-            feeds = {s.name: s.make(case_seq, case_batch, rng) for s in specs}
-            cases.append({"name": case, "description": f"seq {case_seq}, batch {case_batch}",
-                          "inputs": {k: list(v.shape) for k, v in feeds.items()}, "chunks": None,
-                          "nonfinite_inputs": 0})
-            expected = dict(zip(outputs, _torch_outputs(model64, feeds, outputs, torch.float64)))
-            actual = {TORCH_CPU: dict(zip(outputs, _torch_outputs(model32, feeds, outputs, torch.float32)))}
-            for runner in runners:
-                try:
-                    actual[runner.name] = runner.infer(feeds)
-                except RunnerFailed as exc:
-                    results[runner.name].case_errors[case] = exc.reason
-            for name, got in actual.items():
-                results[name].drift[case] = {o: OutputDrift.from_arrays(expected[o], got[o]) if o in got else
-                                             OutputDrift.unmatched("missing from the runner's outputs")
-                                             for o in outputs}
-    return VerifyReport(name=getattr(model, "name", type(model).__name__), model_sha256=hashlib.sha256(data).hexdigest(),
-                        config={"model": type(model).__name__, "inputs": [s.name for s in specs]},
-                        tolerances=Tolerances(tolerance or Tolerance()), cases=cases, skipped_cases={},
-                        runners=list(results.values()), oracle={"name": "torch-float64-oracle", "threads":
-                                                                torch.get_num_threads(), "run_seconds": 0.0},
-                        seconds=time.perf_counter() - start)
 
 
 @dataclass

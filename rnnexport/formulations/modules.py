@@ -22,7 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rnnexport.export.builders import config_for_module, native_module
+from rnnexport.config import config_for_module
+from rnnexport.export.builders import native_module
 
 FORMULATIONS = ("native", "stacked", "layer_major", "time_major", "scripted")
 UNIDIRECTIONAL_ONLY = ("time_major", "scripted")

@@ -8,8 +8,8 @@ from typing import Any
 
 import onnx
 
-from rnnexport.artifacts.folders import MANIFEST_FILE, MODEL_FILE, Artifact, load_artifact
-from rnnexport.contract import ONNX_DOMAINS
+from rnnexport.artifacts.folders import Artifact, load_artifact
+from rnnexport.contract import MANIFEST_FILE, MODEL_FILE, ONNX_DOMAINS
 from rnnexport.errors import ArtifactError
 from rnnexport.export.native import op_counts
 from rnnexport.graph.reader import load_model_bytes

@@ -296,7 +296,7 @@ def run_findings(model: onnx.ModelProto, explicit: bool = False) -> list[Finding
 
 def lint_path(path: Path, cfg: ModelConfig | None = None, run: bool | None = False) -> list[tuple[Path, list[Finding]]]:
     """``lint_model`` of an ONNX file, or of an artifact folder's model.onnx and every variant beside it."""
-    from rnnexport.artifacts.folders import VARIANT_FILES
+    from rnnexport.contract import VARIANT_FILES
     from rnnexport.export.variants import source_config
     from rnnexport.graph.reader import read_model
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from rnnexport.contract import OUTPUT
 from rnnexport.report.text import DEPLOY_HEADER, HEADER, deploy_rows, environment, localisation_lines, runner_row
 from rnnexport.verification.drift import HISTOGRAM_EDGES
 from rnnexport.verification.engine import VerifyReport
@@ -60,11 +61,11 @@ def _curve_plot(plt: Any, report: VerifyReport, verdict: Verdict) -> str | None:
     ran = [r for r in report.runners if r.status == "ok" and r.drift]
     if not ran:
         return None
-    case = max(ran[0].drift, key=lambda c: len(ran[0].drift[c]["output"].per_step or ()))
+    case = max(ran[0].drift, key=lambda c: len(getattr(ran[0].drift[c].get(OUTPUT), "per_step", None) or ()))
     fig, ax = plt.subplots(figsize=(9, 3.4))
     allowed: dict[float, list[str]] = {}
     for r in ran:
-        drift = r.drift.get(case, {}).get("output")
+        drift = r.drift.get(case, {}).get(OUTPUT)
         if drift is None or not drift.per_step:
             continue
         curve = np.asarray(drift.per_step, dtype=np.float64)

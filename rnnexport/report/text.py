@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from rnnexport.contract import OUTPUT
 from rnnexport.verification.drift import OutputDrift
 from rnnexport.verification.verdict import Verdict
 
@@ -23,7 +24,7 @@ def _where(case: str, output: str, index: tuple[int, ...]) -> str:
 
 def growth_ratio(result: RunnerResult) -> float | None:
     """Error growth along the longest sequence: mean error in its last quarter over its first."""
-    curves = {c: outs["output"] for c, outs in result.drift.items() if "output" in outs}
+    curves = {c: outs[OUTPUT] for c, outs in result.drift.items() if OUTPUT in outs}
     longest = max(curves, key=lambda c: len(curves[c].per_step or ()), default=None)
     return curves[longest].growth_ratio if longest else None
 
@@ -137,7 +138,7 @@ def localisation_lines(report: VerifyReport) -> list[str]:
 
 
 def notes(report: VerifyReport) -> list[str]:
-    """Fallbacks, non-finite inputs and skipped cases, one line each."""
+    """Fallbacks, non-finite inputs, a model other than the golden outputs' and skipped cases, one line each."""
     lines = []
     for r in report.runners:
         if r.fallbacks:
@@ -148,6 +149,10 @@ def notes(report: VerifyReport) -> list[str]:
             lines.append(f"  ⚠ case {case['name']}: the inputs hold {case['nonfinite_inputs']} NaN/Inf values; a "
                          "runtime must propagate them where PyTorch does (a hidden NaN fails), and finite elements "
                          "are compared as usual")
+    saved = report.oracle.get("golden_model_sha256")
+    if saved and saved != report.model_sha256:
+        lines.append(f"  note: this model (sha256 {report.model_sha256[:12]}…) is not the one the golden outputs were "
+                     f"saved from ({saved[:12]}…): the comparison says whether it computes the same")
     if report.skipped_cases:
         lines.append("  skipped: " + "; ".join(f"{k} ({v})" for k, v in report.skipped_cases.items()))
     return lines

@@ -8,7 +8,7 @@ from __future__ import annotations
 import io
 import re
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -30,11 +30,11 @@ class Case:
     feeds: dict[str, np.ndarray]
     description: str
     chunks: tuple[int, ...] | None = None
-    time_axis: int = field(default=0)
+    time_axis: int | None = 0  # of input and output; None where no axis is time (a whole model's own inputs)
 
     @property
     def seq_len(self) -> int:
-        return self.feeds["input"].shape[self.time_axis]
+        return self.feeds["input"].shape[self.time_axis or 0]
 
 
 def make_feeds(cfg: ModelConfig, seq_len: int, batch: int, rng: np.random.Generator, *, scale: float = 1.0,

@@ -14,16 +14,21 @@ from __future__ import annotations
 import io
 import json
 import time
-from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from rnnexport._version import versions
+from rnnexport.artifacts.folders import load_artifact
+from rnnexport.artifacts.targets import Target
 from rnnexport.config import parse_config
-from rnnexport.contract import INPUTS_FILE
+from rnnexport.contract import INPUTS_FILE, MANIFEST_FILE
 from rnnexport.errors import ArtifactError
+from rnnexport.graph.reader import check_model_matches, contract_problems, model_from_source
 from rnnexport.verification.cases import Case, cases_to_npz, load_cases
+from rnnexport.verification.engine import default_providers, run_engine, runtime_specs
+from rnnexport.verification.results import VerifyReport
 from rnnexport.verification.verdict import Tolerances
 
 GOLDEN_FILE, EXPECTED_FILE = "golden.json", "expected.npz"
@@ -44,7 +49,6 @@ def check_golden_target(folder: Path) -> None:
 
 def stage_golden(staged: Any, target: Any, report: Any, out: Path) -> None:
     """Write ``out/<name>/`` for one verified target into a hidden folder that ``staged`` moves into place."""
-    from rnnexport._version import versions
     from rnnexport.verification.runners.torch_runner import Float64Oracle
 
     folder = out / target.cfg.name
@@ -73,7 +77,7 @@ def golden_folder(path: Path, golden: Path) -> Path:
     name = path.stem
     if path.is_dir():
         try:
-            name = json.loads((path / "manifest.json").read_text())["name"]
+            name = json.loads((path / MANIFEST_FILE).read_text())["name"]
         except (OSError, ValueError, KeyError, TypeError):
             name = path.name
     if not (golden / name / GOLDEN_FILE).is_file():
@@ -102,76 +106,74 @@ def load_golden(folder: Path) -> tuple[dict[str, Any], list[Case], dict[str, dic
     return index, cases, expected
 
 
+class GoldenOracle:
+    """Outputs an earlier run of the float64 oracle saved: ``expected(case)`` reads them back."""
+
+    def __init__(self, folder: Path, index: dict[str, Any], expected: dict[str, dict[str, np.ndarray]]):
+        self.name, self.saved = ORACLE_NAME, expected
+        oracle = index.get("oracle") if isinstance(index.get("oracle"), dict) else {}
+        self.settings = {"threads": oracle.get("threads"), "golden": str(folder),
+                         "golden_model_sha256": index.get("model_sha256"), "golden_versions": index.get("versions")}
+
+    def expected(self, case: Case) -> dict[str, np.ndarray]:
+        return self.saved[case.name]
+
+
 def verify_golden(model: Any, folder: Path, *, providers: tuple[str, ...] | None = None,
                   runtimes: tuple[str, ...] = ("ort", "openvino"), threads: int = 0,
-                  atol: float | None = None, rtol: float | None = None) -> Any:
-    """Run the golden cases through every runtime runner and compare with the saved oracle outputs: a
-    ``VerifyReport`` like ``verify``'s, made without PyTorch."""
-    from rnnexport.graph.reader import check_model_matches, contract_problems, model_from_source
-    from rnnexport.verification.engine import VerifyReport, _case_summary, _open_runners, _run_case, default_providers
-
+                  atol: float | None = None, rtol: float | None = None, case_names: tuple[str, ...] = (),
+                  variants: dict[str, bytes | str] | None = None) -> VerifyReport:
+    """Run the golden cases (those of ``case_names``, default all) through every runtime runner and compare
+    with the saved oracle outputs: the engine's ``VerifyReport``, made without PyTorch. ``variants`` (an
+    artifact's deployment variants) run beside the model, as in ``verify``."""
     start = time.perf_counter()
     index, cases, expected = load_golden(folder)
     cfg = parse_config(index["config"], f"{folder / GOLDEN_FILE} [config]")
     proto, data = model_from_source(model)
     check_model_matches(proto, cfg, str(model) if isinstance(model, (str, Path)) else cfg.name, need_recurrent=False)
-    families = tuple(r for r in runtimes if r != "torch")
-    with ExitStack() as stack:
-        runners, results = _open_runners(stack, None, data, providers or default_providers(), families, threads, {})
-        for case in cases:
-            _run_case(case, lambda c: expected[c.name], runners, results)
-    import hashlib
-
-    sha = hashlib.sha256(data).hexdigest()
-    oracle = {"name": ORACLE_NAME, "threads": index.get("oracle", {}).get("threads"), "run_seconds": 0.0,
-              "golden": str(folder), "golden_model_sha256": index.get("model_sha256"),
-              "golden_versions": index.get("versions")}
-    return VerifyReport(name=cfg.name, model_sha256=sha, config=cfg.to_dict(),
-                        tolerances=Tolerances(cfg.tolerance, atol=atol, rtol=rtol),
-                        cases=[_case_summary(c) for c in cases], skipped_cases={}, runners=list(results.values()),
-                        oracle=oracle, seconds=time.perf_counter() - start, inputs=cases,
-                        contract=contract_problems(proto, cfg))
-
-
-def golden_note(report: Any) -> str | None:
-    """One line when the model is not the one the golden outputs were saved from."""
-    saved = report.oracle.get("golden_model_sha256")
-    if saved and saved != report.model_sha256:
-        return (f"this model (sha256 {report.model_sha256[:12]}…) is not the one the golden outputs were saved "
-                f"from ({saved[:12]}…): the comparison says whether it computes the same")
-    return None
+    if case_names:
+        cases = [c for c in cases if c.name in case_names]
+        if not cases:
+            raise ArtifactError(f"{folder}: holds none of the chosen cases ({', '.join(case_names)}); it holds "
+                                f"{', '.join(sorted(expected))}")
+    outputs = [o.name for o in proto.graph.output]
+    for case in cases:
+        missing = [o for o in outputs if o not in expected[case.name]]
+        if missing:
+            raise ArtifactError(f"{folder}: no expected output {missing[0]} for case {case.name}; the model has "
+                                f"{', '.join(outputs)}")
+    specs = runtime_specs(data, providers or default_providers(), tuple(r for r in runtimes if r != "torch"),
+                          threads, variants)
+    return run_engine(cfg.name, data, GoldenOracle(folder, index, expected), cases, specs, config=cfg.to_dict(),
+                      tolerances=Tolerances(cfg.tolerance, atol=atol, rtol=rtol),
+                      contract=contract_problems(proto, cfg), start=start)
 
 
-def golden_targets(paths: list[Path], golden: Path) -> list[tuple[Path, Path]]:
-    """(model file, its golden folder) for artifact folders (a folder of them stands for those inside) and
-    .onnx files; each must have golden outputs in ``golden``."""
+def golden_targets(paths: list[Path], golden: Path) -> list[Target]:
+    """A target per artifact folder (a folder of them stands for those inside; the manifest is checked first)
+    or .onnx file, each with its golden folder in ``golden`` and the config saved there; an artifact's
+    deployment variants join in. Nothing here imports torch."""
     found = []
     for path in paths:
         if not path.exists():
             raise ArtifactError(f"{path}: no such file or folder")
-        if path.is_dir() and not (path / "manifest.json").is_file():
-            found += sorted(p for p in path.iterdir() if (p / "manifest.json").is_file())
+        if path.is_dir() and not (path / MANIFEST_FILE).is_file():
+            found += sorted(p for p in path.iterdir() if (p / MANIFEST_FILE).is_file())
         else:
             found.append(path)
     if not found:
         raise ArtifactError(f"{', '.join(map(str, paths))}: no artifact folder or .onnx file to compare")
-    return [((p / "model.onnx") if p.is_dir() else p, golden_folder(p, golden)) for p in found]
-
-
-def compare_golden(paths: list[Path], golden: Path, runtimes: tuple[str, ...], providers: tuple[str, ...],
-                   threads: int, atol: float | None, rtol: float | None, json_path: Path | None) -> list[tuple]:
-    """``verify --golden``: (report, verdict, note) per model, every report also in ``json_path`` when given
-    (checked before any work)."""
-    from rnnexport.artifacts.folders import write_json_atomic
-
-    if json_path is not None and (json_path.is_dir() or not json_path.parent.is_dir()):
-        raise ArtifactError(f"--json {json_path}: expected a file name in an existing folder")
-    judged = []
-    for model, folder in golden_targets(paths, golden):
-        report = verify_golden(model, folder, providers=providers or None, runtimes=runtimes, threads=threads,
-                               atol=atol, rtol=rtol)
-        verdict = report.judge()
-        judged.append((report, verdict, golden_note(report)))
-    if json_path is not None:
-        write_json_atomic(json_path, {"schema_version": 1, "reports": [r.to_dict(v) for r, v, _ in judged]})
-    return judged
+    targets = []
+    for path in found:
+        folder = golden_folder(path, golden)
+        cfg = load_golden(folder)[0]["config"]
+        variants: dict[str, bytes | str] = {}
+        if path.is_dir():
+            artifact = load_artifact(path)
+            model_path = artifact.model_path
+            variants = {k: p.read_bytes() for k, p in artifact.variant_paths().items()}
+        else:
+            model_path = path
+        targets.append(Target(parse_config(cfg, f"{folder / GOLDEN_FILE} [config]"), None,
+                              model_from_source(model_path)[0], variants=variants, golden=folder))
+    return targets

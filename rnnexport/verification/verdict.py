@@ -153,7 +153,13 @@ def judge(runners: list[Any], tolerances: Tolerances, policy: Policy, contract: 
             nodes = ", ".join(f"{n} on {p}" for n, p in r.fallbacks.items())
             found.append(Problem(r.name, None, f"{r.name}: recurrent nodes fell back to another provider: {nodes}"))
         found += _drift_problems(r, tol.for_runner(r.device, r.precision))
+    for name in policy.require:  # a required name no runner answers to (a runner outside --runtimes, say)
+        if not any(r.name == name or r.settings.get("provider") == name for r in runners):
+            found.append(Problem(name, None, f"{name}: required, and no runner of that name ran", runtime=True))
     ran = tuple(r.name for r in runners if r.status == "ok")
+    if runners and not any(r.kind != "torch" for r in runners if r.status == "ok"):
+        found.append(Problem(GRAPH, None, "no ONNX runtime ran: nothing checked the model file (see --runtimes)",
+                             runtime=True))
     return Verdict(policy, tol, tuple(found), ran, tuple(r.name for r in runners if r.status != "ok"))
 
 

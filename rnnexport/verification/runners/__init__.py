@@ -7,6 +7,8 @@ and constants here, so a search for a name finds where it is made.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
@@ -39,3 +41,18 @@ class Runner(Protocol):
     def __enter__(self) -> Runner: ...
 
     def __exit__(self, *exc: Any) -> None: ...
+
+
+@dataclass(frozen=True)
+class RunnerSpec:
+    """A runner verify may run, before it runs: its stable ``name``, ``kind`` (torch, onnxruntime, openvino),
+    ``device`` (cpu, cuda, gpu) and ``precision``, and ``open()`` → the runner, which raises
+    ``RunnerUnavailable`` where it cannot run here (``RunnerFailed`` where the model would not load).
+    ``model_bytes``: the size of the model file a runtime runner deploys (None for PyTorch)."""
+
+    name: str
+    kind: str
+    device: str
+    open: Callable[[], Runner]
+    precision: str = "float32"
+    model_bytes: int | None = None

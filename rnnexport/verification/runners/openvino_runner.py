@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from rnnexport.errors import RunnerFailed, RunnerUnavailable
+from rnnexport.verification.runners import RunnerSpec
 
 INSTALL = "pip install 'rnnexport[openvino]'"
 # OpenVINO's element type names → the precision names reports use.
@@ -24,17 +25,18 @@ def openvino_name(device: str, precision: str) -> str:
     return f"openvino-{device.lower()}-{precision}"
 
 
-def openvino_candidates(data: bytes, threads: int = 0) -> list[tuple[str, str, str, Any]]:
-    """(name, kind, device, opener) for each OpenVINO runner: CPU always (not available without the
-    package), and GPU when OpenVINO lists one."""
+def openvino_specs(data: bytes, threads: int = 0) -> list[RunnerSpec]:
+    """A spec for each OpenVINO runner: CPU always (not available without the package), and GPU when
+    OpenVINO lists one; f32 and the device's default precision on each."""
     try:
         import openvino
     except ImportError:
-        return [(openvino_name("cpu", p), "openvino", "cpu", lambda p=p: _missing(openvino_name("cpu", p)))
-                for p in ("f32", "default")]
+        return [RunnerSpec(openvino_name("cpu", p), "openvino", "cpu", lambda p=p: _missing(openvino_name("cpu", p)),
+                           model_bytes=len(data)) for p in ("f32", "default")]
     devices = ["CPU"] + [d for d in openvino.Core().available_devices if d.startswith("GPU")]
-    return [(openvino_name(d, p), "openvino", "cpu" if d == "CPU" else "gpu",
-             lambda d=d, p=p: OpenVinoRunner(data, d, force_f32=p == "f32", threads=threads))
+    return [RunnerSpec(openvino_name(d, p), "openvino", "cpu" if d == "CPU" else "gpu",
+                       lambda d=d, p=p: OpenVinoRunner(data, d, force_f32=p == "f32", threads=threads),
+                       model_bytes=len(data))
             for d in devices for p in ("f32", "default")]
 
 

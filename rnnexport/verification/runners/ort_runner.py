@@ -14,6 +14,8 @@ import onnxruntime as ort
 
 from rnnexport.contract import RECURRENT_OPS
 from rnnexport.errors import RunnerFailed, RunnerUnavailable
+from rnnexport.export.variants import PRECISION
+from rnnexport.verification.runners import RunnerSpec
 
 CPU, CUDA, TENSORRT = "CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider"
 _SHORT = {CPU: "cpu", CUDA: "cuda", TENSORRT: "tensorrt"}
@@ -126,27 +128,26 @@ class OrtRunner:
         return {node: used for node, used in self.placement.items() if used != self.provider}
 
 
-def variant_candidates(variants: dict[str, bytes | str], providers: tuple[str, ...], threads: int
-                       ) -> list[tuple[str, str, str, Any]]:
-    """(name, kind, device, opener) of a runner per deployment variant and provider: ``ort-cpu-fp16-weights``,
-    ``ort-cpu-int8-dynamic``, …; int8 only on CPU, where ONNX Runtime has its DynamicQuantizeLSTM kernel.
-    A variant given as a sentence (why the build could not make it) is one "not available" runner."""
-    from rnnexport.export.variants import PRECISION
-
+def variant_specs(variants: dict[str, bytes | str], providers: tuple[str, ...], threads: int) -> list[RunnerSpec]:
+    """A runner per deployment variant and provider: ``ort-cpu-fp16-weights``, ``ort-cpu-int8-dynamic``, …;
+    int8 only on CPU, where ONNX Runtime has its DynamicQuantizeLSTM kernel. A variant given as a sentence
+    (why the build could not make it) is one "not available" runner."""
     found = []
     for kind, data in variants.items():
         if isinstance(data, str):
             name = f"{ort_name(CPU)}-{kind}"
-            found.append((name, "onnxruntime", "cpu", lambda n=name, why=data: _refuse(n, why)))
+            found.append(RunnerSpec(name, "onnxruntime", "cpu", lambda n=name, why=data: _refuse(n, why),
+                                    precision=PRECISION[kind]))
             continue
         for provider in providers:
             name, device = f"{ort_name(provider)}-{kind}", "cpu" if provider == CPU else "cuda"
             if kind == "int8-dynamic" and provider != CPU:
-                found.append((name, "onnxruntime", device, lambda n=name: _refuse(
-                    n, "ONNX Runtime's DynamicQuantizeLSTM kernel runs on CPU only")))
+                found.append(RunnerSpec(name, "onnxruntime", device, lambda n=name: _refuse(
+                    n, "ONNX Runtime's DynamicQuantizeLSTM kernel runs on CPU only"), precision=PRECISION[kind]))
                 continue
-            found.append((name, "onnxruntime", device, lambda p=provider, d=data, n=name, k=kind: OrtRunner(
-                d, p, threads=threads, name=n, precision=PRECISION[k])))
+            found.append(RunnerSpec(name, "onnxruntime", device, lambda p=provider, d=data, n=name, k=kind: OrtRunner(
+                d, p, threads=threads, name=n, precision=PRECISION[k]), precision=PRECISION[kind],
+                model_bytes=len(data)))
     return found
 
 

@@ -10,7 +10,8 @@ import torch
 from torch import nn
 
 from rnnexport.contract import C0, H0, LENGTHS, output_names
-from rnnexport.verification.runners import ORACLE, torch_name
+from rnnexport.errors import RunnerUnavailable
+from rnnexport.verification.runners import ORACLE, TORCH_CUDA, torch_name
 
 
 class TorchRunner:
@@ -76,6 +77,17 @@ class Float64Oracle(TorchRunner):
 
     def __init__(self, module: nn.Module):
         super().__init__(module, "cpu", torch.float64, name=ORACLE)
+
+    def expected(self, case: Any) -> dict[str, np.ndarray]:
+        """The oracle's outputs of a ``cases.Case`` (all of it at once, also for a streaming case)."""
+        return self.infer(case.feeds)
+
+
+def torch_cuda(module: nn.Module) -> TorchRunner:
+    """PyTorch float32 on CUDA; not available where torch sees no CUDA device."""
+    if not torch.cuda.is_available():
+        raise RunnerUnavailable(TORCH_CUDA, f"torch {torch.__version__} sees no CUDA device")
+    return TorchRunner(module, "cuda")
 
 
 class _tf32:
