@@ -18,9 +18,9 @@ import functools
 import os
 import statistics
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable
+from typing import Any, cast
 
 import numpy as np
 import onnx
@@ -69,7 +69,7 @@ def gemm_peak(threads: int, sizes: tuple[int, ...] = PEAK_SIZES, rounds: int = 3
         for size in sizes:
             a, b = torch.randn(size, size), torch.randn(size, size)
             torch.mm(a, b)
-            seconds = min(_seconds(lambda: torch.mm(a, b)) for _ in range(rounds))
+            seconds = min(_seconds(functools.partial(torch.mm, a, b)) for _ in range(rounds))
             best = max(best, 2 * size**3 / seconds / 1e9)
     return best
 
@@ -113,7 +113,7 @@ class Timing:
         return cls(median * 1e3, spread, len(ordered), spread >= NOISY)
 
 
-def time_interleaved(calls: dict[str, Callable[[], Any]], rounds: int,
+def time_interleaved(calls: Mapping[str, Callable[[], Any]], rounds: int,
                      warmed: dict[str, float] | None = None, max_rounds: int | None = None) -> dict[str, Timing]:
     """Median and spread of each call, measured in rotated order within each round. Calls whose spread is
     at or above ``NOISY`` get more rounds (rotated among themselves) up to ``max_rounds`` (default 3×).
@@ -196,7 +196,9 @@ def _export_bytes(cfg: ModelConfig, module: torch.nn.Module, exporter: str) -> b
 def _export_times(cfg: ModelConfig, module: torch.nn.Module, rounds: int, exporters: tuple[str, ...]
                   ) -> tuple[dict, dict]:
     """Export time of each exporter (module → serialized bytes) and the graphs they made."""
-    graphs, calls, first = {}, {}, {}
+    graphs: dict[str, bytes | str] = {}
+    calls: dict[str, Callable[[], bytes]] = {}
+    first: dict[str, float] = {}
     for exporter in EXPORTERS:
         if exporter not in exporters:
             graphs[exporter] = "not measured"
@@ -274,7 +276,9 @@ def _runtime(cfg: ModelConfig, module: torch.nn.Module, exported: dict, rounds: 
     alone at the example shape (before anything else runs) to show the rotation does not slow it down."""
     entries, missing = _entries(cfg, module, exported)
     oracle = Float64Oracle(module)
-    results, drift, alone = {}, {}, {}
+    results: dict[str, dict[str, Timing | str]] = {}
+    drift: dict[str, dict[str, float]] = {}
+    alone: dict[str, Timing] = {}
     for shape, (seq_len, batch) in shape_classes(cfg).items():
         feeds = make_feeds(cfg, seq_len, batch, np.random.default_rng(0), lengths="ragged")
         expected = oracle.infer(feeds)
@@ -305,8 +309,8 @@ def _recommend(runtime: dict[str, dict]) -> dict[str, dict[str, Any]]:
                 and isinstance(v, Timing)}
         name = min(ours, key=lambda k: ours[k].median_ms)
         runner, threads = name.split("@")
-        best[shape] = {"intra_op_num_threads": int(threads.removesuffix("t")),
-                       "graph_optimization_level": "ORT_ENABLE_BASIC" if runner.endswith("-basic") else "ORT_ENABLE_ALL",
+        level = "ORT_ENABLE_BASIC" if runner.endswith("-basic") else "ORT_ENABLE_ALL"
+        best[shape] = {"intra_op_num_threads": int(threads.removesuffix("t")), "graph_optimization_level": level,
                        "median_ms": ours[name].median_ms}
     return best
 
@@ -376,8 +380,9 @@ def render_bench(result: ConfigBench, peaks: dict[int, float]) -> str:
     parts = [f"native {_fmt(native)}"]
     for exporter in EXPORTERS[1:]:
         t = result.export_ms[exporter]
-        parts.append(f"{exporter} {_fmt(t)} ({t.median_ms / native.median_ms:.0f}×)" if isinstance(t, Timing)
-                     else f"{exporter}: {t}")
+        # a Timing: bench_config's native export never fails (its graph is what the runtimes run)
+        parts.append(f"{exporter} {_fmt(t)} ({t.median_ms / cast(Timing, native).median_ms:.0f}×)"
+                     if isinstance(t, Timing) else f"{exporter}: {t}")
     lines = [f"{result.name}", "  export: " + " · ".join(parts)]
     for key, alone in result.eager_alone.items():
         inside = result.runtime["example"].get(key)
@@ -396,8 +401,9 @@ def render_bench(result: ConfigBench, peaks: dict[int, float]) -> str:
             ratio = result.ratio(shape, key)
             share = over_peak(result.flops[shape], timing, peaks[threads])
             shown = f"{share:.1%}" if computes_float32(result, key) else f"— ({result.precision[key.split('@')[0]]})"
+            above = "  ⚠ above the GEMM peak" if share > 1 and computes_float32(result, key) else ""
             lines.append(f"    {key:<34} {_fmt(timing):<24} ×{ratio:<6.2f} {result.drift[shape].get(key, 0):.1e}  "
-                         f"{shown}" + ("  ⚠ above the GEMM peak" if share > 1 and computes_float32(result, key) else ""))
+                         f"{shown}{above}")
     overhead = 1 - result.verify_execution_seconds / result.verify_seconds
     lines.append(f"  verify: {result.verify_seconds:.2f} s, {overhead:.0%} outside model execution")
     settings = [f"{s} {r['intra_op_num_threads']} thread(s), {r['graph_optimization_level']}"

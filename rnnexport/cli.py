@@ -10,12 +10,15 @@ import sys
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from rnnexport._version import __version__
 from rnnexport.contract import CASE_NAMES, EXPORTERS, FAMILIES
+
+if TYPE_CHECKING:  # for annotations only: each command imports what it runs
+    from rnnexport.config import ModelConfig
 
 GOLDEN_FAMILIES = ("ort", "openvino")  # what --golden and export-model run by default: the ONNX runtimes
 
@@ -119,7 +122,8 @@ SHARD = click.option("--shard", metavar="K/N",
 WEIGHTS = _options(
     click.option("--weights", type=click.Path(path_type=Path),
                  help="A state_dict or checkpoint (torch.save, or a TorchScript archive) to take the weights from."),
-    click.option("--prefix", help="Key prefix of the recurrent module in --weights (e.g. encoder.rnn); found if alone."))
+    click.option("--prefix",
+                 help="Key prefix of the recurrent module in --weights (e.g. encoder.rnn); found if alone."))
 QUIET_VERBOSE = _options(click.option("-q", "--quiet", is_flag=True, help="Print only verdicts (or nothing)."),
                          click.option("-v", "--verbose", is_flag=True, help="Print more detail."))
 
@@ -170,8 +174,11 @@ def build(paths: tuple[Path, ...], out: Path, check: bool, shard: str | None, ex
                            variants=chosen)
     progress = _Progress(configs, "checking" if check else "building", lambda cfg: cfg.name, bar=not quiet)
     if check:
-        problems = check_configs(progress, options, on_result=lambda cfg, found: quiet or progress.say(
-            f"{'differs' if found else 'up to date'}: {cfg.name}"))
+        def say_result(cfg: ModelConfig, found: list[str]) -> None:
+            if not quiet:
+                progress.say(f"{'differs' if found else 'up to date'}: {cfg.name}")
+
+        problems = check_configs(progress, options, on_result=say_result)
         for problem in problems:
             click.echo(f"✗ {problem}", err=True)
         sys.exit(1 if problems else 0)
@@ -192,7 +199,8 @@ RUN_OPTIONS = _options(
     click.option("--runtimes", multiple=True, metavar="NAMES",
                  help=f"Runner families to run (comma-separated; default all): {', '.join(FAMILIES)}."),
     click.option("--providers", multiple=True, metavar="NAMES",
-                 help="ONNX Runtime providers to run (comma-separated). Default: CPU and CUDA (and TensorRT if present)."),
+                 help="ONNX Runtime providers to run (comma-separated). Default: CPU and CUDA (and TensorRT if "
+                      "present)."),
     click.option("--require", multiple=True, metavar="NAMES",
                  help="Providers or runners that must be available; a missing one exits 3."),
     click.option("--cases", "case_names", multiple=True, metavar="NAMES",
@@ -234,9 +242,12 @@ REPORT_OPTIONS = _options(
               help="Compare every recurrent node with PyTorch's layer, also when nothing fails (always on failure).")
 @SHARD
 @QUIET_VERBOSE
-def verify(paths, config_path, weights, prefix, runtimes, providers, require, case_names, atol, rtol, strict_placement,
-           seed, inputs_path, long_seq, threads, json_path, html_path, junit_path, test_data, shapes, save_golden, golden,
-           per_layer, shard, quiet, verbose) -> None:
+def verify(paths: tuple[Path, ...], config_path: Path | None, weights: Path | None, prefix: str | None,
+           runtimes: tuple[str, ...], providers: tuple[str, ...], require: tuple[str, ...],
+           case_names: tuple[str, ...], atol: float | None, rtol: float | None, strict_placement: bool, seed: int,
+           threads: int, inputs_path: Path | None, long_seq: int, json_path: Path | None, html_path: Path | None,
+           junit_path: Path | None, test_data: Path | None, shapes: tuple[str, ...], save_golden: Path | None,
+           golden: Path | None, per_layer: bool, shard: str | None, quiet: bool, verbose: bool) -> None:
     """Run the same inputs through PyTorch, ONNX Runtime and OpenVINO and measure drift against a float64 oracle.
 
     PATHS are artifact folders (their manifest is checked first), folders of artifacts or configs, config

@@ -10,6 +10,7 @@ import hashlib
 import json
 import re
 import tomllib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -263,7 +264,8 @@ def _check_values(check: _Checker, v: dict[str, Any]) -> None:
             "name", name, "1-64 characters of letters, digits, '.', '_' or '-', starting with a letter or digit"
         )
     if name in RESERVED_NAMES:
-        raise check.fail("name", name, f"a name other than those of the files rnnexport writes ({', '.join(RESERVED_NAMES)})")
+        raise check.fail("name", name,
+                         f"a name other than those of the files rnnexport writes ({', '.join(RESERVED_NAMES)})")
     if v["cell"] not in CELLS:
         raise check.fail("cell", v["cell"], "one of " + ", ".join(CELLS))
     for key in ("input_size", "hidden_size"):
@@ -317,7 +319,7 @@ def load_config(path: str | Path) -> ModelConfig:
     return parse_config(raw, str(path), default_name=path.stem)
 
 
-def find_configs(paths: list[str | Path]) -> list[Path]:
+def find_configs(paths: Sequence[str | Path]) -> list[Path]:
     """Expand folders to their ``*.toml`` files (sorted); files are kept as given, duplicates dropped."""
     found: list[Path] = []
     for path in map(Path, paths):
@@ -336,7 +338,7 @@ def find_configs(paths: list[str | Path]) -> list[Path]:
     return list(dict.fromkeys(found))
 
 
-def load_configs(paths: list[str | Path]) -> list[ModelConfig]:
+def load_configs(paths: Sequence[str | Path]) -> list[ModelConfig]:
     """Load every config under ``paths``; two configs with the same name are refused."""
     configs = [load_config(p) for p in find_configs(paths)]
     seen: dict[str, str] = {}

@@ -8,7 +8,7 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, overload
 
 import onnx
 import torch
@@ -25,9 +25,20 @@ from rnnexport.export.native import export_onnx, op_counts
 from rnnexport.export.torch_exporters import exporter_versions, torch_export
 from rnnexport.export.variants import PRECISION, wants_sequence_lens
 
+_M = TypeVar("_M", bound=torch.nn.Module)
 
-def export_config(cfg: ModelConfig, module: RecurrentModule | None = None, exporter: str = "native"
-                  ) -> tuple[RecurrentModule, onnx.ModelProto]:
+
+@overload
+def export_config(cfg: ModelConfig, module: None = None, exporter: str = "native"
+                  ) -> tuple[RecurrentModule, onnx.ModelProto]: ...
+
+
+@overload
+def export_config(cfg: ModelConfig, module: _M, exporter: str = "native") -> tuple[_M, onnx.ModelProto]: ...
+
+
+def export_config(cfg: ModelConfig, module: torch.nn.Module | None = None, exporter: str = "native"
+                  ) -> tuple[torch.nn.Module, onnx.ModelProto]:
     """Build (or take) the module for ``cfg`` and export it with the config's opset and inputs, with
     rnnexport's own writer or one of PyTorch's exporters (``EXPORTERS``)."""
     module = build_model(cfg) if module is None else module
@@ -102,7 +113,7 @@ def artifact_files(cfg: ModelConfig, module: RecurrentModule | None = None, expo
     return model, files, Variants(tuple(made), tuple(skipped.items()))
 
 
-def variant_files(cfg: ModelConfig, module: RecurrentModule, model: onnx.ModelProto, variants: tuple[str, ...]
+def variant_files(cfg: ModelConfig, module: torch.nn.Module, model: onnx.ModelProto, variants: tuple[str, ...]
                   ) -> tuple[dict[str, bytes], dict[str, str]]:
     """Each of ``variants`` made from ``model`` (bytes), and why each that cannot be made was not."""
     from rnnexport.export.variants import make_variant, source_config, unavailable
@@ -146,8 +157,9 @@ class WeightsSource:
     def of(cls, cfg: ModelConfig, weights: str | Path | None = None, prefix: str | None = None) -> WeightsSource:
         if weights is not None:
             return cls(Path(weights), prefix)
-        if cfg.weights_file() is not None:
-            return cls(cfg.weights_file(), prefix if prefix is not None else (cfg.weights.prefix or None))
+        file = cfg.weights_file()
+        if file is not None and cfg.weights is not None:  # a file implies the [weights] table
+            return cls(file, prefix if prefix is not None else (cfg.weights.prefix or None))
         return cls(None, None)
 
     def load(self, cfg: ModelConfig) -> tuple[RecurrentModule | None, dict[str, Any] | None]:
@@ -155,8 +167,8 @@ class WeightsSource:
         if self.file is None:
             return None, None
         found = select_module(load_tensors(self.file), self.prefix, str(self.file))
-        origin = {"kind": "file", "file": self.file.name, "sha256": sha256_file(self.file), "prefix": found.prefix,
-                  "layout": found.layout}
+        origin: dict[str, Any] = {"kind": "file", "file": self.file.name, "sha256": sha256_file(self.file),
+                                  "prefix": found.prefix, "layout": found.layout}
         if cast_dtypes(found):
             origin["cast_to_float32"] = cast_dtypes(found)
         return module_from_found(cfg, found, self.file), origin

@@ -37,7 +37,7 @@ def native_module(cell: str, **kwargs: Any) -> RecurrentModule:
     return nn.RNN(nonlinearity=cell.removeprefix("rnn_"), **kwargs)
 
 
-def fill_deterministic(module: nn.Module, seed: int) -> None:
+def fill_deterministic(module: nn.RNNBase, seed: int) -> None:
     """Overwrite every parameter with seeded uniform values in ±1/sqrt(hidden_size)."""
     rng = np.random.default_rng(seed)
     bound = 1.0 / math.sqrt(module.hidden_size)

@@ -140,8 +140,9 @@ def _stack_state(tensors: dict[str, torch.Tensor], prefix: str, source: str) -> 
     """A numbered stack of cells under ``prefix`` as a stacked module's weights (``cells.1.weight_ih`` →
     ``weight_ih_l1``); the numbers must run 0, 1, … without a gap."""
     pattern = re.compile(re.escape(prefix) + r"(\d+)\.(" + "|".join(CELL_PARAMS) + ")")
-    state = {f"{m[2]}_l{int(m[1])}": t for k, t in tensors.items() if (m := pattern.fullmatch(k))}
-    layers = sorted({int(PARAM.fullmatch(k)[3]) for k in state})
+    matches = [(m, t) for k, t in tensors.items() if (m := pattern.fullmatch(k))]
+    state = {f"{m[2]}_l{int(m[1])}": t for m, t in matches}
+    layers = sorted({int(m[1]) for m, _ in matches})
     if layers != list(range(len(layers))):
         raise ArtifactError(f"{source}: the cells under {prefix!r} are numbered {layers}; a stack needs 0, 1, 2, …")
     return state

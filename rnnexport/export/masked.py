@@ -76,7 +76,8 @@ class MaskedLayers:
             self.g.node("Unsqueeze", [x], [out], f"{out}_unsqueeze", axes=[axis])
         else:
             shape = [-1, 1] if axis == 1 else [0, 0, 1]
-            self.g.node("Reshape", [x, self.g.const(f"{out}_shape", np.array(shape, np.int64))], [out], f"{out}_reshape")
+            target = self.g.const(f"{out}_shape", np.array(shape, np.int64))
+            self.g.node("Reshape", [x, target], [out], f"{out}_reshape")
 
     def layer(self, module: nn.Module, layer: int, x: str, states: list[str], out: str,
               weights: tuple[np.ndarray, np.ndarray, np.ndarray | None]) -> dict[str, list[str]]:
@@ -84,7 +85,8 @@ class MaskedLayers:
         final states per direction, in PyTorch's order."""
         g, spec = self.g, self.g.spec
         w, r, b = weights
-        ys, finals = [], {"h": [], "c": []}
+        ys: list[str] = []
+        finals: dict[str, list[str]] = {"h": [], "c": []}
         for d in range(spec["dirs"]):
             tag = f"l{layer}" + ("_reverse" if d else "")
             x_d = x

@@ -25,6 +25,7 @@ from rnnexport._version import __version__
 from rnnexport.config import DEFAULT_OPSET, MIN_OPSET, newest_opset
 from rnnexport.contract import BATCH, SEQ
 from rnnexport.errors import ExportError
+from rnnexport.export.builders import RecurrentModule
 from rnnexport.export.gates import GATE_ORDER, ONNX_OP, trim_optional
 from rnnexport.export.masked import MaskedLayers
 from rnnexport.graph.subgraphs import recurrent_nodes  # noqa: F401 (where callers have always found it)
@@ -49,11 +50,13 @@ def export_onnx(
     ``metadata`` is added to ``metadata_props`` beside the rnnexport version. Another formulation of the
     same network (anything with a ``to_native()`` method) is exported as the native module it equals.
     """
-    if not isinstance(module, nn.RNNBase) and callable(getattr(module, "to_native", None)):
-        module = module.to_native()
-    spec = _spec(module, opset)
+    to_native = None if isinstance(module, nn.RNNBase) else getattr(module, "to_native", None)
+    if callable(to_native):
+        module = to_native()
+    rnn = _recurrent(module)
+    spec = _spec(rnn, opset)
     graph = _GraphBuilder(spec, initial_state, variable_lengths, opset)
-    graph.build(module)
+    graph.build(rnn)
     model = helper.make_model(
         helper.make_graph(graph.nodes, "rnnexport", graph.inputs, graph.outputs),
         opset_imports=[helper.make_opsetid("", opset)],
@@ -90,11 +93,15 @@ def _ir_version(opset: int) -> int:
     return helper.find_min_ir_version_for([helper.make_opsetid("", opset)], ignore_unknown=True)
 
 
-def _spec(module: nn.Module, opset: int) -> dict[str, Any]:
+def _recurrent(module: nn.Module) -> RecurrentModule:
     if not isinstance(module, (nn.GRU, nn.LSTM, nn.RNN)):
         raise ExportError(
             f"cannot export {type(module).__name__}: expected a torch.nn.GRU, LSTM or RNN module"
         )
+    return module
+
+
+def _spec(module: RecurrentModule, opset: int) -> dict[str, Any]:
     if getattr(module, "proj_size", 0):
         raise ExportError("cannot export an LSTM with proj_size > 0: ONNX's LSTM operator has no projection")
     top = newest_opset()
@@ -117,7 +124,7 @@ def _reorder(weight: torch.Tensor, order: tuple[int, ...]) -> np.ndarray:
     return np.concatenate([blocks[i] for i in order], axis=0)
 
 
-def layer_weights(module: nn.Module, layer: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+def layer_weights(module: nn.RNNBase, layer: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """ONNX ``W`` [D, G*H, in], ``R`` [D, G*H, H] and ``B`` [D, 2*G*H] (None without bias) of one layer."""
     order = GATE_ORDER[module.mode]
     suffixes = ["", "_reverse"] if module.bidirectional else [""]
@@ -154,7 +161,7 @@ class _GraphBuilder:
     def node(self, op: str, inputs: list[str], outputs: list[str], name: str, **attrs: Any) -> None:
         self.nodes.append(helper.make_node(op, inputs, outputs, name=name, **attrs))
 
-    def build(self, module: nn.Module) -> None:
+    def build(self, module: nn.RNNBase) -> None:
         spec = self.spec
         is_lstm = spec["mode"] == "LSTM"
         states = ["h0", "c0"] if is_lstm else ["h0"]
@@ -189,7 +196,7 @@ class _GraphBuilder:
             self.outputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, state_dims))
 
     def _layer(
-        self, module: nn.Module, layer: int, x: str, states: list[str], out: str
+        self, module: nn.RNNBase, layer: int, x: str, states: list[str], out: str
     ) -> tuple[str, dict[str, str]]:
         spec = self.spec
         op = ONNX_OP[spec["mode"]]

@@ -22,22 +22,24 @@ from rnnexport.contract import EXPORTERS  # noqa: F401 (re-exported)
 from rnnexport.errors import ExportError
 
 
-class _Plain(nn.Module):
+class _Wrapper(nn.Module):
     def __init__(self, rnn: nn.Module):
         super().__init__()
         self.rnn = rnn
 
+
+class _Plain(_Wrapper):
     def forward(self, input: torch.Tensor):  # noqa: A002 - the graph's input name
         y, final = self.rnn(input)
         return (y, *final) if isinstance(final, tuple) else (y, final)
 
 
-class _WithH0(_Plain):
+class _WithH0(_Wrapper):
     def forward(self, input: torch.Tensor, h0: torch.Tensor):  # noqa: A002
         return (*self.rnn(input, h0),)
 
 
-class _WithH0C0(_Plain):
+class _WithH0C0(_Wrapper):
     def forward(self, input: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor):  # noqa: A002
         y, (h_n, c_n) = self.rnn(input, (h0, c0))
         return y, h_n, c_n
@@ -88,13 +90,17 @@ def torch_export(module: nn.Module, cfg: ModelConfig, exporter: str) -> onnx.Mod
                 shapes = ({time_axis: seq, batch_axis: batch},) + ({1: batch},) * (len(args) - 1)
                 program = torch.onnx.export(wrapper, args, dynamo=True, dynamic_shapes=shapes, input_names=inputs,
                                             output_names=outputs, verbose=False, optimize=True)
+                if program is None:  # not with dynamo=True, which always returns the program
+                    reason = "torch.onnx.export (torch-dynamo) returned no ONNX program"
+                    raise ExportError(f"{cfg.name}: {reason}", reason=reason)
                 return program.model_proto
             axes: dict[str, Any] = {"input": {time_axis: "seq", batch_axis: "batch"},
                                     "output": {time_axis: "seq", batch_axis: "batch"}}
             axes.update({n: {1: "batch"} for n in [*inputs[1:], *outputs[1:]]})
             buffer = io.BytesIO()
-            torch.onnx.export(wrapper, args, buffer, dynamo=False, input_names=inputs, output_names=outputs,
-                              dynamic_axes=axes, opset_version=cfg.opset)
+            # the TorchScript exporter writes to a file object too, which torch's hint (str | PathLike) leaves out
+            torch.onnx.export(wrapper, args, buffer, dynamo=False,  # type: ignore[arg-type]
+                              input_names=inputs, output_names=outputs, dynamic_axes=axes, opset_version=cfg.opset)
             return onnx.load_model_from_string(buffer.getvalue())
     except ExportError:
         raise
@@ -108,8 +114,8 @@ def _require_onnxscript() -> None:
     try:
         import onnxscript  # noqa: F401
     except ImportError:
-        raise ExportError("--exporter torch-dynamo needs onnxscript: "
-                          "pip install 'rnnexport[torch-exporters]'") from None
+        raise ExportError("--exporter torch-dynamo needs onnxscript, a dependency of rnnexport that is missing here: "
+                          "pip install onnxscript") from None
 
 
 def exporter_versions() -> dict[str, str]:

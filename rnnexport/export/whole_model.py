@@ -18,9 +18,9 @@ import contextlib
 import copy
 import logging
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import onnx
 import torch
@@ -152,6 +152,8 @@ def export_model(model: nn.Module, example_inputs: tuple, *, dynamic_shapes: Any
             raise
         except Exception as exc:  # torch.export's own error types
             raise ExportError(f"export_model: torch.onnx.export failed: {str(exc).splitlines()[0][:300]}") from None
+    if program is None:  # not with dynamo=True, which always returns the program
+        raise ExportError("export_model: torch.onnx.export returned no ONNX program")
     proto = program.model_proto
     _replace_stand_ins(proto, modules)
     onnx.checker.check_model(proto, full_check=True)
@@ -197,7 +199,7 @@ def _replace_stand_ins(proto: onnx.ModelProto, modules: list[tuple[str, nn.RNNBa
             nodes.append(helper.make_node("Cast", [slots[LENGTHS]], [prefix + LENGTHS], name=prefix + "lengths_int32",
                                           to=onnx.TensorProto.INT32))
             outer[LENGTHS] = prefix + LENGTHS
-        rename = lambda name: outer.get(name, prefix + name if name else name)  # noqa: E731
+        rename = lambda name, outer=outer, prefix=prefix: outer.get(name, prefix + name if name else name)  # noqa: E731
         for inner in sub.graph.node:
             inner.input[:] = [rename(n) for n in inner.input]
             inner.output[:] = [rename(n) for n in inner.output]

@@ -6,6 +6,7 @@ import hashlib
 import statistics
 import time
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -24,6 +25,8 @@ from rnnexport.formulations.modules import (
 from rnnexport.verification.cases import make_feeds
 from rnnexport.verification.runners.torch_runner import Float64Oracle
 
+_T = TypeVar("_T")
+
 
 @dataclass
 class FormulationResult:
@@ -39,6 +42,13 @@ class FormulationResult:
     onnx_sha256: str | None = None
 
 
+def measured(value: _T | None, result: FormulationResult) -> _T:
+    """``value``, a field of an "ok" ``result``: measured, so never None there."""
+    if value is None:
+        raise TypeError(f"formulation {result.name} ({result.status}) holds no measurement")
+    return value
+
+
 @dataclass
 class FormulationsReport:
     config: str
@@ -51,12 +61,12 @@ class FormulationsReport:
         """Every available formulation (and the dropout check) within ``tol`` of native (relative to
         max|native|), and every exported graph byte-identical."""
         ok = [r for r in self.results if r.status == "ok"]
-        diffs = [r.max_abs_vs_native for r in ok] + list((self.dropout or {}).values())
+        diffs = [measured(r.max_abs_vs_native, r) for r in ok] + list((self.dropout or {}).values())
         return all(tol.allows(d, self.expected_max_abs) for d in diffs) and len({r.onnx_sha256 for r in ok}) == 1
 
     def speedup(self) -> float | None:
         """time_major's time over layer_major's: how much faster the layer-major order runs."""
-        times = {r.name: r.seconds for r in self.results if r.status == "ok"}
+        times = {r.name: measured(r.seconds, r) for r in self.results if r.status == "ok"}
         if "time_major" in times and "layer_major" in times:
             return times["time_major"] / times["layer_major"]
         return None
@@ -85,7 +95,7 @@ def _median_seconds(module: nn.Module, feeds: dict[str, Tensor], repeats: int) -
 
 
 def compare_formulations(cfg: ModelConfig, repeats: int = 5, seed: int = 0,
-                         native: nn.Module | None = None) -> FormulationsReport:
+                         native: nn.RNNBase | None = None) -> FormulationsReport:
     """Every formulation of ``cfg``'s model (``native``: the module with a user's weights; default: the
     config's seeded one) on its example shape (full lengths, the config's states): max |Δ| from native and
     from the float64 oracle, median forward time, exported sha256."""
@@ -116,7 +126,7 @@ def compare_formulations(cfg: ModelConfig, repeats: int = 5, seed: int = 0,
     return report
 
 
-def _unavailable(kind: str, native: nn.Module) -> tuple[str, str | None]:
+def _unavailable(kind: str, native: nn.RNNBase) -> tuple[str, str | None]:
     if kind in UNIDIRECTIONAL_ONLY and native.bidirectional:
         return "not defined", BIDIRECTIONAL_NOTE
     if kind == "scripted":
@@ -124,7 +134,7 @@ def _unavailable(kind: str, native: nn.Module) -> tuple[str, str | None]:
     return "ok", None
 
 
-def dropout_masks(native: nn.Module, seq_len: int, batch: int, seed: int) -> list[Tensor]:
+def dropout_masks(native: nn.RNNBase, seq_len: int, batch: int, seed: int) -> list[Tensor]:
     """One fixed inverted-dropout mask per layer boundary, [seq, batch, dirs*hidden], scaled by 1/(1-p)."""
     generator = torch.Generator().manual_seed(seed)
     keep = 1.0 - float(native.dropout)
@@ -133,7 +143,7 @@ def dropout_masks(native: nn.Module, seq_len: int, batch: int, seed: int) -> lis
             for _ in range(native.num_layers - 1)]
 
 
-def dropout_agreement(native: nn.Module, feeds: dict[str, Tensor], seed: int = 0) -> dict[str, float]:
+def dropout_agreement(native: nn.RNNBase, feeds: dict[str, Tensor], seed: int = 0) -> dict[str, float]:
     """Training mode with one fixed set of masks: each formulation's max |Δ| from layer_major."""
     x = feeds["input"]
     seq_len, batch = (x.shape[1], x.shape[0]) if native.batch_first else (x.shape[0], x.shape[1])

@@ -16,7 +16,7 @@ uses it, so each formulation exports to the same graph.
 from __future__ import annotations
 
 import warnings
-from typing import Any, List, Optional, Tuple
+from typing import Any, List, Tuple, cast
 
 import torch
 import torch.nn.functional as F
@@ -33,7 +33,7 @@ CELL_CLASSES = {"GRU": nn.GRUCell, "LSTM": nn.LSTMCell, "RNN_TANH": nn.RNNCell, 
 PARAMS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
 
 
-def _native_like(native: nn.Module, **changes: Any) -> nn.Module:
+def _native_like(native: Any, **changes: Any) -> nn.Module:
     """A new native module with ``native``'s architecture (optionally changed), float32, eval mode."""
     kwargs = config_for_module(native)
     del kwargs["name"]
@@ -68,7 +68,7 @@ def _finish(y: Tensor, hs: list[Tensor], cs: list[Tensor], is_lstm: bool) -> tup
 class _Formulation(nn.Module):
     """Shared shape handling: batch_first in and out, initial states split per layer and direction."""
 
-    def __init__(self, native: nn.Module):
+    def __init__(self, native: nn.RNNBase):
         super().__init__()
         self.mode, self.hidden_size = native.mode, native.hidden_size
         self.input_size, self.num_layers = native.input_size, native.num_layers
@@ -95,7 +95,7 @@ class _Formulation(nn.Module):
 class Stacked(_Formulation):
     """N single-layer native modules, each over the whole sequence."""
 
-    def __init__(self, native: nn.Module):
+    def __init__(self, native: nn.RNNBase):
         super().__init__(native)
         self.layers = nn.ModuleList()
         for layer in range(self.num_layers):
@@ -108,7 +108,8 @@ class Stacked(_Formulation):
     def forward(self, x: Tensor, hx: Any = None, masks: list[Tensor] | None = None) -> tuple[Tensor, Any]:
         x = x.transpose(0, 1) if self.batch_first else x
         h0, c0 = self._states(x, hx)
-        hs, cs = [], []
+        hs: list[Tensor] = []
+        cs: list[Tensor] = []
         for layer, module in enumerate(self.layers):
             rows = slice(layer * self.dirs, (layer + 1) * self.dirs)
             state = (h0[rows], c0[rows]) if self.is_lstm else h0[rows]
@@ -126,7 +127,7 @@ class Stacked(_Formulation):
         return native.eval()
 
 
-def cell_step(mode: str, gi: Tensor, h: Tensor, c: Tensor, weight_hh: Tensor, bias_hh: Optional[Tensor]
+def cell_step(mode: str, gi: Tensor, h: Tensor, c: Tensor, weight_hh: Tensor, bias_hh: Tensor | None
               ) -> Tuple[Tensor, Tensor]:
     """One time step in PyTorch's equations, given the input projection ``gi`` = W_ih·x_t + b_ih.
     Returns (h, c); ``c`` passes through unchanged except for LSTM. TorchScript compiles it as it is."""
@@ -150,7 +151,7 @@ def cell_step(mode: str, gi: Tensor, h: Tensor, c: Tensor, weight_hh: Tensor, bi
 class _Cells(_Formulation):
     """Cells ``cells[layer * dirs + direction]`` holding the native module's weights."""
 
-    def __init__(self, native: nn.Module):
+    def __init__(self, native: nn.RNNBase):
         super().__init__(native)
         self.cells = nn.ModuleList()
         cell_class = CELL_CLASSES[native.mode]
@@ -162,7 +163,10 @@ class _Cells(_Formulation):
                 _copy_params(cell, "", native, f"_l{layer}{sfx}", native.bias)
                 self.cells.append(cell)
 
-    def _step(self, cell: nn.Module, gi: Tensor, h: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
+    def _cell(self, index: int) -> nn.RNNCellBase:
+        return cast(nn.RNNCellBase, self.cells[index])
+
+    def _step(self, cell: nn.RNNCellBase, gi: Tensor, h: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
         return cell_step(self.mode, gi, h, c, cell.weight_hh, cell.bias_hh)
 
     def to_native(self) -> nn.Module:
@@ -179,20 +183,21 @@ class LayerMajor(_Cells):
     def forward(self, x: Tensor, hx: Any = None, masks: list[Tensor] | None = None) -> tuple[Tensor, Any]:
         x = x.transpose(0, 1) if self.batch_first else x
         h0, c0 = self._states(x, hx)
-        hs, cs = [], []
+        hs: list[Tensor] = []
+        cs: list[Tensor] = []
         for layer in range(self.num_layers):
             outputs = []
             for direction in range(self.dirs):
                 index = layer * self.dirs + direction
-                cell = self.cells[index]
+                cell = self._cell(index)
                 gi_all = F.linear(x, cell.weight_ih, cell.bias_ih)  # [seq, batch, gates*hidden] at once
                 h, c = h0[index], c0[index]
                 steps = range(x.shape[0] - 1, -1, -1) if direction else range(x.shape[0])
-                ys = [None] * x.shape[0]
+                ys: dict[int, Tensor] = {}
                 for t in steps:
                     h, c = self._step(cell, gi_all[t], h, c)
                     ys[t] = h
-                outputs.append(torch.stack(ys))
+                outputs.append(torch.stack([ys[t] for t in range(x.shape[0])]))
                 hs.append(h)
                 cs.append(c)
             x = self._between_layers(torch.cat(outputs, dim=2), layer, masks)
@@ -202,7 +207,7 @@ class LayerMajor(_Cells):
 class TimeMajor(_Cells):
     """Each time step through all layers before the next step (unidirectional stacks only)."""
 
-    def __init__(self, native: nn.Module):
+    def __init__(self, native: nn.RNNBase):
         if native.bidirectional:
             raise ValueError(f"time_major is not defined: {BIDIRECTIONAL_NOTE}")
         super().__init__(native)
@@ -214,7 +219,8 @@ class TimeMajor(_Cells):
         ys = []
         for t in range(x.shape[0]):
             inp = x[t]
-            for layer, cell in enumerate(self.cells):
+            for layer in range(len(self.cells)):
+                cell = self._cell(layer)
                 gi = F.linear(inp, cell.weight_ih, cell.bias_ih)  # one product per step and layer
                 hs[layer], cs[layer] = self._step(cell, gi, hs[layer], cs[layer])
                 step_masks = None if masks is None else [m[t] for m in masks]
@@ -272,7 +278,7 @@ def scripted_unavailable() -> str | None:
 class Scripted(_Formulation):
     """A ``torch.jit.script`` stack of layers (unidirectional, eval only); biases are zeros without bias."""
 
-    def __init__(self, native: nn.Module):
+    def __init__(self, native: nn.RNNBase):
         if native.bidirectional:
             raise ValueError(f"scripted is not defined: {BIDIRECTIONAL_NOTE}")
         super().__init__(native)
@@ -301,7 +307,7 @@ class Scripted(_Formulation):
         return native.eval()
 
 
-def make_formulation(native: nn.Module, kind: str) -> nn.Module:
+def make_formulation(native: nn.RNNBase, kind: str) -> nn.Module:
     """``native``'s weights in formulation ``kind`` (one of ``FORMULATIONS``), in eval mode.
 
     Raises ValueError for time_major/scripted on a bidirectional stack."""

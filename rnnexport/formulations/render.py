@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from rnnexport.config import Tolerance
-from rnnexport.formulations.compare import FormulationsReport
+from rnnexport.formulations.compare import FormulationsReport, measured
 from rnnexport.report.text import aligned
 
 
@@ -14,8 +14,8 @@ def render_formulations(report: FormulationsReport, tol: Tolerance, markdown: bo
     head = (f"{report.config}: {'all formulations agree' if ok else 'FORMULATIONS DISAGREE'} "
             f"(example {shape}; allowed |Δ| {tol.allowed(report.expected_max_abs):.1e})")
     header = ("formulation", "max |Δ| vs native", "max |Δ| vs float64", "ms / forward", "model.onnx sha256")
-    rows = [(r.name, f"{r.max_abs_vs_native:.1e}", f"{r.max_abs_vs_oracle:.1e}", f"{r.seconds * 1e3:.2f}",
-             r.onnx_sha256[:16]) for r in report.results if r.status == "ok"]
+    rows = [(r.name, f"{r.max_abs_vs_native:.1e}", f"{r.max_abs_vs_oracle:.1e}", f"{measured(r.seconds, r) * 1e3:.2f}",
+             measured(r.onnx_sha256, r)[:16]) for r in report.results if r.status == "ok"]
     notes = [f"{r.name}: {r.status}: {r.reason}" for r in report.results if r.status != "ok"]
     if report.speedup():
         notes.append(f"layer_major runs {report.speedup():.2f}× as fast as time_major")

@@ -155,10 +155,12 @@ def render_inspect(info: dict[str, Any]) -> str:
         f"opset {info['opset']}, IR {info['ir_version']}",
         f"  cell        {', '.join(info['cell']) or 'none (no GRU, LSTM or RNN node in any graph)'} × {len(layers)} "
         f"layers, hidden {first.get('hidden_size')}, input {_or_unknown(first.get('input_size'))}, "
-        f"{first.get('direction', '-')}" + ("" if activations == "default" else f", activations {'/'.join(activations)}"),
+        f"{first.get('direction', '-')}"
+        + ("" if activations == "default" else f", activations {'/'.join(activations)}"),
     ]
     for layer in layers:
-        lines.append(f"  layer       {layer['where']}: {layer['op_type']}, W {_shape(layer['W'])}, R {_shape(layer['R'])}"
+        lines.append(f"  layer       {layer['where']}: {layer['op_type']}, W {_shape(layer['W'])}, "
+                     f"R {_shape(layer['R'])}"
                      + "".join(f", {k} {v}" for k, v in _layer_attrs(layer).items()))
     for v in info["inputs"]:
         lines.append(f"  input       {v['name']} [{', '.join(map(str, v['dims']))}]")

@@ -118,12 +118,12 @@ def _node_findings(layer: dict) -> list[Finding]:
         found.append(Finding("warning", "activations", f"{node}: activations {'/'.join(layer['activations'])}: "
                                                        "non-default activations fall back to CPU on the CUDA provider"))
     if layer.get("sequence_lens") and layer["op_type"] == layer["op"]:  # contrib ops run on ONNX Runtime only
-        found.append(Finding("warning", "sequence-lens", f"{node}: takes sequence_lens, which OpenVINO's ONNX frontend "
-                                                         "(2026.4, measured) ignores: padded steps are computed and the "
-                                                         "final state taken at the padded end; build with "
-                                                         '[inputs] variable_lengths = "masked" for a portable graph'))
+        found.append(Finding("warning", "sequence-lens", f"{node}: takes sequence_lens, which OpenVINO's ONNX "
+                             "frontend (2026.4, measured) ignores: padded steps are computed and the final state taken "
+                             'at the padded end; build with [inputs] variable_lengths = "masked" for a portable graph'))
     acts = layer["activations"]
-    if layer["direction"] == "bidirectional" and isinstance(acts, list) and acts[:len(acts) // 2] != acts[len(acts) // 2:]:
+    half = len(acts) // 2 if isinstance(acts, list) else 0
+    if layer["direction"] == "bidirectional" and isinstance(acts, list) and acts[:half] != acts[half:]:
         found.append(Finding("warning", "direction-activations", f"{node}: the two directions use different "
                                                                  "activations, which TensorRT's ONNX parser refuses"))
     found += _not_in_pytorch(layer)
@@ -247,7 +247,8 @@ def synthesised_feeds(model: onnx.ModelProto, seq: int, batch: int) -> dict[str,
             elif role in ("seq", "batch"):
                 shape.append(seq if role == "seq" else batch)
             else:
-                return f"input {value.name}: axis {axis} has no fixed size and feeds no recurrent sequence or batch axis"
+                return (f"input {value.name}: axis {axis} has no fixed size and feeds no recurrent sequence or batch "
+                        "axis")
             if role == "seq":
                 lengths.append(shape[-1])
         shapes[value.name] = (value.type.tensor_type.elem_type, shape)

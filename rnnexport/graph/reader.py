@@ -147,8 +147,8 @@ def contract_problems(model: onnx.ModelProto, cfg: ModelConfig) -> list[str]:
         problems.append(f"graph outputs {found_out} where the contract has {expected_out}, in that order "
                         "(a caller that takes outputs by position gets the wrong tensor)")
     seq_batch = [BATCH, SEQ] if cfg.batch_first else [SEQ, BATCH]
-    state = [None, BATCH, None]
-    dims = {"input": seq_batch + [None], "output": seq_batch + [None], LENGTHS: [BATCH]}
+    state: list[str | None] = [None, BATCH, None]
+    dims: dict[str, list[str | None]] = {"input": seq_batch + [None], "output": seq_batch + [None], LENGTHS: [BATCH]}
     values = {v.name: v for v in [*model.graph.input, *model.graph.output]}
     for name in set(expected_in + expected_out) & set(values):
         tensor = values[name].type.tensor_type

@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -115,7 +116,7 @@ def _histogram_plot(plt: Any, report: VerifyReport) -> str | None:
         plt.close(fig)
 
 
-def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
+def _table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     body = []
     for row in rows:
@@ -200,7 +201,8 @@ def render_html(judged: list[tuple[VerifyReport, Verdict]]) -> str:
     if len(judged) > 1:
         items = "".join(f'<li><a href="#{a}">{html.escape(r.name)}</a>: {"PASS" if v.passed else "FAIL"}</li>'
                         for (r, v), a in zip(judged, anchors))
-        head = f'<div class="banner {"pass" if ok else "fail"}">{html.escape(title)}</div>\n<ul class="toc">{items}</ul>\n'
+        banner = f'<div class="banner {"pass" if ok else "fail"}">{html.escape(title)}</div>'
+        head = f'{banner}\n<ul class="toc">{items}</ul>\n'
     env = "<h2>Environment</h2>" + _table(("what", "value"), environment(judged[0][0])) if judged else ""
     body = head + "\n<hr>\n".join(sections) + "\n" + env
     return (f"<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"

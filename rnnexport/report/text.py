@@ -5,6 +5,7 @@ Every renderer takes the report and its ``Verdict``, judged once by the caller.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from rnnexport.contract import OUTPUT
@@ -76,12 +77,11 @@ def deploy_rows(report: VerifyReport) -> list[tuple[str, ...]]:
     file it deployed, its worst error (also as a share of max|oracle| there), the error's growth along the
     longest case, and its latency from ``bench`` (per shape class) when bench has measured this artifact.
     Empty when every runtime computed in float32 (the runner table says it all then)."""
-    ran = [r for r in report.runners if r.status == "ok" and r.kind != "torch" and r.worst()]
-    if all(r.precision == "float32" for r in ran):
+    ran = [(r, worst) for r in report.runners if r.status == "ok" and r.kind != "torch" and (worst := r.worst())]
+    if all(r.precision == "float32" for r, _ in ran):
         return []
-    rows = []
-    for r in ran:
-        _, _, drift = r.worst()
+    rows: list[tuple[str, ...]] = []
+    for r, (_, _, drift) in ran:
         share = f" ({100 * drift.max_abs / drift.expected_max_abs:.2g}%)" if drift.expected_max_abs else ""
         growth = growth_ratio(r)
         latency = report.latency.get(r.name)
@@ -220,6 +220,6 @@ def case_rows(report: VerifyReport) -> tuple[tuple[str, ...], list[tuple[str, ..
     return ("case", *(r.name for r in ran)), rows
 
 
-def aligned(header: tuple[str, ...], rows: list[tuple[str, ...]], indent: str = "  ") -> list[str]:
+def aligned(header: tuple[str, ...], rows: Sequence[tuple[str, ...]], indent: str = "  ") -> list[str]:
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     return [indent + "  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in [header, *rows]]

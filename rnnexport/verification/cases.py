@@ -10,6 +10,7 @@ import re
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -92,7 +93,7 @@ def make_cases(cfg: ModelConfig, seed: int = 0, names: tuple[str, ...] | None = 
     sequence at once). Cases that do not apply are left out (see ``skipped_cases``).
     """
     seq, batch = cfg.example.seq_len, cfg.example.batch
-    plans = {
+    plans: dict[str, tuple[int, int, dict[str, Any], str]] = {
         "example": (seq, batch, {}, f"the example shape (seq {seq}, batch {batch})"),
         "seq1": (1, batch, {}, "a single time step"),
         "batch1": (seq, 1, {}, "batch of one"),
@@ -143,7 +144,8 @@ CHUNKS_KEY = "__chunks__"
 def cases_to_npz(cases: list[Case]) -> bytes:
     """All feeds as one ``.npz``, keyed ``<case>/<input>`` (and ``<case>/__chunks__`` for streaming);
     read back with ``load_cases``."""
-    arrays = {f"{c.name}/{k}": v for c in cases for k, v in c.feeds.items()}
+    # Any, not np.ndarray: numpy's stub would check the arrays against savez_compressed's allow_pickle: bool
+    arrays: dict[str, Any] = {f"{c.name}/{k}": v for c in cases for k, v in c.feeds.items()}
     arrays.update({f"{c.name}/{CHUNKS_KEY}": np.array(c.chunks, np.int64) for c in cases if c.chunks})
     buffer = io.BytesIO()
     np.savez_compressed(buffer, **arrays)

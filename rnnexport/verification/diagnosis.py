@@ -13,8 +13,9 @@ same equations as ``nn.GRU``/``nn.LSTM``/``nn.RNN`` (and ``pack_padded_sequence`
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import onnx

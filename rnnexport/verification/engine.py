@@ -11,6 +11,7 @@ makes the verdict). Every front-end runs it, and differs only in its oracle, cas
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import time
 from contextlib import ExitStack
@@ -112,7 +113,8 @@ def runtime_specs(data: bytes, providers: tuple[str, ...], runtimes: tuple[str, 
     if "ort" in runtimes:
         for provider in providers:
             specs.append(RunnerSpec(ort_name(provider), "onnxruntime", "cpu" if provider == CPU else "cuda",
-                                    lambda p=provider: OrtRunner(data, p, threads=threads), model_bytes=len(data)))
+                                    functools.partial(OrtRunner, data, provider, threads=threads),
+                                    model_bytes=len(data)))
     if "openvino" in runtimes:
         specs += openvino_specs(data, threads)
     if "ort" in runtimes:

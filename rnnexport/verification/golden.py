@@ -55,7 +55,9 @@ def stage_golden(staged: Any, target: Any, report: Any, out: Path) -> None:
     check_golden_target(folder)
     staging = staged.add_folder(folder)
     oracle = Float64Oracle(target.module)
-    expected = {f"{case.name}/{k}": v for case in report.inputs for k, v in oracle.infer(case.feeds).items()}
+    # Any, not np.ndarray: numpy's stub would check the arrays against savez_compressed's allow_pickle: bool
+    expected: dict[str, Any] = {f"{case.name}/{k}": v for case in report.inputs
+                                for k, v in oracle.infer(case.feeds).items()}
     buffer = io.BytesIO()
     np.savez_compressed(buffer, **expected)
     index = {"schema_version": SCHEMA_VERSION, "name": target.cfg.name, "model_sha256": report.model_sha256,
@@ -111,7 +113,8 @@ class GoldenOracle:
 
     def __init__(self, folder: Path, index: dict[str, Any], expected: dict[str, dict[str, np.ndarray]]):
         self.name, self.saved = ORACLE_NAME, expected
-        oracle = index.get("oracle") if isinstance(index.get("oracle"), dict) else {}
+        recorded = index.get("oracle")
+        oracle = recorded if isinstance(recorded, dict) else {}
         self.settings = {"threads": oracle.get("threads"), "golden": str(folder),
                          "golden_model_sha256": index.get("model_sha256"), "golden_versions": index.get("versions")}
 

@@ -20,8 +20,8 @@ def ragged_hints(case: Case, actual: dict[str, np.ndarray]) -> dict[str, str]:
     """output → a sentence, for the outputs of a ragged case that look like ``sequence_lens`` was ignored."""
     lengths = case.feeds.get(LENGTHS)
     y = actual.get(OUTPUT)
-    if lengths is None or y is None or y.ndim != 3 or case.chunks:
-        return {}
+    if lengths is None or y is None or y.ndim != 3 or case.chunks or case.time_axis is None:
+        return {}  # no time axis: a whole model's own inputs, whose names say nothing of their roles
     time_major = np.moveaxis(y, case.time_axis, 0)
     steps = time_major.shape[0]
     short = [b for b, n in enumerate(lengths) if n < steps]

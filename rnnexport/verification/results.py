@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 
 from rnnexport.errors import ProviderUnavailable, RunnerFailed
 from rnnexport.report.text import render_text
@@ -15,6 +15,14 @@ from rnnexport.verification.runners import TORCH_CPU, Runner, RunnerSpec
 from rnnexport.verification.verdict import Policy, Tolerances, Verdict, judge
 
 SCHEMA_VERSION = 1
+
+
+class MinPassing(TypedDict):
+    """The smallest ``atol`` that passes at the configured ``rtol``, and the smallest ``rtol`` at the configured
+    ``atol`` (None where no rtol can)."""
+
+    atol: float
+    rtol: float | None
 
 
 @dataclass
@@ -115,7 +123,9 @@ class VerifyReport:
         ratios = {}
         for r in self.runners:
             worst = r.worst()
-            own = reference and worst and reference.drift.get(worst[0], {}).get(worst[1])
+            if reference is None or worst is None:
+                continue
+            own = reference.drift.get(worst[0], {}).get(worst[1])
             if r.kind != "torch" and own and (own.max_abs > 0 or worst[2].max_abs == 0):
                 ratios[r.name] = worst[2].max_abs / own.max_abs if worst[2].max_abs else 0.0
         return ratios
@@ -125,7 +135,9 @@ class VerifyReport:
         cell: the headline ratio compares worst with worst and can hide a cell where the runtime is far worse."""
         reference = next((r for r in self.runners if r.name == TORCH_CPU and r.status == "ok"), None)
         found: dict[str, dict[str, Any]] = {}
-        for r in self.runners if reference else []:
+        if reference is None:
+            return found
+        for r in self.runners:
             if r.kind == "torch":
                 continue
             cells = [(d.max_abs / own.max_abs, case, output) for case, outs in r.drift.items()
@@ -136,13 +148,13 @@ class VerifyReport:
                 found[r.name] = {"ratio": ratio, "case": case, "output": output}
         return found
 
-    def min_passing(self, tolerances: Tolerances) -> dict[str, dict[str, dict[str, float | None]]]:
+    def min_passing(self, tolerances: Tolerances) -> dict[str, dict[str, MinPassing]]:
         """Per runner and output, the smallest ``atol`` that would pass at the configured ``rtol``, and the
         smallest ``rtol`` at the configured ``atol`` (None where no rtol can: an output whose oracle is 0)."""
-        found: dict[str, dict[str, dict[str, float | None]]] = {}
+        found: dict[str, dict[str, MinPassing]] = {}
         for r in self.runners:
             tol = tolerances.for_runner(r.device, r.precision)
-            outputs: dict[str, dict[str, float | None]] = {}
+            outputs: dict[str, MinPassing] = {}
             for outs in r.drift.values():
                 for output, d in outs.items():
                     if d.shape_mismatch:

@@ -149,7 +149,8 @@ def verify_model(model: nn.Module, onnx_model: onnx.ModelProto, example_inputs: 
     outputs = [o.name for o in onnx_model.graph.output]
     specs = specs or input_specs(model, example_inputs, dynamic_shapes, names)
     cases = whole_model_cases(specs, example_inputs, seed, case_names)
-    runners = [RunnerSpec(TORCH_CPU, "torch", "cpu", lambda: WholeModelRunner(model, outputs, torch.float32, TORCH_CPU))]
+    float32 = RunnerSpec(TORCH_CPU, "torch", "cpu", lambda: WholeModelRunner(model, outputs, torch.float32, TORCH_CPU))
+    runners = [float32]
     runners += runtime_specs(data, providers or default_providers(), tuple(r for r in runtimes if r != "torch"),
                              threads)
     tolerances = tolerance if isinstance(tolerance, Tolerances) else Tolerances(tolerance or Tolerance())

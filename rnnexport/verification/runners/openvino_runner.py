@@ -7,6 +7,7 @@ GPUs). The precision a compiled model really uses is read back from it and recor
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
@@ -31,11 +32,12 @@ def openvino_specs(data: bytes, threads: int = 0) -> list[RunnerSpec]:
     try:
         import openvino
     except ImportError:
-        return [RunnerSpec(openvino_name("cpu", p), "openvino", "cpu", lambda p=p: _missing(openvino_name("cpu", p)),
-                           model_bytes=len(data)) for p in ("f32", "default")]
+        return [RunnerSpec(openvino_name("cpu", p), "openvino", "cpu",
+                           functools.partial(_missing, openvino_name("cpu", p)), model_bytes=len(data))
+                for p in ("f32", "default")]
     devices = ["CPU"] + [d for d in openvino.Core().available_devices if d.startswith("GPU")]
     return [RunnerSpec(openvino_name(d, p), "openvino", "cpu" if d == "CPU" else "gpu",
-                       lambda d=d, p=p: OpenVinoRunner(data, d, force_f32=p == "f32", threads=threads),
+                       functools.partial(OpenVinoRunner, data, d, force_f32=p == "f32", threads=threads),
                        model_bytes=len(data))
             for d in devices for p in ("f32", "default")]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -136,18 +137,19 @@ def variant_specs(variants: dict[str, bytes | str], providers: tuple[str, ...], 
     for kind, data in variants.items():
         if isinstance(data, str):
             name = f"{ort_name(CPU)}-{kind}"
-            found.append(RunnerSpec(name, "onnxruntime", "cpu", lambda n=name, why=data: _refuse(n, why),
+            found.append(RunnerSpec(name, "onnxruntime", "cpu", functools.partial(_refuse, name, data),
                                     precision=PRECISION[kind]))
             continue
         for provider in providers:
             name, device = f"{ort_name(provider)}-{kind}", "cpu" if provider == CPU else "cuda"
             if kind == "int8-dynamic" and provider != CPU:
-                found.append(RunnerSpec(name, "onnxruntime", device, lambda n=name: _refuse(
-                    n, "ONNX Runtime's DynamicQuantizeLSTM kernel runs on CPU only"), precision=PRECISION[kind]))
+                found.append(RunnerSpec(name, "onnxruntime", device, functools.partial(
+                    _refuse, name, "ONNX Runtime's DynamicQuantizeLSTM kernel runs on CPU only"),
+                    precision=PRECISION[kind]))
                 continue
-            found.append(RunnerSpec(name, "onnxruntime", device, lambda p=provider, d=data, n=name, k=kind: OrtRunner(
-                d, p, threads=threads, name=n, precision=PRECISION[k]), precision=PRECISION[kind],
-                model_bytes=len(data)))
+            found.append(RunnerSpec(name, "onnxruntime", device, functools.partial(
+                OrtRunner, data, provider, threads=threads, name=name, precision=PRECISION[kind]),
+                precision=PRECISION[kind], model_bytes=len(data)))
     return found
 
 
