@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -170,55 +169,6 @@ def test_lint_config_compares_the_whole_architecture(tmp_path):
     for words in ("cell GRU where the config has LSTM", "hidden_size 24 where the config has 32",
                   "input size 12 where the config has 20", "graph outputs ['output', 'h_n'] where the contract has"):
         assert words in output, output
-
-
-def test_the_readmes_bring_your_own_steps_run_verbatim(tmp_path):
-    import subprocess
-
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    block = readme[readme.index("## Bring your own model"):]
-    commands = re.search(r"```sh\n(.*?)```", block, re.S)[1]
-    (tmp_path / "configs").mkdir()
-    torch.save({"encoder": {"rnn": torch.nn.GRU(5, 8, 2).state_dict()}}, tmp_path / "ckpt.pt")
-    for line in commands.strip().splitlines():
-        result = subprocess.run(line.split("#")[0], shell=True, cwd=tmp_path, capture_output=True, text=True)
-        assert result.returncode == 0, (line, result.stdout, result.stderr)
-    assert json.loads((tmp_path / "artifacts" / "mine" / "manifest.json").read_text())["weights_origin"]["kind"] == "file"
-
-
-def _block(heading: str, language: str) -> str:
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    return re.search(rf"```{language}\n(.*?)```", readme[readme.index(heading):], re.S)[1]
-
-
-def test_the_readmes_verify_commands_run_as_written(tmp_path):
-    import shutil
-    import subprocess
-
-    from conftest import HAS_CUDA_EP, SHIPPED
-
-    (tmp_path / "configs").mkdir()
-    gru = next(p for p in SHIPPED if p.stem == "gru_2layer")
-    shutil.copy(gru, tmp_path / "configs" / gru.name)
-    assert _run("build", tmp_path / "configs", "--out", tmp_path / "artifacts")[0] == 0
-    shutil.copy(tmp_path / "artifacts" / "gru_2layer" / "model.onnx", tmp_path / "model.onnx")
-    shutil.copy(tmp_path / "artifacts" / "gru_2layer" / "weights.pt", tmp_path / "w.pt")
-    shutil.copy(gru, tmp_path / "c.toml")
-    for line in _block("## Verify", "sh").strip().splitlines():
-        command = line.split("#")[0].strip()
-        result = subprocess.run(command, shell=True, cwd=tmp_path, capture_output=True, text=True)
-        needs_cuda = "--require CUDAExecutionProvider" in command and not HAS_CUDA_EP
-        assert result.returncode == (3 if needs_cuda else 0), (command, result.stdout[-2000:], result.stderr)
-
-
-def test_the_readmes_python_api_runs_as_written():
-    import subprocess
-
-    code = _block("## Python API", "python")
-    result = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parent.parent,
-                            capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith("model: PASS")  # print(report): the config of a bare module is named "model"
 
 
 def test_float64_weights_are_cast_with_one_note_and_recorded_in_the_manifest(tmp_path):

@@ -12,12 +12,12 @@ import pytest
 import torch
 from click.testing import CliRunner
 from conftest import HAS_CUDA_EP, SHIPPED, tree_snapshot
+from test_whole_models import FACTORY
 
 from rnnexport.artifacts.build import build_artifact
 from rnnexport.cli import main
 from rnnexport.config import load_config
 from rnnexport.export.whole_model import export_model
-from test_whole_models import FACTORY
 
 FRONT_ENDS = ("artifact", "golden", "whole-model")
 

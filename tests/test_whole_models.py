@@ -122,15 +122,6 @@ def test_cli_export_model_from_a_factory(tmp_path):
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep"
 
 
-def test_the_readmes_whole_model_snippet_runs_as_written():
-    import re
-
-    readme = (ROOT / "README.md").read_text()
-    code = re.search(r"```python\n(.*?)```", readme[readme.index("## Whole models"):], re.S)[1]
-    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
-
-
 RAGGED = '''
 import torch
 from torch import nn
