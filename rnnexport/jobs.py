@@ -14,7 +14,7 @@ from pathlib import Path
 
 import onnxruntime
 
-from rnnexport.artifacts.folders import StagedWrites, remove_stale_temporaries, write_json_atomic
+from rnnexport.artifacts.folders import StagedWrites, remove_stale_temporaries, sha256_file, write_json_atomic
 from rnnexport.artifacts.index import write_index
 from rnnexport.artifacts.targets import Target
 from rnnexport.config import Tolerance
@@ -392,9 +392,7 @@ def export_whole_model(factory: str, out: Path, options: VerifyOptions = VerifyO
     unknown = [c for c in options.case_names if c not in STANDARD_CASES]
     if unknown:
         raise RnnExportError(f"unknown case {unknown[0]!r} for a whole model; known: {', '.join(STANDARD_CASES)}")
-    if out.exists() and (not out.is_dir() or any(p.name not in WHOLE_MODEL_FILES for p in out.iterdir())):
-        raise ArtifactError(f"{out}: exists and holds other files than {', '.join(WHOLE_MODEL_FILES)}; refusing to "
-                            "write into it")
+    _check_whole_model_out(out)
     made = load_factory(factory)
     proto = read_model(onnx_file)[0] if onnx_file else export_model(
         made.model, made.example_inputs, dynamic_shapes=made.dynamic_shapes, input_names=made.input_names,
@@ -411,3 +409,22 @@ def export_whole_model(factory: str, out: Path, options: VerifyOptions = VerifyO
         staged.add_text(out / MARKDOWN_FILE, render_markdown(report, verdict))
         _stage_summaries(staged, [(report, verdict)], outputs)
     return report, verdict
+
+
+def _check_whole_model_out(out: Path) -> None:
+    """``out`` must be new, empty, or what an earlier export-model wrote there (a report.json that names the
+    model.onnx beside it); and it must be a folder that can be made. Anything else is refused before any work."""
+    ancestor = next((a for a in (out, *out.parents) if a.exists()), None)
+    if ancestor is not None and not ancestor.is_dir():
+        raise ArtifactError(f"{out}: {ancestor} is a file; expected a folder")
+    if not out.exists() or not any(out.iterdir()):
+        return
+    names = {p.name for p in out.iterdir()}
+    try:
+        report = json.loads((out / REPORT_FILE).read_text())
+        ours = isinstance(report, dict) and report.get("model_sha256") == sha256_file(out / MODEL_FILE)
+    except (OSError, ValueError):
+        ours = False
+    if not ours or not names <= set(WHOLE_MODEL_FILES):
+        raise ArtifactError(f"{out}: exists and is not an earlier export-model's output (model.onnx with the "
+                            "report.json that names it); refusing to write into it")

@@ -118,7 +118,7 @@ def test_cli_export_model_from_a_factory(tmp_path):
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep")
     refused = subprocess.run(command[:-4] + ["--out", "mine"], cwd=tmp_path, capture_output=True, text=True)
-    assert refused.returncode == 2 and refused.stderr.startswith("Error: mine: exists and holds other files")
+    assert refused.returncode == 2 and refused.stderr.startswith("Error: mine: exists and is not an earlier export-model")
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep"
 
 

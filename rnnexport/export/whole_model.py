@@ -1,44 +1,45 @@
-"""Whole models: any ``nn.Module`` that contains ``nn.GRU``/``nn.LSTM``/``nn.RNN`` layers, exported with those
-layers as rnnexport's native subgraphs and everything else by ``torch.onnx.export(dynamo=True)``. Verified by
-``verification.whole_model.verify_model`` against PyTorch and the float64 oracle at the standard shapes.
+"""Whole models: any ``nn.Module`` that contains ``nn.GRU``/``nn.LSTM``/``nn.RNN`` layers or
+``nn.GRUCell``/``nn.LSTMCell``/``nn.RNNCell`` steps, exported with those as rnnexport's native recurrent nodes and
+everything else by ``torch.onnx.export(dynamo=True)``. Verified by ``verification.whole_model.verify_model``
+against PyTorch and the float64 oracle at the standard shapes.
 
     model = rnnexport.export_model(tagger, (tokens,), dynamic_shapes=({0: "batch", 1: "seq"},),
                                    input_names=["tokens"], output_names=["logits"])
     report = rnnexport.verify_model(tagger, model, (tokens,), dynamic_shapes=({0: "batch", 1: "seq"},))
 
-How: during the export each recurrent module's forward is a stand-in, ``torch.onnx.ops.symbolic_multi_out``,
-which the exporter writes as one ``rnnexport::Recurrent`` node whose output shapes stay symbolic. That node is
-then replaced by the graph ``export_onnx`` writes for the module (one node per layer, gates reordered in one
-place), its tensors renamed under the module's path.
+How: the model runs once eagerly (``probe.probe_model``) to read the weights each recurrent module computes with
+(also weight-normed or otherwise derived ones) and how often each is called. During the export each module's
+forward is a stand-in, ``torch.onnx.ops.symbolic_multi_out``, which the exporter writes as one
+``rnnexport::Recurrent`` node whose output shapes stay symbolic. Each such node is then replaced by the graph
+``export_onnx`` writes for the module (one node per layer, gates reordered in one place), its tensors renamed under
+the module's path; a module called several times shares one set of initializers. A cell is a one-step layer: its
+input and state get a time axis of 1 and its new state loses it again.
 """
 
 from __future__ import annotations
 
-import contextlib
-import copy
 import logging
+import re
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from contextlib import contextmanager
 from typing import Any
 
+import numpy as np
 import onnx
 import torch
-from onnx import helper
+from onnx import helper, numpy_helper
 from torch import nn
 
-from rnnexport.config import Tolerance
 from rnnexport.contract import C0, C_N, H0, H_N, INPUT, LENGTHS, OUTPUT
 from rnnexport.errors import ExportError
+from rnnexport.export.factory import WholeModel, load_factory, user_error  # noqa: F401 (the API's names)
 from rnnexport.export.native import export_onnx
+from rnnexport.export.probe import Probe, is_cell, native_layer, patched, probe_model, recurrent_modules
 
 STAND_IN = ("rnnexport", "Recurrent")
-RECURRENT = (nn.GRU, nn.LSTM, nn.RNN)
-
-
-def recurrent_modules(model: nn.Module) -> list[tuple[str, nn.RNNBase]]:
-    """(path, module) of every GRU/LSTM/RNN inside ``model``, in registration order."""
-    return [(name, m) for name, m in model.named_modules() if isinstance(m, RECURRENT)]
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+USER_LINE = re.compile(r'File "([^"]+)", line (\d+), in (\w+)\n\s*(.+)')
 
 
 class Padded:
@@ -66,13 +67,27 @@ def _unpack(sequence: Padded, batch_first: bool = False, padding_value: float = 
     return data, sequence.lengths
 
 
+def _symbolic(inputs: list[Any], attrs: dict[str, int], shapes: list[list[Any]]) -> list[torch.Tensor]:
+    """One ``rnnexport::Recurrent`` node of float32 outputs with ``shapes``: the op behind
+    ``torch.onnx.ops.symbolic_multi_out``, called directly because dynamo will not trace that function, and strict
+    tracing is torch.onnx's fallback for models that non-strict export refuses (a data-dependent assert, say)."""
+    keys = list(attrs)
+    return torch.ops.onnx_symbolic._symbolic_multi_out.default(
+        inputs, STAND_IN[1], [onnx.TensorProto.FLOAT] * len(shapes), shapes=shapes, attr_keys=keys,
+        attr_types=["i"] * len(keys), attr_pos=[[k, k + 1] for k in range(len(keys))],
+        attr_ints=[attrs[k] for k in keys], attr_floats=[], attr_strs=[], metadata_props_keys=[],
+        metadata_props_values=[], domain=STAND_IN[0], version=1)
+
+
 def _stand_in(index: int) -> Callable:
+    """The forward of recurrent module ``index`` during the export: one symbolic node, outputs shaped as PyTorch's."""
     def forward(self: nn.RNNBase, x: Any, hx: Any = None) -> Any:
         padded = isinstance(x, Padded)
         data = x.data if padded else x
         if not isinstance(data, torch.Tensor):
             raise ExportError(f"export_model: a {type(self).__name__} fed a {type(x).__name__}; pass a padded tensor, "
                               "or pack it with torch.nn.utils.rnn.pack_padded_sequence inside the model")
+        torch._check(data.shape[-1] == self.input_size)  # a declared dynamic feature axis fails here, by name
         batch_first = x.batch_first if padded else self.batch_first
         dirs = 2 if self.bidirectional else 1
         batch = data.shape[0] if batch_first else data.shape[1]
@@ -81,41 +96,41 @@ def _stand_in(index: int) -> Callable:
             [state] if self.mode == "LSTM" else [])
         h0, c0 = (hx if isinstance(hx, tuple) else (hx, None))
         lengths = x.lengths.to(data.device) if padded else None
-        outs = torch.onnx.ops.symbolic_multi_out(
-            f"{STAND_IN[0]}::{STAND_IN[1]}", [data, h0, c0, lengths],
-            {"index": index, "batch_first": int(batch_first)}, dtypes=[data.dtype] * len(shapes), shapes=shapes,
-            version=1)
+        outs = _symbolic([data, h0, c0, lengths], {"index": index, "batch_first": int(batch_first)}, shapes)
         y = Padded(outs[0], x.lengths, batch_first) if padded else outs[0]
         return (y, (outs[1], outs[2])) if self.mode == "LSTM" else (y, outs[1])
     return forward
 
 
-@contextlib.contextmanager
-def _stand_ins(model: nn.Module, modules: list[tuple[str, nn.RNNBase]]) -> Iterator[None]:
-    """Each recurrent module's forward replaced by its stand-in, on the instance, and pack_padded_sequence /
-    pad_packed_sequence by their pass-through forms (in torch and in the model's own modules, which may have
-    imported them by name), for the ``with`` block."""
-    import sys
+def _cell_stand_in(index: int) -> Callable:
+    """The forward of cell ``index`` during the export: one symbolic node from (x, h[, c]) to the new h[, c]."""
+    def forward(self: nn.RNNCellBase, x: torch.Tensor, hx: Any = None) -> Any:
+        if not isinstance(x, torch.Tensor) or x.dim() not in (1, 2):
+            raise ExportError(f"export_model: a {type(self).__name__} fed {type(x).__name__}; expected a tensor "
+                              "[batch, input_size]")
+        torch._check(x.shape[-1] == self.input_size)
+        lstm = isinstance(self, nn.LSTMCell)
+        h0, c0 = (hx if isinstance(hx, tuple) else (hx, None))
+        state = [x.shape[0], self.hidden_size] if x.dim() == 2 else [self.hidden_size]
+        outs = _symbolic([x, h0, c0, None], {"index": index, "cell": x.dim()}, [state] * (2 if lstm else 1))
+        return (outs[0], outs[1]) if lstm else outs[0]
+    return forward
 
+
+@contextmanager
+def _stand_ins(model: nn.Module, modules: list[tuple[str, nn.Module]]) -> Iterator[None]:
+    """Each recurrent module's forward replaced by its stand-in, on the instance, and pack_padded_sequence /
+    pad_packed_sequence by their pass-through forms, for the ``with`` block."""
     rnn_utils = torch.nn.utils.rnn
-    swaps = {rnn_utils.pack_padded_sequence: _pack, rnn_utils.pad_packed_sequence: _unpack}
-    namespaces = [rnn_utils.__dict__] + [vars(sys.modules[type(m).__module__]) for m in model.modules()
-                                         if type(m).__module__ in sys.modules]
-    patched = []
-    for namespace in {id(n): n for n in namespaces}.values():
-        for key, value in list(namespace.items()):
-            if callable(value) and any(value is original for original in swaps):
-                patched.append((namespace, key, value))
-                namespace[key] = swaps[value]
     for index, (_, module) in enumerate(modules):
-        module.forward = _stand_in(index).__get__(module)
+        stand_in = _cell_stand_in(index) if is_cell(module) else _stand_in(index)
+        module.forward = stand_in.__get__(module)
     try:
-        yield
+        with patched(model, {rnn_utils.pack_padded_sequence: _pack, rnn_utils.pad_packed_sequence: _unpack}):
+            yield
     finally:
         for _, module in modules:
             del module.forward
-        for namespace, key, value in patched:
-            namespace[key] = value
 
 
 def _dims(dynamic_shapes: Any) -> Any:
@@ -136,13 +151,19 @@ def _dims(dynamic_shapes: Any) -> Any:
 def export_model(model: nn.Module, example_inputs: tuple, *, dynamic_shapes: Any = None,
                  input_names: list[str] | None = None, output_names: list[str] | None = None,
                  opset: int = 18) -> onnx.ModelProto:
-    """``model`` as ONNX: its GRU/LSTM/RNN layers as native recurrent nodes (one per layer), the rest by
-    ``torch.onnx.export(dynamo=True)``. ``dynamic_shapes`` as torch.export takes them; a dim may be a name
-    (``{0: "batch", 1: "seq"}``), one ``Dim`` per name."""
+    """``model`` as ONNX: its GRU/LSTM/RNN layers as native recurrent nodes (one per layer), each cell call as a
+    one-step node, the rest by ``torch.onnx.export(dynamo=True)``. ``dynamic_shapes`` as torch.export takes them;
+    a dim may be a name (``{0: "batch", 1: "seq"}``), one ``Dim`` per name.
+
+    Raises ``ExportError`` in one line: no recurrent module; one it cannot express (``proj_size``, a quantized
+    module, a cell stepped in a Python loop); a model that fails on its example inputs; or torch.onnx's own
+    failure, with the source line of the user's model where it names one."""
     modules = recurrent_modules(model)
-    if not modules:
-        raise ExportError("export_model: the model holds no nn.GRU, nn.LSTM or nn.RNN; use torch.onnx.export")
+    _refuse_unsupported(model, modules)
+    check_dims(dynamic_shapes)
     model = model.eval()
+    found = probe_model(model, tuple(example_inputs))
+    _refuse_cell_loops(modules, found)
     with _stand_ins(model, modules), _quiet():
         try:
             program = torch.onnx.export(model, tuple(example_inputs), dynamo=True, dynamic_shapes=_dims(dynamic_shapes),
@@ -151,16 +172,101 @@ def export_model(model: nn.Module, example_inputs: tuple, *, dynamic_shapes: Any
         except ExportError:
             raise
         except Exception as exc:  # torch.export's own error types
-            raise ExportError(f"export_model: torch.onnx.export failed: {str(exc).splitlines()[0][:300]}") from None
+            raise ExportError(f"export_model: torch.onnx.export failed: {explain(exc)}") from None
     if program is None:  # not with dynamo=True, which always returns the program
         raise ExportError("export_model: torch.onnx.export returned no ONNX program")
     proto = program.model_proto
-    _replace_stand_ins(proto, modules)
-    onnx.checker.check_model(proto, full_check=True)
+    _replace_stand_ins(proto, modules, found)
+    _check_exported(proto)
     return proto
 
 
-@contextlib.contextmanager
+def check_dims(dynamic_shapes: Any) -> None:
+    """Every dynamic dim is named ``batch`` or ``seq`` (a string or a ``torch.export.Dim`` of that name): a recurrent
+    layer's feature size is fixed, and these two names are what ``verify_model`` builds its cases from."""
+    flat, _ = torch.utils._pytree.tree_flatten(dynamic_shapes, is_leaf=lambda v: v is None or isinstance(v, dict))
+    for index, dims in enumerate(flat):
+        for axis, value in (dims or {}).items() if isinstance(dims, dict) else ():
+            dim_name(value, f"export_model: input {index} axis {axis}")
+
+
+def dim_name(value: Any, where: str) -> str:
+    """``"batch"`` or ``"seq"`` from a string or a ``torch.export.Dim`` of that name; else ``ExportError``."""
+    text = value if isinstance(value, str) else getattr(value, "__name__", None)
+    if text not in ("batch", "seq"):
+        raise ExportError(f"{where}: dynamic dim {text or value!r}; name them \"batch\" or \"seq\" (a dim of another "
+                          "name, a feature axis say, cannot vary in a recurrent model)")
+    return text
+
+
+def _check_exported(proto: onnx.ModelProto) -> None:
+    """ONNX's full check of the exported graph; a failure names the node and the model's code that made it."""
+    try:
+        onnx.checker.check_model(proto, full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
+        text = ANSI.sub("", str(exc)).strip()
+        found = re.search(r"node name: ([^)\s]+)", text)
+        node = next((n for n in proto.graph.node if found and n.name == found[1]), None)
+        meta = {m.key: m.value for m in node.metadata_props} if node is not None else {}
+        source = USER_LINE.search(meta.get("pkg.torch.onnx.stack_trace", ""))
+        made_by = meta.get("namespace", "").strip(": ")
+        where = f" at {node.name}" if node is not None else ""
+        where += f" ({made_by})" if made_by else ""
+        where += f", {source[1].rsplit('/', 1)[-1]}:{source[2]}: {source[4].strip()}" if source else ""
+        detail = re.split(r"\]\s*", text.splitlines()[-1])[-1]
+        raise ExportError(f"export_model: the exported graph is not valid ONNX{where}: {detail[:300]} (an op "
+                          "that needs a fixed size where a dim is dynamic, say)") from None
+
+
+def _refuse_unsupported(model: nn.Module, modules: list[tuple[str, nn.Module]]) -> None:
+    for path, module in model.named_modules():
+        kind = type(module)
+        if kind.__module__.startswith("torch.ao.nn.quantized") and kind.__name__ in ("LSTM", "GRU", "RNN"):
+            raise ExportError(f"export_model: {path or 'the model'} is a quantized {kind.__name__} "
+                              f"({kind.__module__}); ONNX has no such operator: export the float model and build "
+                              "its int8-dynamic variant (rnnexport build --variants int8-dynamic)")
+    if not modules:
+        raise ExportError("export_model: the model holds no nn.GRU, nn.LSTM, nn.RNN or their cells; use "
+                          "torch.onnx.export")
+    for path, module in modules:
+        if getattr(module, "proj_size", 0):
+            raise ExportError(f"export_model: the LSTM {path} has proj_size {module.proj_size}: ONNX's LSTM operator "
+                              "has no projection, so it cannot be a native node")
+
+
+def _refuse_cell_loops(modules: list[tuple[str, nn.Module]], found: Probe) -> None:
+    for index, (path, module) in enumerate(modules):
+        calls = found.calls.get(index, 0)
+        if is_cell(module) and calls > 1:
+            kind = type(module).__name__
+            layer = kind.removesuffix("Cell")
+            raise ExportError(f"export_model: the {kind} {path} is called {calls} times in one forward (a Python "
+                              "loop over time, say), which would fix the graph to the example's length: export one "
+                              f"step (the cell with its state as inputs and outputs) and loop on the host, or use "
+                              f"nn.{layer}")
+
+
+def explain(exc: BaseException) -> str:
+    """torch.onnx's failure in one line: the root cause (not the exporter's step banner), without colour codes, and
+    the user's source line where the message or the traceback names one."""
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in chain:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    texts = [ANSI.sub("", str(e)).strip() for e in chain]
+    useful = [(e, t) for e, t in zip(chain, texts) if t and not t.startswith(("Failed to export", "This is step"))]
+    error, text = useful[-1] if useful else (chain[-1], texts[-1])
+    first = next((line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")), "")
+    where = next((m for t in texts for m in USER_LINE.finditer(t)
+                  if "site-packages" not in m[1] and "/rnnexport/" not in m[1]), None)
+    line = f" (at {where[1].rsplit('/', 1)[-1]}:{where[2]}: {where[4].strip()})" if where else ""
+    if not line:
+        line = f" ({user_error(error).rsplit(' (at ', 1)[1]}" if " (at " in user_error(error) else ""
+    return f"{type(error).__name__}: {first[:300]}{line}"
+
+
+@contextmanager
 def _quiet() -> Iterator[None]:
     """The exporter's progress lines and warnings (torchvision missing, deprecations) stay off stderr."""
     loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._dynamo", "onnxscript")]
@@ -176,37 +282,37 @@ def _quiet() -> Iterator[None]:
                 lg.setLevel(level)
 
 
-def _replace_stand_ins(proto: onnx.ModelProto, modules: list[tuple[str, nn.RNNBase]]) -> None:
-    """Each ``rnnexport::Recurrent`` node → the module's native subgraph, tensors renamed under its path."""
+def _replace_stand_ins(proto: onnx.ModelProto, modules: list[tuple[str, nn.Module]], found: Probe) -> None:
+    """Each ``rnnexport::Recurrent`` node → the module's native subgraph, tensors renamed under its path; a module
+    called again shares the first call's initializers, its nodes and other tensors named ``<path>/call<k>/``."""
     opset = next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
     nodes: list[onnx.NodeProto] = []
+    calls: dict[int, int] = {}
     for node in proto.graph.node:
         if (node.domain, node.op_type) != STAND_IN:
             nodes.append(node)
             continue
         attrs = {a.name: a.i for a in node.attribute}
-        path, module = modules[attrs["index"]]
-        slots = dict(zip((INPUT, H0, C0, LENGTHS), node.input))
-        native = copy.deepcopy(module).float()
-        native.batch_first = bool(attrs.get("batch_first", module.batch_first))
-        ragged = bool(slots.get(LENGTHS))
-        sub = export_onnx(native, opset=max(opset, 11) if ragged else opset, initial_state=bool(slots.get(H0)),
-                          variable_lengths="masked" if ragged else False)
-        outer = {name: tensor for name, tensor in slots.items() if tensor}
-        outer.update(zip((OUTPUT, H_N, C_N), node.output))
-        prefix = (path or "rnn").replace(".", "/") + "/"
-        if ragged:  # the model's lengths (int64, usually) as the graph's int32 sequence_lens
-            nodes.append(helper.make_node("Cast", [slots[LENGTHS]], [prefix + LENGTHS], name=prefix + "lengths_int32",
-                                          to=onnx.TensorProto.INT32))
-            outer[LENGTHS] = prefix + LENGTHS
-        rename = lambda name, outer=outer, prefix=prefix: outer.get(name, prefix + name if name else name)  # noqa: E731
+        index = attrs["index"]
+        path, module = modules[index]
+        call = calls[index] = calls.get(index, 0) + 1
+        base = (path or "rnn").replace(".", "/") + "/"
+        prefix = base if call == 1 else f"{base}call{call}/"
+        native = native_layer(module, found.weights[index])
+        if "cell" in attrs:
+            sub, outer, before, after = _cell_subgraph(node, native, opset, prefix, attrs["cell"])
+        else:
+            sub, outer, before, after = _layer_subgraph(node, native, opset, prefix, bool(attrs["batch_first"]))
+        nodes += before
+        initializers = {init.name for init in sub.graph.initializer}
         for inner in sub.graph.node:
-            inner.input[:] = [rename(n) for n in inner.input]
-            inner.output[:] = [rename(n) for n in inner.output]
+            inner.input[:] = [_renamed(n, outer, initializers, base, prefix) for n in inner.input]
+            inner.output[:] = [_renamed(n, outer, initializers, base, prefix) for n in inner.output]
             inner.name = prefix + inner.name
             nodes.append(inner)
-        for init in sub.graph.initializer:
-            init.name = rename(init.name)
+        nodes += after
+        for init in sub.graph.initializer if call == 1 else ():
+            init.name = base + init.name
             proto.graph.initializer.append(init)
     del proto.graph.node[:]
     proto.graph.node.extend(nodes)
@@ -219,35 +325,60 @@ def _replace_stand_ins(proto: onnx.ModelProto, modules: list[tuple[str, nn.RNNBa
     proto.graph.value_info.extend(kept_info)
 
 
-@dataclass
-class WholeModel:
-    """What a factory for ``rnnexport export-model pkg.module:factory`` returns: the model, example inputs, and
-    the names of their dynamic dims (``"batch"`` and ``"seq"``), inputs and outputs."""
-
-    model: nn.Module
-    example_inputs: tuple
-    dynamic_shapes: Any = None
-    input_names: list[str] | None = None
-    output_names: list[str] | None = None
-    tolerance: Tolerance | None = None
+def _renamed(name: str, outer: dict[str, str], initializers: set[str], base: str, prefix: str) -> str:
+    if not name:
+        return name
+    if name in outer:
+        return outer[name]
+    return (base if name in initializers else prefix) + name
 
 
-def load_factory(spec: str) -> WholeModel:
-    """``package.module:factory`` → the ``WholeModel`` the factory returns (the current folder is importable)."""
-    import importlib
-    import os
-    import sys
+Adapted = tuple[onnx.ModelProto, dict[str, str], list[onnx.NodeProto], list[onnx.NodeProto]]
 
-    module_name, _, attr = spec.partition(":")
-    if not module_name or not attr:
-        raise ExportError(f"{spec!r}: expected package.module:factory")
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    try:
-        factory = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as exc:
-        raise ExportError(f"{spec}: cannot import: {exc}") from None
-    made = factory()
-    if not isinstance(made, WholeModel):
-        raise ExportError(f"{spec}: the factory returned {type(made).__name__}; expected rnnexport.WholeModel")
-    return made
+
+def _layer_subgraph(node: onnx.NodeProto, native: nn.RNNBase, opset: int, prefix: str, batch_first: bool
+                    ) -> Adapted:
+    """A layer's graph, the outer names of its inputs and outputs, and the nodes that adapt them before and after."""
+    slots = dict(zip((INPUT, H0, C0, LENGTHS), node.input))
+    native.batch_first = batch_first
+    ragged = bool(slots.get(LENGTHS))
+    sub = export_onnx(native, opset=max(opset, 11) if ragged else opset, initial_state=bool(slots.get(H0)),
+                      variable_lengths="masked" if ragged else False)
+    outer = {name: tensor for name, tensor in slots.items() if tensor}
+    outer.update(zip((OUTPUT, H_N, C_N), node.output))
+    extra = []
+    if ragged:  # the model's lengths (int64, usually) as the graph's int32 sequence_lens
+        extra.append(helper.make_node("Cast", [slots[LENGTHS]], [prefix + LENGTHS], name=prefix + "lengths_int32",
+                                      to=onnx.TensorProto.INT32))
+        outer[LENGTHS] = prefix + LENGTHS
+    return sub, outer, extra, []
+
+
+def _cell_subgraph(node: onnx.NodeProto, native: nn.RNNBase, opset: int, prefix: str, rank: int) -> Adapted:
+    """A cell's one-step graph: x [batch, input] and its state [batch, hidden] get a leading axis of 1 (a sequence
+    of one step; also the batch axis, for an unbatched cell call), the new state loses it again."""
+    x, h, c = (list(node.input) + ["", "", ""])[:3]
+    sub = export_onnx(native, opset=opset, initial_state=bool(h))
+    axes = [0] if rank == 2 else [0, 1]
+    before: list[onnx.NodeProto] = []
+    after: list[onnx.NodeProto] = []
+    outer = {OUTPUT: prefix + "Y"}
+    for name, value in ((INPUT, x), (H0, h), (C0, c)):
+        if value:
+            before += _axes_node("Unsqueeze", value, prefix + name, axes, opset, prefix)
+            outer[name] = prefix + name
+    for name, value in zip((H_N, C_N), node.output):
+        outer[name] = prefix + name
+        after += _axes_node("Squeeze", prefix + name, value, axes, opset, prefix)
+    return sub, outer, before, after
+
+
+def _axes_node(op: str, source: str, target: str, axes: list[int], opset: int, prefix: str) -> list[onnx.NodeProto]:
+    """Squeeze or Unsqueeze of ``axes``: an attribute before opset 13, a constant input from 13 on."""
+    name = f"{target.rsplit('/', 1)[-1]}_{op.lower()}"
+    if opset < 13:
+        return [helper.make_node(op, [source], [target], name=prefix + name, axes=axes)]
+    const = prefix + name + "_axes"
+    return [helper.make_node("Constant", [], [const], name=const, value=numpy_helper.from_array(
+                np.array(axes, np.int64), const)),
+            helper.make_node(op, [source, const], [target], name=prefix + name)]
