@@ -129,3 +129,38 @@ class SqueezesTime(nn.Module):
 
     def forward(self, x):
         return self.rnn(x)[0].squeeze(1)
+
+
+class LstmCellStack(nn.Module):
+    """Two LSTMCells stepped over a time-major sequence, states as tuples, the first layer's h and the last
+    layer's c returned too (an attention decoder's recurrent core, without the attention)."""
+
+    def __init__(self):
+        super().__init__()
+        self.cells = nn.ModuleList([nn.LSTMCell(4, 6), nn.LSTMCell(6, 5)])
+
+    def forward(self, x, h0, c0):
+        hs, cs = [h0, h0.new_zeros(h0.shape[0], 5)], [c0, c0.new_zeros(c0.shape[0], 5)]
+        outs = []
+        for t in range(x.shape[0]):
+            inp = x[t]
+            for i, cell in enumerate(self.cells):
+                hs[i], cs[i] = cell(inp, (hs[i], cs[i]))
+                inp = hs[i]
+            outs.append(inp)
+        return torch.stack(outs), hs[0], cs[1]
+
+
+class HeadInsideLoop(nn.Module):
+    """A cell stepped over time with a head applied at every step: no layer over a sequence."""
+
+    def __init__(self):
+        super().__init__()
+        self.cell, self.head = nn.GRUCell(4, 6), nn.Linear(6, 2)
+
+    def forward(self, x):
+        h, outs = x.new_zeros(x.shape[0], 6), []
+        for t in range(x.shape[1]):
+            h = self.cell(x[:, t], h)
+            outs.append(self.head(h))
+        return torch.stack(outs, 1)

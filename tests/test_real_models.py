@@ -19,7 +19,9 @@ from real_models import (
     CellLoop,
     CellStep,
     Crnn,
+    HeadInsideLoop,
     HookWeightNormed,
+    LstmCellStack,
     SortedPacking,
     SqueezesTime,
     TokenIdsPerRow,
@@ -43,6 +45,9 @@ PASSING = {
     "sorted_packing": (SortedPacking, (X, SORTED_LENGTHS), ({0: "batch", 1: "seq"}, {0: "batch"})),
     "cell_step": (CellStep, (X[:, 0], torch.zeros(3, 6), torch.zeros(3, 6)), ({0: "batch"},) * 3),
     "called_twice": (CalledTwice, (X,), DIMS),
+    "cell_stack_over_time": (CellLoop, (X,), DIMS),
+    "lstm_cell_stack_over_time": (LstmCellStack, (X.transpose(0, 1), torch.randn(3, 6), torch.randn(3, 6)),
+                                  ({0: "seq", 1: "batch"}, {0: "batch"}, {0: "batch"})),
     "weight_norm": (WeightNormed, (X,), DIMS),
     "hook_weight_norm": (HookWeightNormed, (X,), DIMS),
     "data_dependent_assert": (Asserting, (X,), DIMS),
@@ -117,9 +122,10 @@ def test_samplers_receive_the_cases_sizes_and_roles_are_explicit():
 
 
 @pytest.mark.parametrize("make, dims, words", [
-    (CellLoop, DIMS, "the GRUCell cells.0 is called 5 times in one forward (a Python loop over time, say), which "
-                     "would fix the graph to the example's length: export one step (the cell with its state as "
-                     "inputs and outputs) and loop on the host, or use nn.GRU"),
+    (HeadInsideLoop, DIMS, "the GRUCell cell is called 5 times in one forward (a Python loop over time, say) and a "
+                           "step's output is used inside the loop, other than to stack it, so it is no layer over a "
+                           "sequence: export one step (the cell with its state as inputs and outputs) and loop on the "
+                           "host, or use nn.GRU"),
     (lambda: nn.Sequential(nn.LSTM(4, 6, proj_size=3, batch_first=True)), DIMS,
      "the LSTM 0 has proj_size 3: ONNX's LSTM operator has no projection"),
     (CalledTwice, ({0: "batch", 1: "seq", 2: "features"},),
@@ -157,14 +163,16 @@ FACTORIES = {
     "factory_exits": ("import sys\ndef tagger():\n    sys.exit(0)\n", "the factory failed: it called sys.exit(0)"),
     "factory_recurses": ("def tagger():\n    return tagger()\n", "the factory failed: RecursionError"),
     "returns_int": ("def tagger():\n    return 3\n", "the factory returned int; expected rnnexport.WholeModel"),
-    "model_none": ("import torch, rnnexport\ndef tagger():\n    return rnnexport.WholeModel(None, (torch.zeros(2, 3),))\n",
+    "model_none": ("import torch, rnnexport\ndef tagger():\n"
+                   "    return rnnexport.WholeModel(None, (torch.zeros(2, 3),))\n",
                    "WholeModel.model is NoneType; expected a torch.nn.Module"),
     "float64_inputs": ("import torch, rnnexport\ndef tagger():\n    return rnnexport.WholeModel(torch.nn.GRU(3, 4), "
                        "(torch.zeros(5, 2, 3, dtype=torch.float64),))\n", "an example input is torch.float64"),
     "not_a_function": ("tagger = 3\n", "broken has no function tagger"),
-    "cell_loop": ("import torch, rnnexport\nfrom real_models import CellLoop\ndef tagger():\n"
-                  "    return rnnexport.WholeModel(CellLoop(), (torch.zeros(2, 4, 4),), ({0: 'batch', 1: 'seq'},))\n",
-                  "the GRUCell cells.0 is called 4 times in one forward"),
+    "cell_loop": ("import torch, rnnexport\nfrom real_models import HeadInsideLoop\ndef tagger():\n"
+                  "    return rnnexport.WholeModel(HeadInsideLoop(), (torch.zeros(2, 4, 4),),\n"
+                  "                                ({0: 'batch', 1: 'seq'},))\n",
+                  "the GRUCell cell is called 4 times in one forward"),
 }
 
 
@@ -179,3 +187,10 @@ def test_export_model_never_prints_a_traceback(name, tmp_path):
     assert result.stderr.startswith("Error: ") and words in result.stderr, result.stderr
     assert len(result.stderr.splitlines()) == 1 and "Traceback" not in result.stdout + result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["broken.py"]
+
+
+def test_a_cell_stack_over_time_becomes_one_native_node_per_cell_with_a_dynamic_sequence():
+    proto = export_model(CellLoop().eval(), (X,), dynamic_shapes=DIMS)
+    ops = Counter(n.op_type for n in proto.graph.node)
+    assert ops["GRU"] == 2 and not ops["Gather"]  # no step of the unrolled loop is left
+    assert [d.dim_param for d in proto.graph.input[0].type.tensor_type.shape.dim] == ["batch", "seq", ""]

@@ -25,19 +25,19 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import numpy as np
 import onnx
 import torch
-from onnx import helper, numpy_helper
+from onnx import helper
 from torch import nn
 
 from rnnexport.contract import C0, C_N, H0, H_N, INPUT, LENGTHS, OUTPUT
 from rnnexport.errors import ExportError
+from rnnexport.export.cell_loops import fold_cell_loops, looped_cells
 from rnnexport.export.factory import WholeModel, load_factory, user_error  # noqa: F401 (the API's names)
 from rnnexport.export.native import export_onnx
 from rnnexport.export.probe import Probe, is_cell, native_layer, patched, probe_model, recurrent_modules
+from rnnexport.export.splice import STAND_IN, axes_node, int_attrs, is_stand_in, splice
 
-STAND_IN = ("rnnexport", "Recurrent")
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 USER_LINE = re.compile(r'File "([^"]+)", line (\d+), in (\w+)\n\s*(.+)')
 
@@ -163,10 +163,12 @@ def export_model(model: nn.Module, example_inputs: tuple, *, dynamic_shapes: Any
     check_dims(dynamic_shapes)
     model = model.eval()
     found = probe_model(model, tuple(example_inputs))
-    _refuse_cell_loops(modules, found)
+    looped = looped_cells(modules, found)
+    # a cell loop unrolls at the example's length; the layers it folds into take any length again (below)
+    traced_shapes = _without_seq(dynamic_shapes) if looped else dynamic_shapes
     with _stand_ins(model, modules), _quiet():
         try:
-            program = torch.onnx.export(model, tuple(example_inputs), dynamo=True, dynamic_shapes=_dims(dynamic_shapes),
+            program = torch.onnx.export(model, tuple(example_inputs), dynamo=True, dynamic_shapes=_dims(traced_shapes),
                                         input_names=input_names, output_names=output_names, opset_version=opset,
                                         verbose=False)
         except ExportError:
@@ -176,9 +178,39 @@ def export_model(model: nn.Module, example_inputs: tuple, *, dynamic_shapes: Any
     if program is None:  # not with dynamo=True, which always returns the program
         raise ExportError("export_model: torch.onnx.export returned no ONNX program")
     proto = program.model_proto
+    fold_cell_loops(proto, modules, found, looped)
     _replace_stand_ins(proto, modules, found)
+    if looped:
+        _restore_seq(proto, dynamic_shapes, tuple(example_inputs))
     _check_exported(proto)
     return proto
+
+
+def _without_seq(dynamic_shapes: Any) -> Any:
+    """``dynamic_shapes`` with every dim named ``seq`` left out (made static), nested as given."""
+    if isinstance(dynamic_shapes, dict):
+        return {k: v for k, v in dynamic_shapes.items() if dim_name(v, "export_model") != "seq"} or None
+    if isinstance(dynamic_shapes, (list, tuple)):
+        return type(dynamic_shapes)(_without_seq(v) for v in dynamic_shapes)
+    return dynamic_shapes
+
+
+def _restore_seq(proto: onnx.ModelProto, dynamic_shapes: Any, example_inputs: tuple) -> None:
+    """The graph inputs' ``seq`` axes named again, and every graph output's axis of the example's length too (the
+    graph was traced at that length); the intermediate shapes recorded at it are dropped."""
+    flat, _ = torch.utils._pytree.tree_flatten(dynamic_shapes, is_leaf=lambda v: v is None or isinstance(v, dict))
+    leaves, _ = torch.utils._pytree.tree_flatten(example_inputs)
+    lengths = set()
+    for value, dims, leaf in zip(proto.graph.input, flat, leaves):
+        for axis, name in (dims or {}).items():
+            if dim_name(name, "export_model") == "seq":
+                value.type.tensor_type.shape.dim[axis].dim_param = "seq"
+                lengths.add(int(leaf.shape[axis]))
+    for value in proto.graph.output:
+        for dim in value.type.tensor_type.shape.dim:
+            if dim.HasField("dim_value") and dim.dim_value in lengths:
+                dim.dim_param = "seq"
+    del proto.graph.value_info[:]
 
 
 def check_dims(dynamic_shapes: Any) -> None:
@@ -234,18 +266,6 @@ def _refuse_unsupported(model: nn.Module, modules: list[tuple[str, nn.Module]]) 
                               "has no projection, so it cannot be a native node")
 
 
-def _refuse_cell_loops(modules: list[tuple[str, nn.Module]], found: Probe) -> None:
-    for index, (path, module) in enumerate(modules):
-        calls = found.calls.get(index, 0)
-        if is_cell(module) and calls > 1:
-            kind = type(module).__name__
-            layer = kind.removesuffix("Cell")
-            raise ExportError(f"export_model: the {kind} {path} is called {calls} times in one forward (a Python "
-                              "loop over time, say), which would fix the graph to the example's length: export one "
-                              f"step (the cell with its state as inputs and outputs) and loop on the host, or use "
-                              f"nn.{layer}")
-
-
 def explain(exc: BaseException) -> str:
     """torch.onnx's failure in one line: the root cause (not the exporter's step banner), without colour codes, and
     the user's source line where the message or the traceback names one."""
@@ -288,49 +308,44 @@ def _replace_stand_ins(proto: onnx.ModelProto, modules: list[tuple[str, nn.Modul
     opset = next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
     nodes: list[onnx.NodeProto] = []
     calls: dict[int, int] = {}
+    shared = {init.name for init in proto.graph.initializer}
     for node in proto.graph.node:
-        if (node.domain, node.op_type) != STAND_IN:
+        if not is_stand_in(node):
             nodes.append(node)
             continue
-        attrs = {a.name: a.i for a in node.attribute}
+        attrs = int_attrs(node)
         index = attrs["index"]
         path, module = modules[index]
         call = calls[index] = calls.get(index, 0) + 1
-        base = (path or "rnn").replace(".", "/") + "/"
+        base = module_prefix(path)
         prefix = base if call == 1 else f"{base}call{call}/"
         native = native_layer(module, found.weights[index])
         if "cell" in attrs:
             sub, outer, before, after = _cell_subgraph(node, native, opset, prefix, attrs["cell"])
         else:
             sub, outer, before, after = _layer_subgraph(node, native, opset, prefix, bool(attrs["batch_first"]))
-        nodes += before
-        initializers = {init.name for init in sub.graph.initializer}
-        for inner in sub.graph.node:
-            inner.input[:] = [_renamed(n, outer, initializers, base, prefix) for n in inner.input]
-            inner.output[:] = [_renamed(n, outer, initializers, base, prefix) for n in inner.output]
-            inner.name = prefix + inner.name
-            nodes.append(inner)
-        nodes += after
-        for init in sub.graph.initializer if call == 1 else ():
-            init.name = base + init.name
-            proto.graph.initializer.append(init)
+        inner, inits = splice(sub, outer, base, prefix)
+        nodes += before + inner + after
+        proto.graph.initializer.extend(i for i in inits if i.name not in shared)
+        shared.update(i.name for i in inits)
     del proto.graph.node[:]
     proto.graph.node.extend(nodes)
+    finish(proto)
+
+
+def module_prefix(path: str) -> str:
+    return (path or "rnn").replace(".", "/") + "/"
+
+
+def finish(proto: onnx.ModelProto) -> None:
+    """Drop the stand-ins' opset and the shapes recorded for tensors that are gone."""
     kept = [o for o in proto.opset_import if o.domain != STAND_IN[0]]
     del proto.opset_import[:]
     proto.opset_import.extend(kept)
-    names = {o for n in nodes for o in n.output}
+    names = {o for n in proto.graph.node for o in n.output}
     kept_info = [v for v in proto.graph.value_info if v.name in names]
     del proto.graph.value_info[:]
     proto.graph.value_info.extend(kept_info)
-
-
-def _renamed(name: str, outer: dict[str, str], initializers: set[str], base: str, prefix: str) -> str:
-    if not name:
-        return name
-    if name in outer:
-        return outer[name]
-    return (base if name in initializers else prefix) + name
 
 
 Adapted = tuple[onnx.ModelProto, dict[str, str], list[onnx.NodeProto], list[onnx.NodeProto]]
@@ -365,20 +380,9 @@ def _cell_subgraph(node: onnx.NodeProto, native: nn.RNNBase, opset: int, prefix:
     outer = {OUTPUT: prefix + "Y"}
     for name, value in ((INPUT, x), (H0, h), (C0, c)):
         if value:
-            before += _axes_node("Unsqueeze", value, prefix + name, axes, opset, prefix)
+            before += axes_node("Unsqueeze", value, prefix + name, axes, opset, prefix)
             outer[name] = prefix + name
     for name, value in zip((H_N, C_N), node.output):
         outer[name] = prefix + name
-        after += _axes_node("Squeeze", prefix + name, value, axes, opset, prefix)
+        after += axes_node("Squeeze", prefix + name, value, axes, opset, prefix)
     return sub, outer, before, after
-
-
-def _axes_node(op: str, source: str, target: str, axes: list[int], opset: int, prefix: str) -> list[onnx.NodeProto]:
-    """Squeeze or Unsqueeze of ``axes``: an attribute before opset 13, a constant input from 13 on."""
-    name = f"{target.rsplit('/', 1)[-1]}_{op.lower()}"
-    if opset < 13:
-        return [helper.make_node(op, [source], [target], name=prefix + name, axes=axes)]
-    const = prefix + name + "_axes"
-    return [helper.make_node("Constant", [], [const], name=const, value=numpy_helper.from_array(
-                np.array(axes, np.int64), const)),
-            helper.make_node(op, [source, const], [target], name=prefix + name)]
