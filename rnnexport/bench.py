@@ -12,13 +12,12 @@ Like for like: every runner is measured at 1 thread and at all cores, and ratios
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
 import os
 import statistics
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, cast
 
@@ -35,7 +34,7 @@ from rnnexport.export.torch_exporters import EXPORTERS
 from rnnexport.verification.cases import make_feeds
 from rnnexport.verification.engine import verify
 from rnnexport.verification.runners.ort_runner import OrtRunner
-from rnnexport.verification.runners.torch_runner import Float64Oracle, TorchRunner
+from rnnexport.verification.runners.torch_runner import Float64Oracle, TorchRunner, torch_threads
 
 CORES = os.cpu_count() or 1
 THREADS = tuple(dict.fromkeys((1, CORES)))
@@ -72,17 +71,6 @@ def gemm_peak(threads: int, sizes: tuple[int, ...] = PEAK_SIZES, rounds: int = 3
             seconds = min(_seconds(functools.partial(torch.mm, a, b)) for _ in range(rounds))
             best = max(best, 2 * size**3 / seconds / 1e9)
     return best
-
-
-@contextlib.contextmanager
-def torch_threads(threads: int) -> Iterator[None]:
-    """PyTorch's intra-op threads set to ``threads`` for the ``with`` block."""
-    saved = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(saved)
 
 
 def over_peak(flops: int, timing: Timing, peak_gflops: float) -> float:

@@ -15,12 +15,12 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from rnnexport._version import __version__
-from rnnexport.contract import CASE_NAMES, EXPORTERS, FAMILIES
+from rnnexport.contract import CASE_NAMES, EXPORTERS, FAMILIES, WHOLE_MODEL_CASES
 
 if TYPE_CHECKING:  # for annotations only: each command imports what it runs
     from rnnexport.config import ModelConfig
 
-GOLDEN_FAMILIES = ("ort", "openvino")  # what --golden and export-model run by default: the ONNX runtimes
+GOLDEN_FAMILIES = ("ort", "openvino")  # what --golden runs by default: the ONNX runtimes, without PyTorch
 
 EXIT_CODES = "Exit codes: 0 success · 1 drift over tolerance · 2 bad input, nothing written · 3 a runtime failed."
 
@@ -102,9 +102,12 @@ class _Progress:
             click.echo(text)
 
 
-def _split(values: tuple[str, ...]) -> tuple[str, ...]:
-    """Accept both ``--x a --x b`` and ``--x a,b``."""
-    return tuple(v.strip() for value in values for v in value.split(",") if v.strip())
+def _split(values: tuple[str, ...], flag: str = "") -> tuple[str, ...]:
+    """Accept both ``--x a --x b`` and ``--x a,b``; an empty name (``--x ''``, ``--x a,``) is refused."""
+    for value in values:
+        if not all(v.strip() for v in value.split(",")):
+            raise click.UsageError(f"{flag} {value!r}: expected names, comma-separated")
+    return tuple(v.strip() for value in values for v in value.split(","))
 
 
 def _options(*decorators: Callable) -> Callable:
@@ -168,7 +171,7 @@ def build(paths: tuple[Path, ...], out: Path, check: bool, shard: str | None, ex
     from rnnexport.config import load_configs, parse_variants
 
     part = parse_shard(shard) if shard else None
-    chosen = parse_variants(list(_split(variants)), "--variants")
+    chosen = parse_variants(list(_split(variants, "--variants")), "--variants")
     configs = [c for c in load_configs(list(paths)) if in_shard(c.name, part)]
     options = BuildOptions(out=out, exporter=exporter, weights=weights, prefix=prefix, reseed=reseed,
                            variants=chosen)
@@ -195,23 +198,31 @@ def build(paths: tuple[Path, ...], out: Path, check: bool, shard: str | None, ex
             progress.say(render_inspect(inspect_path(built.folder)))
 
 
-RUN_OPTIONS = _options(
-    click.option("--runtimes", multiple=True, metavar="NAMES",
-                 help=f"Runner families to run (comma-separated; default all): {', '.join(FAMILIES)}."),
-    click.option("--providers", multiple=True, metavar="NAMES",
-                 help="ONNX Runtime providers to run (comma-separated). Default: CPU and CUDA (and TensorRT if "
-                      "present)."),
-    click.option("--require", multiple=True, metavar="NAMES",
-                 help="Providers or runners that must be available; a missing one exits 3."),
-    click.option("--cases", "case_names", multiple=True, metavar="NAMES",
-                 help=f"Cases to run (comma-separated; default all that apply): {', '.join(CASE_NAMES)}."),
-    click.option("--atol", type=float, help="Absolute tolerance (overrides the config's, CPU and CUDA)."),
-    click.option("--rtol", type=float, help="Relative tolerance, times max|oracle| per output."),
-    click.option("--strict-placement", is_flag=True,
-                 help="Fail when a recurrent node falls back to another provider."),
-    click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed of the input cases."),
-    click.option("--threads", type=click.IntRange(min=0, max=1024), default=0, show_default=True,
-                 help="Intra-op threads of every runtime (0: all cores)."))
+def _run_options(cases: tuple[str, ...]) -> Callable:
+    """The options every verifying command takes (verify, export-model), with the case names it offers."""
+    return _options(
+        click.option("--runtimes", multiple=True, metavar="NAMES",
+                     help=f"Runner families to run (comma-separated; default all): {', '.join(FAMILIES)}."),
+        click.option("--providers", multiple=True, metavar="NAMES",
+                     help="ONNX Runtime providers to run (comma-separated). Default: CPU and CUDA (and TensorRT if "
+                          "present)."),
+        click.option("--require", multiple=True, metavar="NAMES",
+                     help="Providers or runners that must be available; a missing one exits 3."),
+        click.option("--cases", "case_names", multiple=True, metavar="NAMES",
+                     help=f"Cases to run (comma-separated; default all that apply): {', '.join(cases)}."),
+        click.option("--atol", type=float, help="Absolute tolerance (overrides the config's, CPU and CUDA)."),
+        click.option("--rtol", type=float, help="Relative tolerance, times max|oracle| per output."),
+        click.option("--strict-placement", is_flag=True,
+                     help="Fail when a recurrent node falls back to another provider."),
+        click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+                     help="Seed of the input cases."),
+        click.option("--threads", type=click.IntRange(min=0, max=1024), default=0, show_default=True,
+                     help="Intra-op threads of every runtime and of PyTorch (0: as they are)."),
+        click.option("--shape", "shapes", multiple=True, metavar="seq=N,batch=M",
+                     help="Add a case of this shape to the standard set (repeatable)."),
+        QUIET_VERBOSE)
+
+
 REPORT_OPTIONS = _options(
     click.option("--json", "json_path", type=click.Path(path_type=Path), help="Write every report as one JSON file."),
     click.option("--html", "html_path", type=click.Path(path_type=Path),
@@ -224,7 +235,7 @@ REPORT_OPTIONS = _options(
 @PATHS
 @click.option("--config", "config_path", type=click.Path(path_type=Path), help="Config of a bare MODEL.onnx.")
 @WEIGHTS
-@RUN_OPTIONS
+@_run_options(CASE_NAMES)
 @click.option("--inputs", "inputs_path", type=click.Path(path_type=Path),
               help="Replay the cases saved in an inputs.npz (instead of generating them).")
 @click.option("--long-seq", type=click.IntRange(min=1, max=100_000), default=1024, show_default=True,
@@ -232,8 +243,6 @@ REPORT_OPTIONS = _options(
 @REPORT_OPTIONS
 @click.option("--export-test-data", "test_data", type=click.Path(path_type=Path),
               help="Write each model and its cases in ONNX's test-case layout (input_K.pb, output_K.pb).")
-@click.option("--shape", "shapes", multiple=True, metavar="seq=N,batch=M",
-              help="Add a case of this shape to the standard set (repeatable).")
 @click.option("--save-golden", "save_golden", type=click.Path(path_type=Path),
               help="Save each case's inputs and the oracle's outputs, to compare against later without PyTorch.")
 @click.option("--golden", type=click.Path(path_type=Path),
@@ -241,7 +250,6 @@ REPORT_OPTIONS = _options(
 @click.option("--per-layer", is_flag=True,
               help="Compare every recurrent node with PyTorch's layer, also when nothing fails (always on failure).")
 @SHARD
-@QUIET_VERBOSE
 def verify(paths: tuple[Path, ...], config_path: Path | None, weights: Path | None, prefix: str | None,
            runtimes: tuple[str, ...], providers: tuple[str, ...], require: tuple[str, ...],
            case_names: tuple[str, ...], atol: float | None, rtol: float | None, strict_placement: bool, seed: int,
@@ -267,11 +275,11 @@ def verify(paths: tuple[Path, ...], config_path: Path | None, weights: Path | No
     from rnnexport.jobs import Outputs, VerifyOptions, check_names, exit_code, parse_shape, verify_targets
     from rnnexport.report.text import render_text, verdict_line
 
-    options = VerifyOptions(providers=_split(providers),
-                            runtimes=_split(runtimes) or (GOLDEN_FAMILIES if golden else FAMILIES),
-                            case_names=_split(case_names), atol=atol, rtol=rtol, seed=seed, long_seq=long_seq,
-                            threads=threads, inputs=inputs_path, strict_placement=strict_placement,
-                            require=_split(require), per_layer=per_layer,
+    options = VerifyOptions(providers=_split(providers, "--providers"),
+                            runtimes=_split(runtimes, "--runtimes") or (GOLDEN_FAMILIES if golden else FAMILIES),
+                            case_names=_split(case_names, "--cases"), atol=atol, rtol=rtol, seed=seed,
+                            long_seq=long_seq, threads=threads, inputs=inputs_path, strict_placement=strict_placement,
+                            require=_split(require, "--require"), per_layer=per_layer,
                             shapes=tuple(parse_shape(s) for s in shapes))
     check_names(options)
     outputs = Outputs(json=json_path, html=html_path, junit=junit_path, test_data=test_data, golden=save_golden)
@@ -289,6 +297,8 @@ def verify(paths: tuple[Path, ...], config_path: Path | None, weights: Path | No
 
         found = load_targets(list(paths), config_path, weights, prefix)
     targets = [t for t in found if in_shard(t.cfg.name, part)]
+    if not targets and not quiet:
+        click.echo(f"note: shard {shard} holds none of the {len(found)} model(s); nothing to verify")
     progress = _Progress(targets, "verifying", lambda target: target.cfg.name, bar=not quiet)
 
     def show(report, verdict) -> None:
@@ -407,18 +417,19 @@ def lint(path: Path, config_path: Path | None, run: bool | None) -> None:
               help="Folder that receives model.onnx, report.json and report.md.")
 @click.option("--onnx", "onnx_file", type=click.Path(path_type=Path),
               help="Verify this ONNX file of the model (from any exporter) instead of exporting one.")
-@RUN_OPTIONS
+@_run_options(WHOLE_MODEL_CASES)
 @REPORT_OPTIONS
 def export_model_command(factory: str, out: Path, onnx_file: Path | None, runtimes: tuple[str, ...],
                          providers: tuple[str, ...], require: tuple[str, ...], case_names: tuple[str, ...],
                          atol: float | None, rtol: float | None, strict_placement: bool, seed: int, threads: int,
-                         json_path: Path | None, html_path: Path | None, junit_path: Path | None) -> None:
-    """Export a whole model (an embedding, convolutions, heads… around GRU/LSTM/RNN layers) with its recurrent
-    layers as native nodes and the rest by torch.onnx's dynamo exporter, then verify it at the standard shapes
-    (example, seq 1, batch 1, 10× the steps, another batch) against PyTorch and the float64 oracle.
+                         shapes: tuple[str, ...], quiet: bool, verbose: bool, json_path: Path | None,
+                         html_path: Path | None, junit_path: Path | None) -> None:
+    """Export a whole model (an embedding, convolutions, heads… around GRU/LSTM/RNN layers or their cells) with its
+    recurrent layers as native nodes and the rest by torch.onnx's dynamo exporter, then verify it at the standard
+    shapes (example, seq 1, batch 1, 10× the steps, another batch) against PyTorch and the float64 oracle.
 
     FACTORY is package.module:function, importable from the current folder, returning rnnexport.WholeModel.
-    The run options are verify's (default runtimes: ort, openvino).
+    The run and report options are verify's.
 
     \b
     Examples:
@@ -426,16 +437,18 @@ def export_model_command(factory: str, out: Path, onnx_file: Path | None, runtim
       rnnexport export-model mymodels:tagger --onnx theirs.onnx --out checked/theirs
       rnnexport export-model mymodels:tagger --out exported/tagger --require ort-cpu --junit junit.xml
     """
-    from rnnexport.jobs import Outputs, VerifyOptions, check_names, export_whole_model
-    from rnnexport.report.text import render_text
+    from rnnexport.jobs import Outputs, VerifyOptions, check_names, export_whole_model, parse_shape
+    from rnnexport.report.text import render_text, verdict_line
 
-    options = VerifyOptions(providers=_split(providers), runtimes=_split(runtimes) or GOLDEN_FAMILIES,
-                            case_names=_split(case_names), atol=atol, rtol=rtol, seed=seed, threads=threads,
-                            strict_placement=strict_placement, require=_split(require))
+    options = VerifyOptions(providers=_split(providers, "--providers"),
+                            runtimes=_split(runtimes, "--runtimes") or FAMILIES,
+                            case_names=_split(case_names, "--cases"), atol=atol, rtol=rtol, seed=seed,
+                            threads=threads, strict_placement=strict_placement, require=_split(require, "--require"),
+                            shapes=tuple(parse_shape(s) for s in shapes))
     check_names(options)
     outputs = Outputs(json=json_path, html=html_path, junit=junit_path)
     report, verdict = export_whole_model(factory, out, options, outputs, onnx_file)
-    click.echo(render_text(report, verdict))
+    click.echo(verdict_line(report, verdict) if quiet else render_text(report, verdict, verbose))
     sys.exit(verdict.exit_code)
 
 
@@ -459,7 +472,7 @@ def bench(paths: tuple[Path, ...], rounds: int, exporters: tuple[str, ...], json
     """
     from rnnexport.jobs import bench_targets
 
-    for line in bench_targets(list(paths), rounds, _split(exporters) or EXPORTERS, json_path):
+    for line in bench_targets(list(paths), rounds, _split(exporters, "--exporters") or EXPORTERS, json_path):
         click.echo(line)
 
 

@@ -47,6 +47,7 @@ VARIANT_FILES = {kind: f"model.{kind}.onnx" for kind in VARIANTS}  # variant →
 RESERVED_NAMES = (INDEX_FILE, MODEL_FILE, WEIGHTS_FILE, MANIFEST_FILE, *REPORT_FILES, *VARIANT_FILES.values())
 
 # What the CLI offers by name (here, so that `rnnexport --help` imports neither numpy nor torch).
+WHOLE_MODEL_CASES = ("example", "seq1", "batch1", "long", "other_batch")  # what verify_model runs
 CASE_NAMES = ("example", "seq1", "batch1", "long", "other_batch", "saturating", "tiny", "zero_state", "ragged",
               "streaming")
 EXPORTERS = ("native", "torch-dynamo", "torch-script")

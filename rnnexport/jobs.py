@@ -34,7 +34,7 @@ from rnnexport.report.html import render_html
 from rnnexport.report.junit import junit_xml
 from rnnexport.report.text import render_markdown
 from rnnexport.verification.cases import LONG_SEQ, cases_to_npz, load_cases, skipped_cases
-from rnnexport.verification.engine import VerifyReport, tolerances_for, verify
+from rnnexport.verification.engine import FLOAT16_CUDA, VerifyReport, tolerances_for, verify
 from rnnexport.verification.golden import check_golden_target, stage_golden, verify_golden
 from rnnexport.verification.runners import FAMILIES, TORCH_CPU, TORCH_CUDA
 from rnnexport.verification.runners.openvino_runner import INSTALL
@@ -81,18 +81,64 @@ class Outputs:
     golden: Path | None = None  # --save-golden: the oracle's outputs for later runs without PyTorch
 
     def check(self) -> None:
-        """Refuse, before any work, a path that could not be written: a folder where a file goes, a missing
-        parent, a file where the test-data folder goes."""
-        for flag, path in (("--json", self.json), ("--html", self.html), ("--junit", self.junit)):
-            if path is None:
-                continue
+        """Refuse, before any work, a path that could not be written or must not be: a folder where a file goes,
+        a missing parent, a file where a folder goes, two outputs at one path or one inside another, an output
+        inside an artifact folder, and an existing file that is not an earlier output of the same kind (the
+        model, a config, a user's source file: rnnexport replaces only what it can prove it wrote)."""
+        files = [(flag, path) for flag, path in (("--json", self.json), ("--html", self.html), ("--junit", self.junit))
+                 if path is not None]
+        folders = [(flag, path) for flag, path in (("--export-test-data", self.test_data),
+                                                   ("--save-golden", self.golden)) if path is not None]
+        for flag, path in files:
             if path.is_dir():
                 raise ArtifactError(f"{flag} {path}: is a folder; expected a file name")
             if not path.parent.is_dir():
                 raise ArtifactError(f"{flag} {path}: the folder {path.parent} does not exist")
-        for flag, folder in (("--export-test-data", self.test_data), ("--save-golden", self.golden)):
-            if folder is not None and folder.exists() and not folder.is_dir():
+            if (path.parent / MANIFEST_FILE).is_file():
+                raise ArtifactError(f"{flag} {path}: is inside the artifact folder {path.parent}; choose a path "
+                                    "outside it")
+            if path.exists() and not written_by_rnnexport(path, flag):
+                raise ArtifactError(f"{flag} {path}: exists and is not a {flag.removeprefix('--')} file rnnexport "
+                                    "wrote; refusing to replace it")
+        for flag, folder in folders:
+            if folder.exists() and not folder.is_dir():
                 raise ArtifactError(f"{flag} {folder}: is a file; expected a folder")
+            if not folder.parent.is_dir():
+                raise ArtifactError(f"{flag} {folder}: the folder {folder.parent} does not exist")
+            if (folder / MANIFEST_FILE).is_file() or (folder.parent / MANIFEST_FILE).is_file():
+                raise ArtifactError(f"{flag} {folder}: is an artifact folder or inside one; choose a folder "
+                                    "outside it")
+        _refuse_overlaps(files + folders, {flag for flag, _ in folders})
+
+
+def _refuse_overlaps(paths: list[tuple[str, Path]], folders: set[str]) -> None:
+    """Two outputs at one path, or one inside an output folder, would replace each other."""
+    for i, (flag, path) in enumerate(paths):
+        for other_flag, other in paths[i + 1:]:
+            a, b = path.resolve(), other.resolve()
+            if a == b:
+                raise ArtifactError(f"{other_flag} {other}: the same path as {flag}; each output needs its own")
+            for (f1, p1, r1), (f2, _, r2) in (((flag, path, a), (other_flag, other, b)),
+                                             ((other_flag, other, b), (flag, path, a))):
+                if f2 in folders and r1.is_relative_to(r2):
+                    raise ArtifactError(f"{f1} {p1}: inside the {f2} folder; each output needs its own place")
+
+
+def written_by_rnnexport(path: Path, flag: str) -> bool:
+    """Whether ``path`` is a file an earlier ``--json``, ``--html`` or ``--junit`` wrote (read as text, never run)."""
+    try:
+        head = path.read_bytes()[:4096].decode("utf-8", errors="replace") if path.is_file() else ""
+    except OSError:
+        return False
+    if flag == "--html":
+        return head.startswith("<!doctype html>") and "rnnexport verify" in head
+    if flag == "--junit":
+        return head.startswith("<?xml") and '<testsuites name="rnnexport verify"' in head
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and set(data) == {"schema_version", "reports"}
 
 
 def parse_shape(text: str) -> tuple[int, int]:
@@ -119,6 +165,7 @@ def verify_targets(targets: list[Target], options: VerifyOptions, outputs: Outpu
     outputs.check()
     if any(t.golden for t in targets):
         _check_golden_options(options, outputs)
+    check_required_variants(targets, options.require)
     for target in targets:
         if outputs.test_data is not None:
             from rnnexport.report.test_data import check_test_data_target  # torch: the oracle writes test data
@@ -147,9 +194,8 @@ def _check_golden_options(options: VerifyOptions, outputs: Outputs) -> None:
         if value:
             raise RnnExportError(f"{flag} does not go with --golden: the golden outputs fix the cases, and the "
                                  "comparison runs without PyTorch")
-    if not any(r != "torch" for r in options.runtimes):
-        raise RnnExportError("--golden compares ONNX runtimes (ort, openvino) with the saved outputs; --runtimes "
-                             "names none")
+    if options.seed != 0 or options.long_seq != LONG_SEQ:
+        raise RnnExportError("--seed and --long-seq do not go with --golden: the golden outputs fix the cases")
 
 
 def _check_some_case_applies(target: Target, options: VerifyOptions) -> None:
@@ -258,6 +304,9 @@ def check_names(options: VerifyOptions) -> None:
     for family in options.runtimes:
         if family not in FAMILIES:
             raise RnnExportError(f"unknown runtime {family!r}; known: {', '.join(FAMILIES)}")
+    if not any(r != "torch" for r in options.runtimes):
+        raise RnnExportError(f"--runtimes {','.join(options.runtimes)} runs no ONNX runtime, so nothing would check "
+                             "the model file; add ort or openvino")
     for name in options.providers + tuple(r for r in options.require if r[:1].isupper()):
         if name not in known:
             raise RnnExportError(f"unknown provider {name!r}; known: {', '.join(known)}")
@@ -272,7 +321,7 @@ def check_names(options: VerifyOptions) -> None:
             raise ProviderUnavailable(f"required {what} {name} is not available: {reason}", runner=name, reason=reason)
 
 
-RUNNER_FORMS = ("torch-float32-cpu", "torch-float32-cuda", "ort-<cpu|cuda|tensorrt>[-<variant>|-float16]",
+RUNNER_FORMS = ("torch-float32-cpu", "torch-float32-cuda", "ort-<cpu|cuda|tensorrt>[-<variant>]", FLOAT16_CUDA,
                 "openvino-<cpu|gpu…>-<f32|default>")
 
 
@@ -284,7 +333,8 @@ def _runner_status(name: str, runtimes: tuple[str, ...]) -> str | None:
         raise RnnExportError(f"--require {name}: no runner has that name; runners are named "
                              f"{', '.join(RUNNER_FORMS)}")
     if family not in runtimes:
-        raise RnnExportError(f"--require {name}: --runtimes {','.join(runtimes)} leaves out its family {family}")
+        raise RnnExportError(f"--require {name}: the runner families run here ({', '.join(runtimes)}) leave out "
+                             f"{family}")
     if name == TORCH_CUDA:
         import torch  # heavy: only when PyTorch's CUDA runner is required
 
@@ -311,9 +361,19 @@ def _known_runner(name: str) -> bool:
         return len(parts) == 3 and parts[2] in ("f32", "default") and parts[1][:3] in ("cpu", "gpu")
     for provider in onnxruntime.get_all_providers():
         base = ort_name(provider)
-        if name == base or name in (f"{base}-{v}" for v in (*VARIANTS, "float16")):
+        if name == base or name in (f"{base}-{v}" for v in VARIANTS):
             return True
-    return False
+    return name == FLOAT16_CUDA
+
+
+def check_required_variants(targets: list[Target], require: tuple[str, ...]) -> None:
+    """A required variant runner (``ort-cpu-int8-dynamic``, say) that no target has a file for cannot run: exit 3
+    before any work, as for a missing provider."""
+    for name in require:
+        kind = next((v for v in VARIANTS if name.endswith(f"-{v}")), None)
+        if kind and not any(isinstance(t.variants.get(kind), bytes) for t in targets):
+            reason = f"no model here has a {kind} variant (rnnexport build --variants {kind})"
+            raise ProviderUnavailable(f"required runner {name} is not available: {reason}", runner=name, reason=reason)
 
 
 def compare_configs(paths: list[Path], weights: Path | None, prefix: str | None, repeats: int,
@@ -374,17 +434,18 @@ def bench_targets(paths: list[Path], rounds: int, exporters: tuple[str, ...], js
 WHOLE_MODEL_FILES = (MODEL_FILE, REPORT_FILE, MARKDOWN_FILE)
 
 
-def export_whole_model(factory: str, out: Path, options: VerifyOptions = VerifyOptions(runtimes=("ort", "openvino")),
+def export_whole_model(factory: str, out: Path, options: VerifyOptions = VerifyOptions(),
                        outputs: Outputs = Outputs(), onnx_file: Path | None = None) -> Judged:
     """``export-model``: the factory's model exported (or ``onnx_file`` read) and verified at the standard cases
-    under ``options``; ``out`` receives model.onnx and the reports, and ``outputs`` the JSON, HTML and JUnit
-    files, all together once the verification is done (``out`` must be new, or hold only those files)."""
+    and ``options.shapes`` under ``options``; ``out`` receives model.onnx and the reports, and ``outputs`` the
+    JSON, HTML and JUnit files, all together once the verification is done (``out`` must be new, empty, or an
+    earlier export-model's output). Everything that can be refused is refused before the factory runs."""
     from rnnexport.export.whole_model import export_model, load_factory  # torch
     from rnnexport.verification.whole_model import STANDARD_CASES, verify_model
 
     options.check()
     outputs.check()
-    refused = [("--inputs", options.inputs), ("--shape", options.shapes), ("--per-layer", options.per_layer),
+    refused = [("--inputs", options.inputs), ("--per-layer", options.per_layer),
                ("--export-test-data", outputs.test_data), ("--save-golden", outputs.golden)]
     for flag, value in refused:
         if value:
@@ -392,7 +453,8 @@ def export_whole_model(factory: str, out: Path, options: VerifyOptions = VerifyO
     unknown = [c for c in options.case_names if c not in STANDARD_CASES]
     if unknown:
         raise RnnExportError(f"unknown case {unknown[0]!r} for a whole model; known: {', '.join(STANDARD_CASES)}")
-    _check_whole_model_out(out)
+    check_required_variants([], options.require)  # a whole model has no deployment variants
+    _check_whole_model_out(out, outputs)
     made = load_factory(factory)
     proto = read_model(onnx_file)[0] if onnx_file else export_model(
         made.model, made.example_inputs, dynamic_shapes=made.dynamic_shapes, input_names=made.input_names,
@@ -400,7 +462,8 @@ def export_whole_model(factory: str, out: Path, options: VerifyOptions = VerifyO
     tolerances = Tolerances(made.tolerance or Tolerance(), atol=options.atol, rtol=options.rtol)
     report = verify_model(made.model, proto, made.example_inputs, dynamic_shapes=made.dynamic_shapes,
                           tolerance=tolerances, runtimes=options.runtimes, providers=options.providers or None,
-                          threads=options.threads, case_names=options.case_names, seed=options.seed)
+                          threads=options.threads, case_names=options.case_names, seed=options.seed,
+                          shapes=options.shapes)
     verdict = report.judge(Policy(strict_placement=options.strict_placement, require=options.require))
     out.mkdir(parents=True, exist_ok=True)
     with StagedWrites() as staged:
@@ -411,12 +474,16 @@ def export_whole_model(factory: str, out: Path, options: VerifyOptions = VerifyO
     return report, verdict
 
 
-def _check_whole_model_out(out: Path) -> None:
+def _check_whole_model_out(out: Path, outputs: Outputs) -> None:
     """``out`` must be new, empty, or what an earlier export-model wrote there (a report.json that names the
-    model.onnx beside it); and it must be a folder that can be made. Anything else is refused before any work."""
+    model.onnx beside it); it must be a folder that can be made, and hold none of the other outputs. Anything
+    else is refused before any work."""
     ancestor = next((a for a in (out, *out.parents) if a.exists()), None)
     if ancestor is not None and not ancestor.is_dir():
         raise ArtifactError(f"{out}: {ancestor} is a file; expected a folder")
+    for flag, path in (("--json", outputs.json), ("--html", outputs.html), ("--junit", outputs.junit)):
+        if path is not None and path.resolve().is_relative_to(out.resolve()):
+            raise ArtifactError(f"{flag} {path}: inside the --out folder {out}; each output needs its own place")
     if not out.exists() or not any(out.iterdir()):
         return
     names = {p.name for p in out.iterdir()}

@@ -14,9 +14,11 @@ from click.testing import CliRunner
 from conftest import HAS_CUDA_EP, SHIPPED, tree_snapshot
 from test_whole_models import FACTORY
 
+import rnnexport
 from rnnexport.artifacts.build import build_artifact
 from rnnexport.cli import main
 from rnnexport.config import load_config
+from rnnexport.errors import ConfigError
 from rnnexport.export.whole_model import export_model
 
 FRONT_ENDS = ("artifact", "golden", "whole-model")
@@ -97,13 +99,18 @@ def test_each_front_end_exits_3_when_a_required_provider_is_missing(front_end, s
 @pytest.mark.parametrize("front_end", FRONT_ENDS)
 @pytest.mark.parametrize("option, words", [
     (["--require", "bogus-runner"], "--require bogus-runner: no runner has that name"),
-    (["--require", "openvino-cpu-f32"], "leaves out its family openvino"),
+    (["--json", "{same}", "--junit", "{same}"], "the same path as --json"),
+    (["--require", "openvino-cpu-f32"], "the runner families run here"),
+    (["--require", "ort-cpu-float16"], "--require ort-cpu-float16: no runner has that name"),
+    (["--cases", ""], "--cases '': expected names, comma-separated"),
+    (["--require", "x,"], "--require 'x,': expected names, comma-separated"),
     (["--html", "missing/r.html"], "the folder missing does not exist"),
     (["--cases", "nonesuch"], "unknown case 'nonesuch'"),
     (["--providers", "NoSuchExecutionProvider"], "unknown provider 'NoSuchExecutionProvider'"),
 ])
 def test_each_front_end_refuses_bad_options_before_any_work(front_end, option, words, setup, tmp_path, monkeypatch):
     before = tree_snapshot(setup)
+    option = [o.replace("{same}", str(tmp_path / "same.out")) for o in option]
     result = _run(front_end, setup, tmp_path, *option, monkeypatch=monkeypatch)
     assert result.exit_code == 2, result.output
     assert result.output.startswith("Error: ") and words in result.output and len(result.output.splitlines()) == 1
@@ -122,11 +129,80 @@ def test_shards_of_verify_cover_every_artifact_once_with_and_without_golden(gold
     assert sorted(names) == ["gru_2layer", "rnn_tanh_nobias"]
 
 
-@pytest.mark.parametrize("option", [["--shape", "seq=3,batch=2"], ["--per-layer"], ["--save-golden", "g2"],
-                                    ["--export-test-data", "td"]])
+@pytest.mark.parametrize("option", [["--per-layer"], ["--save-golden", "g2"], ["--export-test-data", "td"]])
 def test_golden_refuses_what_it_cannot_do_and_export_model_does_not_offer_it(option, setup, tmp_path, monkeypatch):
     result = _run("golden", setup, tmp_path, *option, monkeypatch=monkeypatch)
     assert result.exit_code == 2 and f"{option[0]} does not go with --golden" in result.output, result.output
     result = _run("whole-model", setup, tmp_path, *option, monkeypatch=monkeypatch)
     assert result.exit_code == 2 and f"No such option '{option[0]}'" in result.output, result.output
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("front_end", FRONT_ENDS)
+@pytest.mark.parametrize("flag, victim", [("--junit", "art/gru_2layer/model.onnx"), ("--json", "factories.py"),
+                                          ("--html", "golden/gru_2layer/golden.json"), ("--junit", "tagger.onnx")])
+def test_no_output_replaces_a_file_rnnexport_did_not_write(front_end, flag, victim, setup, tmp_path, monkeypatch):
+    before = tree_snapshot(setup)
+    result = _run(front_end, setup, tmp_path, flag, str(setup / victim), monkeypatch=monkeypatch)
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith(f"Error: {flag} {setup / victim}: ") and len(result.output.splitlines()) == 1
+    assert tree_snapshot(setup) == before and not list(tmp_path.iterdir())
+
+
+def test_an_output_rnnexport_wrote_is_replaced_on_the_next_run(setup, tmp_path, monkeypatch):
+    for _ in range(2):
+        result = _run("artifact", setup, tmp_path, "--junit", str(tmp_path / "j.xml"), monkeypatch=monkeypatch)
+        assert result.exit_code == 0, result.output
+
+
+def test_a_required_variant_runner_without_its_file_exits_3_before_any_work(setup, tmp_path, monkeypatch):
+    before = tree_snapshot(setup)
+    for front_end in FRONT_ENDS:
+        result = _run(front_end, setup, tmp_path, "--require", "ort-cpu-int8-dynamic", monkeypatch=monkeypatch)
+        assert result.exit_code == 3 and "no model here has a int8-dynamic variant" in result.output, result.output
+    assert tree_snapshot(setup) == before and not list(tmp_path.iterdir())
+
+
+def test_export_model_runs_pytorch_as_verify_does(setup, tmp_path, monkeypatch):
+    monkeypatch.chdir(setup)
+    result = CliRunner().invoke(main, ["export-model", "factories:tagger", "--onnx", "tagger.onnx", "--out",
+                                       str(tmp_path / "o"), "--cases", "example,seq1", "--require", "torch-float32-cpu",
+                                       "--shape", "seq=4,batch=2", "-q"])
+    assert result.exit_code == 0 and result.output.startswith("Tagger: PASS (3 cases against"), result.output
+
+
+def test_golden_refuses_a_shape_a_seed_and_a_config(setup, tmp_path, monkeypatch):
+    assert "--shape does not go with --golden" in _run("golden", setup, tmp_path, "--shape", "seq=3,batch=2",
+                                                       monkeypatch=monkeypatch).output
+    assert "--seed and --long-seq do not go with --golden" in _run("golden", setup, tmp_path, "--seed", "3",
+                                                                     monkeypatch=monkeypatch).output
+    result = CliRunner().invoke(main, ["verify", str(next(p for p in SHIPPED if p.stem == "gru_2layer")), "--golden",
+                                       str(setup / "golden")])
+    assert result.exit_code == 2 and "a config; --golden compares artifact folders and .onnx files" in result.output
+
+
+def test_export_model_refuses_an_onnx_file_of_another_model(setup, tmp_path, monkeypatch):
+    monkeypatch.chdir(setup)
+    result = CliRunner().invoke(main, ["export-model", "factories:tagger", "--onnx",
+                                       str(setup / "art" / "gru_2layer" / "model.onnx"), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2 and "is it a file of this model?" in result.output, result.output
+    assert not list(tmp_path.iterdir())
+
+
+def test_the_api_refuses_names_that_would_run_nothing(setup):
+    module = torch.nn.GRU(3, 4)
+    model = rnnexport.export_onnx(module)
+    for kwargs, words in (({"case_names": ("bogus",)}, "unknown case 'bogus'"),
+                          ({"runtimes": ("bogus",)}, "unknown runtime 'bogus'")):
+        with pytest.raises(ConfigError, match=words):
+            rnnexport.verify(module, model, **kwargs)
+    report = rnnexport.verify(module, model, case_names=("ragged",), runtimes=("ort",))
+    assert not report.passed() and "no case ran" in report.failures()[0]
+
+
+def test_no_front_end_runs_without_an_onnx_runtime(setup, tmp_path, monkeypatch):
+    monkeypatch.chdir(setup)
+    for command in (["verify", "art/gru_2layer"], ["verify", "art/gru_2layer", "--golden", "golden"],
+                    ["export-model", "factories:tagger", "--onnx", "tagger.onnx", "--out", str(tmp_path / "o")]):
+        result = CliRunner().invoke(main, [*command, "--runtimes", "torch"])
+        assert result.exit_code == 2 and "runs no ONNX runtime, so nothing would check" in result.output, command

@@ -90,7 +90,7 @@ def test_judge_is_the_one_rule():
 def test_str_of_a_report_is_its_summary():
     module = torch.nn.GRU(3, 4).eval()
     report = rnnexport.verify(module, rnnexport.export_onnx(module), case_names=("example",), runtimes=("torch", "ort"))
-    assert str(report).startswith("model: PASS (1 cases against torch-float64-oracle")
+    assert str(report).startswith("model: PASS (1 case against torch-float64-oracle")
 
 
 def test_help_does_not_import_torch_and_cli_module_runs():

@@ -10,7 +10,7 @@ import numpy as np
 import onnx
 
 from rnnexport.config import ModelConfig
-from rnnexport.contract import recurrent_cell
+from rnnexport.contract import MODEL_FILE, recurrent_cell
 from rnnexport.graph.inspection import layer_summary
 from rnnexport.graph.reader import contract_problems
 from rnnexport.graph.subgraphs import index_ranges, input_roles, recurrent_sites, scopes
@@ -303,7 +303,7 @@ def lint_path(path: Path, cfg: ModelConfig | None = None, run: bool | None = Fal
 
     files = [(path, cfg)]
     if path.is_dir():
-        files = [(path / "model.onnx", cfg)] + [(path / name, cfg and source_config(cfg, kind))
+        files = [(path / MODEL_FILE, cfg)] + [(path / name, cfg and source_config(cfg, kind))
                                                  for kind, name in VARIANT_FILES.items() if (path / name).is_file()]
     return [(file, lint_model(read_model(file)[0], file_cfg, run)) for file, file_cfg in files]
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import onnx
 
 from rnnexport.config import ModelConfig
+from rnnexport.contract import MODEL_FILE
 from rnnexport.errors import ArtifactError
 
 MAX_MODEL_BYTES = 2 << 30  # protobuf's limit for one message
@@ -21,8 +22,8 @@ def read_model(path: str | Path) -> tuple[onnx.ModelProto, bytes]:
     Tensors stored as external data are read from files beside the model (refused when a location
     leaves that folder), and the bytes returned hold them inline."""
     path = Path(path)
-    if path.is_dir() and (path / "model.onnx").is_file():
-        path = path / "model.onnx"
+    if path.is_dir() and (path / MODEL_FILE).is_file():
+        path = path / MODEL_FILE
     try:
         if not path.is_file():
             reason = "is a folder without a model.onnx" if path.is_dir() else "not a regular file"

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from rnnexport.contract import OUTPUT
-from rnnexport.report.text import DEPLOY_HEADER, HEADER, deploy_rows, environment, localisation_lines, runner_row
+from rnnexport.report.text import DEPLOY_HEADER, HEADER, count, deploy_rows, environment, localisation_lines, runner_row
 from rnnexport.verification.drift import HISTOGRAM_EDGES
 from rnnexport.verification.engine import VerifyReport
 from rnnexport.verification.verdict import Verdict
@@ -161,7 +161,7 @@ def _section(report: VerifyReport, verdict: Verdict, plt: Any | None, anchor: st
     failures = verdict.failures()
     parts = [f'<h1 id="{anchor}">{html.escape(report.name)}</h1>',
              f'<div class="banner {"pass" if verdict.passed else "fail"}">{html.escape(banner_words(verdict))}</div>',
-             f'<p class="note">{len(report.cases)} cases against {html.escape(report.oracle["name"])}; '
+             f'<p class="note">{count(len(report.cases), "case")} against {html.escape(report.oracle["name"])}; '
              f'model sha256 {report.model_sha256[:16]}; {report.seconds:.1f} s.</p>',
              "<h2>Runners</h2>",
              _table(HEADER, [runner_row(r, report, verdict) for r in report.runners]),

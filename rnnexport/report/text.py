@@ -15,6 +15,11 @@ from rnnexport.verification.verdict import Verdict
 if TYPE_CHECKING:  # the report module renders what verification.engine measured; the engine imports it for str()
     from rnnexport.verification.engine import RunnerResult, VerifyReport
 
+def count(n: int, noun: str) -> str:
+    """``1 case``, ``2 cases``."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 HEADER = ("runner", "precision", "worst |Δ| vs oracle", "allowed", "passes at atol", "where", "growth",
           "vs torch f32 (worst cell)", "verdict")
 
@@ -93,7 +98,7 @@ def deploy_rows(report: VerifyReport) -> list[tuple[str, ...]]:
 
 
 def verdict_line(report: VerifyReport, verdict: Verdict) -> str:
-    return (f"{report.name}: {'PASS' if verdict.passed else 'FAIL'} ({len(report.cases)} cases against "
+    return (f"{report.name}: {'PASS' if verdict.passed else 'FAIL'} ({count(len(report.cases), 'case')} against "
             f"{report.oracle['name']}, {report.seconds:.1f} s)")
 
 
@@ -180,8 +185,8 @@ def render_markdown(report: VerifyReport, verdict: Verdict) -> str:
     failures = verdict.failures()
     mark = "✅ PASS" if verdict.passed else "❌ FAIL"
     lines = [f"## {_md_escape(report.name)}: {mark}", "",
-             f"{len(report.cases)} cases against `{report.oracle['name']}`, model sha256 `{report.model_sha256[:16]}`, "
-             f"{report.seconds:.1f} s.", "",
+             f"{count(len(report.cases), 'case')} against `{report.oracle['name']}`, model sha256 "
+             f"`{report.model_sha256[:16]}`, {report.seconds:.1f} s.", "",
              "| " + " | ".join(_md_escape(h) for h in HEADER) + " |", "|" + "---|" * len(HEADER)]
     where = HEADER.index("where")
     for r in report.runners:

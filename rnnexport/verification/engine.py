@@ -21,8 +21,8 @@ import numpy as np
 import onnx
 
 from rnnexport.config import ModelConfig, Tolerance, config_for_module, parse_config
-from rnnexport.contract import OUTPUT
-from rnnexport.errors import ProviderUnavailable, RunnerFailed, RunnerUnavailable
+from rnnexport.contract import CASE_NAMES, OUTPUT
+from rnnexport.errors import ConfigError, ProviderUnavailable, RunnerFailed, RunnerUnavailable
 from rnnexport.export.variants import float16_compute
 from rnnexport.graph.reader import check_model_matches, contract_problems, model_from_source
 from rnnexport.verification.cases import LONG_SEQ, Case, make_cases, nonfinite_count, skipped_cases
@@ -98,6 +98,17 @@ def open_runners(stack: ExitStack, specs: list[RunnerSpec]) -> tuple[list[Runner
         results[runner.name] = RunnerResult.of(runner)
         results[runner.name].model_bytes = spec.model_bytes
     return runners, results
+
+
+def check_names(runtimes: tuple[str, ...], case_names: tuple[str, ...] | None, known_cases: tuple[str, ...]) -> None:
+    """Refuse runner families and case names that do not exist (``ConfigError``): a misspelt name must not
+    quietly run nothing."""
+    unknown = [r for r in runtimes if r not in FAMILIES]
+    if unknown:
+        raise ConfigError(f"unknown runtime {unknown[0]!r}; known: {', '.join(FAMILIES)}")
+    unknown = [c for c in case_names or () if c not in known_cases]
+    if unknown:
+        raise ConfigError(f"unknown case {unknown[0]!r}; known: {', '.join(known_cases)}")
 
 
 def default_providers() -> tuple[str, ...]:
@@ -186,9 +197,10 @@ def verify(
     tolerance (every one, with ``per_layer``) gets a ``localisation``: each layer's error up to the first
     failing one, and a diagnosis of the likely bug.
     """
-    from rnnexport.verification.runners.torch_runner import Float64Oracle
+    from rnnexport.verification.runners.torch_runner import Float64Oracle, torch_threads
 
     start = time.perf_counter()
+    check_names(runtimes, case_names, CASE_NAMES)
     proto, data = model_from_source(model)
     cfg = cfg or config_for_onnx(module, proto)
     check_model_matches(proto, cfg, cfg.name, need_recurrent=False)
@@ -200,10 +212,12 @@ def verify(
     specs = (torch_specs(module) if "torch" in runtimes else []) + runtime_specs(
         data, providers or default_providers(), runtimes, threads, variants)
     skipped = {} if replayed else {k: v for k, v in skipped_cases(cfg).items() if case_names is None or k in case_names}
-    report = run_engine(cfg.name, data, Float64Oracle(module), cases, specs, config=cfg.to_dict(),
-                        tolerances=tolerances, skipped=skipped, contract=contract_problems(proto, cfg), start=start)
-    results = {r.name: r for r in report.runners}
-    diagnose_results(module, data, variants or {}, cfg, cases, results, tolerances, per_layer)
+    with torch_threads(threads):  # PyTorch's runners and the oracle honour --threads as the runtimes do
+        report = run_engine(cfg.name, data, Float64Oracle(module), cases, specs, config=cfg.to_dict(),
+                            tolerances=tolerances, skipped=skipped, contract=contract_problems(proto, cfg),
+                            start=start)
+        results = {r.name: r for r in report.runners}
+        diagnose_results(module, data, variants or {}, cfg, cases, results, tolerances, per_layer)
     report.seconds = time.perf_counter() - start
     return report
 

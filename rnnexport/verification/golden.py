@@ -156,10 +156,15 @@ def golden_targets(paths: list[Path], golden: Path) -> list[Target]:
     """A target per artifact folder (a folder of them stands for those inside; the manifest is checked first)
     or .onnx file, each with its golden folder in ``golden`` and the config saved there; an artifact's
     deployment variants join in. Nothing here imports torch."""
+    if not golden.is_dir():
+        raise ArtifactError(f"--golden {golden}: no such folder")
     found = []
     for path in paths:
         if not path.exists():
             raise ArtifactError(f"{path}: no such file or folder")
+        if path.suffix == ".toml" or (path.is_dir() and any(path.glob("*.toml"))):
+            raise ArtifactError(f"{path}: a config; --golden compares artifact folders and .onnx files (build it "
+                                "first)")
         if path.is_dir() and not (path / MANIFEST_FILE).is_file():
             found += sorted(p for p in path.iterdir() if (p / MANIFEST_FILE).is_file())
         else:

@@ -157,9 +157,11 @@ def judge(runners: list[Any], tolerances: Tolerances, policy: Policy, contract: 
         if not any(r.name == name or r.settings.get("provider") == name for r in runners):
             found.append(Problem(name, None, f"{name}: required, and no runner of that name ran", runtime=True))
     ran = tuple(r.name for r in runners if r.status == "ok")
-    if runners and not any(r.kind != "torch" for r in runners if r.status == "ok"):
+    if not any(r.kind != "torch" for r in runners if r.status == "ok"):
         found.append(Problem(GRAPH, None, "no ONNX runtime ran: nothing checked the model file (see --runtimes)",
                              runtime=True))
+    elif not any(r.drift for r in runners):
+        found.append(Problem(GRAPH, None, "no case ran: nothing was compared (see --cases)", runtime=True))
     return Verdict(policy, tol, tuple(found), ran, tuple(r.name for r in runners if r.status != "ok"))
 
 

@@ -24,13 +24,15 @@ from torch import nn
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
 from rnnexport.config import Tolerance
+from rnnexport.contract import WHOLE_MODEL_CASES
 from rnnexport.errors import ExportError
 from rnnexport.export.probe import probe_model
 from rnnexport.export.whole_model import dim_name
-from rnnexport.verification.cases import Case
-from rnnexport.verification.engine import default_providers, run_engine, runtime_specs
+from rnnexport.verification.cases import Case, shape_case_name
+from rnnexport.verification.engine import check_names, default_providers, run_engine, runtime_specs
 from rnnexport.verification.results import VerifyReport
-from rnnexport.verification.runners import ORACLE, TORCH_CPU, RunnerSpec
+from rnnexport.verification.runners import FAMILIES, ORACLE, TORCH_CPU, RunnerSpec
+from rnnexport.verification.runners.torch_runner import torch_threads
 from rnnexport.verification.verdict import Tolerances
 
 ROLES = ("float", "tokens", "lengths")
@@ -125,7 +127,7 @@ def _flat_dims(dynamic_shapes: Any, example_inputs: tuple, count: int) -> list[d
     return flat
 
 
-STANDARD_CASES = ("example", "seq1", "batch1", "long", "other_batch")
+STANDARD_CASES = WHOLE_MODEL_CASES
 
 
 def standard_shapes(seq: int, batch: int) -> dict[str, tuple[int, int]]:
@@ -183,7 +185,8 @@ SHORTEST_PROBED = 16  # steps tried, from 1 up, for the shortest sequence a mode
 
 
 def whole_model_cases(specs: list[InputSpec], leaves: list[torch.Tensor], oracle: WholeModelRunner, seed: int = 0,
-                      case_names: tuple[str, ...] = ()) -> tuple[list[Case], dict[str, str]]:
+                      case_names: tuple[str, ...] = (), shapes: tuple[tuple[int, int], ...] = ()
+                      ) -> tuple[list[Case], dict[str, str]]:
     """The standard cases (those of ``case_names``, default all) at the example's seq and batch, and the cases
     skipped with the reason: those of a dim no input has, and those PyTorch itself refuses. The 1-step case takes
     the shortest sequence PyTorch accepts (probed up to 16 steps; its description says so). Each case's feeds
@@ -191,9 +194,9 @@ def whole_model_cases(specs: list[InputSpec], leaves: list[torch.Tensor], oracle
     sizes = {d: leaves[i].shape[a] for i, s in enumerate(specs) for a, d in enumerate(s.dims) if isinstance(d, str)}
     seq, batch = sizes.get("seq", 1), sizes.get("batch", 1)
     cases, skipped = [], {}
-    for name, (case_seq, case_batch) in standard_shapes(seq, batch).items():
-        if case_names and name not in case_names:
-            continue
+    chosen = {k: v for k, v in standard_shapes(seq, batch).items() if not case_names or k in case_names}
+    chosen.update({shape_case_name(s, b): (s, b) for s, b in shapes})
+    for name, (case_seq, case_batch) in chosen.items():
         missing = "seq" if name in ("seq1", "long") else "batch" if name in ("batch1", "other_batch") else None
         if missing and missing not in sizes:
             skipped[name] = f"no input has a dim named {missing}"
@@ -222,31 +225,51 @@ def _case(name: str, specs: list[InputSpec], seq: int, batch: int, seed: int, de
 
 def verify_model(model: nn.Module, onnx_model: onnx.ModelProto, example_inputs: tuple, *, dynamic_shapes: Any = None,
                  specs: list[InputSpec] | None = None, tolerance: Tolerance | Tolerances | None = None,
-                 seed: int = 0, runtimes: tuple[str, ...] = ("ort", "openvino"),
-                 providers: tuple[str, ...] | None = None, threads: int = 0,
-                 case_names: tuple[str, ...] = ()) -> VerifyReport:
-    """The standard cases (from the declared dynamic dims; ``case_names`` picks some) through PyTorch float32, the
-    float64 oracle and every runtime of ``runtimes`` (ONNX Runtime on ``providers``, OpenVINO): a ``VerifyReport``
-    judged as ``verify``'s are. ``tolerance`` defaults to ``Tolerance()`` on CPU, ``CUDA_TOLERANCE`` on CUDA.
+                 seed: int = 0, runtimes: tuple[str, ...] = FAMILIES, providers: tuple[str, ...] | None = None,
+                 threads: int = 0, case_names: tuple[str, ...] = (), shapes: tuple[tuple[int, int], ...] = ()
+                 ) -> VerifyReport:
+    """The standard cases (from the declared dynamic dims; ``case_names`` picks some; ``shapes`` adds one per
+    (seq, batch)) through PyTorch float32, the float64 oracle and every runtime of ``runtimes`` (ONNX Runtime on
+    ``providers``, OpenVINO): a ``VerifyReport`` judged as ``verify``'s are. ``tolerance`` defaults to
+    ``Tolerance()`` on CPU, ``CUDA_TOLERANCE`` on CUDA; ``threads`` sets every runtime's and PyTorch's.
     Example inputs may be nested (a state tuple, say): the graph's inputs are their leaves, in order.
 
-    A case PyTorch itself refuses is skipped with the reason, never raised. Raises ``ExportError`` for specs or
-    dynamic dims that do not fit the model's inputs."""
+    A case PyTorch itself refuses is skipped with the reason, never raised. Raises ``ConfigError`` for unknown
+    runtimes or cases and ``ExportError`` for specs, dims or an ONNX file that do not fit the model's inputs."""
     start = time.perf_counter()
+    check_names(runtimes, case_names, STANDARD_CASES)
     data = onnx_model.SerializeToString()
-    names = [i.name for i in onnx_model.graph.input if i.name not in {t.name for t in onnx_model.graph.initializer}]
+    initializers = {t.name for t in onnx_model.graph.initializer}
+    graph_inputs = [i for i in onnx_model.graph.input if i.name not in initializers]
     outputs = [o.name for o in onnx_model.graph.output]
     leaves, treespec = tree_flatten(tuple(example_inputs))
-    specs = specs or input_specs(model, example_inputs, dynamic_shapes, names)
+    specs = specs or input_specs(model, example_inputs, dynamic_shapes, [i.name for i in graph_inputs])
+    _check_inputs(specs, graph_inputs, leaves)
+    with torch_threads(threads):
+        oracle = WholeModelRunner(model, outputs, torch.float64, ORACLE, treespec)
+        cases, skipped = whole_model_cases(specs, leaves, oracle, seed, case_names, shapes)
+        float32 = RunnerSpec(TORCH_CPU, "torch", "cpu", functools.partial(
+            WholeModelRunner, model, outputs, torch.float32, TORCH_CPU, treespec))
+        runners = ([float32] if "torch" in runtimes else []) + runtime_specs(
+            data, providers or default_providers(), runtimes, threads)
+        tolerances = tolerance if isinstance(tolerance, Tolerances) else Tolerances(tolerance or Tolerance())
+        return run_engine(getattr(model, "name", type(model).__name__), data, oracle, cases, runners,
+                          config={"model": type(model).__name__, "inputs": [s.name for s in specs]},
+                          tolerances=tolerances, skipped=skipped, start=start)
+
+
+ELEMENT_KINDS = {onnx.TensorProto.FLOAT: "f", onnx.TensorProto.INT64: "i", onnx.TensorProto.INT32: "i"}
+
+
+def _check_inputs(specs: list[InputSpec], graph_inputs: list[onnx.ValueInfoProto], leaves: list[torch.Tensor]) -> None:
+    """The ONNX file's inputs are the model's: as many, of the same names and kinds (float or integer), in order."""
+    names = [i.name for i in graph_inputs]
     if [s.name for s in specs] != names:
-        raise ExportError(f"verify_model: the specs name inputs {[s.name for s in specs]}; the ONNX model has {names}")
-    oracle = WholeModelRunner(model, outputs, torch.float64, ORACLE, treespec)
-    cases, skipped = whole_model_cases(specs, leaves, oracle, seed, case_names)
-    float32 = RunnerSpec(TORCH_CPU, "torch", "cpu", functools.partial(
-        WholeModelRunner, model, outputs, torch.float32, TORCH_CPU, treespec))
-    runners = [float32] + runtime_specs(data, providers or default_providers(),
-                                        tuple(r for r in runtimes if r != "torch"), threads)
-    tolerances = tolerance if isinstance(tolerance, Tolerances) else Tolerances(tolerance or Tolerance())
-    return run_engine(getattr(model, "name", type(model).__name__), data, oracle, cases, runners,
-                      config={"model": type(model).__name__, "inputs": [s.name for s in specs]},
-                      tolerances=tolerances, skipped=skipped, start=start)
+        raise ExportError(f"verify_model: the ONNX model's inputs are {names}; the model's (from its example inputs "
+                          f"and specs) are {[s.name for s in specs]}")
+    for value, leaf in zip(graph_inputs, leaves):
+        kind = ELEMENT_KINDS.get(onnx.TensorProto.DataType.ValueType(value.type.tensor_type.elem_type), "?")
+        if kind != ("f" if leaf.is_floating_point() else "i"):
+            raise ExportError(f"verify_model: the ONNX model's input {value.name} is "
+                              f"{onnx.TensorProto.DataType.Name(value.type.tensor_type.elem_type).lower()}; the "
+                              f"model's is {str(leaf.dtype).removeprefix('torch.')}: is it a file of this model?")
