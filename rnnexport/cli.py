@@ -247,6 +247,9 @@ REPORT_OPTIONS = _options(
               help="Save each case's inputs and the oracle's outputs, to compare against later without PyTorch.")
 @click.option("--golden", type=click.Path(path_type=Path),
               help="Compare ONNX Runtime and OpenVINO against outputs saved with --save-golden; imports no torch.")
+@click.option("--record", is_flag=True,
+              help="Write the artifacts' reports and index.json even when --cases, --runtimes, --providers, --atol or "
+                   "--rtol narrow the run (the report lists them under what_if); without it such a run leaves them.")
 @click.option("--per-layer", is_flag=True,
               help="Compare every recurrent node with PyTorch's layer, also when nothing fails (always on failure).")
 @SHARD
@@ -255,7 +258,7 @@ def verify(paths: tuple[Path, ...], config_path: Path | None, weights: Path | No
            case_names: tuple[str, ...], atol: float | None, rtol: float | None, strict_placement: bool, seed: int,
            threads: int, inputs_path: Path | None, long_seq: int, json_path: Path | None, html_path: Path | None,
            junit_path: Path | None, test_data: Path | None, shapes: tuple[str, ...], save_golden: Path | None,
-           golden: Path | None, per_layer: bool, shard: str | None, quiet: bool, verbose: bool) -> None:
+           golden: Path | None, record: bool, per_layer: bool, shard: str | None, quiet: bool, verbose: bool) -> None:
     """Run the same inputs through PyTorch, ONNX Runtime and OpenVINO and measure drift against a float64 oracle.
 
     PATHS are artifact folders (their manifest is checked first), folders of artifacts or configs, config
@@ -279,7 +282,7 @@ def verify(paths: tuple[Path, ...], config_path: Path | None, weights: Path | No
                             runtimes=_split(runtimes, "--runtimes") or (GOLDEN_FAMILIES if golden else FAMILIES),
                             case_names=_split(case_names, "--cases"), atol=atol, rtol=rtol, seed=seed,
                             long_seq=long_seq, threads=threads, inputs=inputs_path, strict_placement=strict_placement,
-                            require=_split(require, "--require"), per_layer=per_layer,
+                            require=_split(require, "--require"), per_layer=per_layer, record=record,
                             shapes=tuple(parse_shape(s) for s in shapes))
     check_names(options)
     outputs = Outputs(json=json_path, html=html_path, junit=junit_path, test_data=test_data, golden=save_golden)
@@ -304,7 +307,11 @@ def verify(paths: tuple[Path, ...], config_path: Path | None, weights: Path | No
     def show(report, verdict) -> None:
         progress.say(verdict_line(report, verdict) if quiet else render_text(report, verdict, verbose))
 
-    sys.exit(exit_code(verify_targets(targets, options, outputs, on_result=show, each=lambda _: progress)))
+    judged = verify_targets(targets, options, outputs, on_result=show, each=lambda _: progress)
+    if any(t.folder for t in targets) and options.what_if() and not record and not quiet:
+        click.echo(f"note: a what-if run ({', '.join(options.what_if())}): the artifacts' report.json and index.json "
+                   "are left as they are; --json, --html and --junit take the results")
+    sys.exit(exit_code(judged))
 
 
 @main.command()

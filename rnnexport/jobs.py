@@ -61,6 +61,15 @@ class VerifyOptions:
     require: tuple[str, ...] = ()
     per_layer: bool = False
     shapes: tuple[tuple[int, int], ...] = ()  # (seq, batch) of extra cases
+    record: bool = False  # write artifacts' reports even for a what-if run (marked as such)
+
+    def what_if(self) -> list[str]:
+        """The options that narrow what the record's run checks (fewer cases, fewer runtimes or providers) or
+        change how it is judged (tolerances): such a run leaves artifacts' reports and index.json alone unless
+        ``record`` says otherwise, and a report it records lists them under ``what_if``."""
+        changed = {"--cases": self.case_names, "--runtimes": set(self.runtimes) != set(FAMILIES),
+                   "--providers": self.providers, "--atol": self.atol is not None, "--rtol": self.rtol is not None}
+        return [flag for flag, value in changed.items() if value]
 
     def check(self) -> None:
         for key in ("atol", "rtol"):
@@ -160,7 +169,8 @@ def verify_targets(targets: list[Target], options: VerifyOptions, outputs: Outpu
 
     Nothing is written until every target has been verified: artifact folders get report.json, report.md
     and inputs.npz (and their index.json is rebuilt), then the JSON, HTML and JUnit files and the test
-    data. ``on_result`` is called after each target; ``each`` wraps the loop over them (a progress bar)."""
+    data. A what-if run (``options.what_if()``) writes no report into artifact folders and leaves index.json
+    as it is. ``on_result`` is called after each target; ``each`` wraps the loop over them (a progress bar)."""
     options.check()
     outputs.check()
     if any(t.golden for t in targets):
@@ -182,7 +192,10 @@ def verify_targets(targets: list[Target], options: VerifyOptions, outputs: Outpu
         judged.append((report, verdict))
         if on_result:
             on_result(report, verdict)
-    write_outputs(targets, judged, outputs)
+    if options.record:
+        for report, _ in judged:
+            report.what_if = options.what_if()
+    write_outputs(targets, judged, outputs, record=options.record or not options.what_if())
     return judged
 
 
@@ -222,12 +235,13 @@ def _verify_one(target: Target, options: VerifyOptions) -> VerifyReport:
     return report
 
 
-def write_outputs(targets: list[Target], judged: list[Judged], outputs: Outputs) -> None:
+def write_outputs(targets: list[Target], judged: list[Judged], outputs: Outputs, record: bool = True) -> None:
     """Every output of one run, all or none: each is staged first and they are moved into place together,
-    so a full disk leaves every file as it was. index.json, derived from the folders, is rewritten after."""
+    so a full disk leaves every file as it was. index.json, derived from the folders, is rewritten after.
+    ``record``: whether artifact folders receive the reports (not for a what-if run)."""
     with StagedWrites() as staged:
         for target, (report, verdict) in zip(targets, judged):
-            if target.folder:
+            if target.folder and record:
                 stage_report(staged, report, verdict, target.folder)
         _stage_summaries(staged, judged, outputs)
         if outputs.test_data:
@@ -239,7 +253,7 @@ def write_outputs(targets: list[Target], judged: list[Judged], outputs: Outputs)
             for target, (report, _) in zip(targets, judged):
                 stage_golden(staged, target, report, outputs.golden)
     for target, (report, _) in zip(targets, judged):
-        if target.folder:
+        if target.folder and record:
             _discard_if_rebuilt(report, target.folder)
             write_index(target.folder.parent)
 

@@ -22,7 +22,7 @@ from rnnexport.verification.cases import make_cases
 
 SMALL = [p for p in SHIPPED if p.stem != "lstm_large"]
 CONFIG_PATHS = {p.stem: p for p in SHIPPED}
-QUICK = ["--cases", "example,seq1,ragged,streaming", "--providers", "CPUExecutionProvider"]
+QUICK = ["--cases", "example,seq1,ragged,streaming", "--providers", "CPUExecutionProvider", "--record"]
 
 
 def _invoke(*args: str):

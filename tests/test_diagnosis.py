@@ -201,7 +201,8 @@ def test_min_passing_tolerance_and_the_largest_cell_ratio_are_recomputable_from_
 
 def test_shape_option_adds_a_case(tmp_path):
     artifact = build_artifact(load_config(CONFIG["gru_2layer"]), tmp_path)
-    result = CliRunner().invoke(main, ["verify", str(artifact), "--cases", "example", "--shape", "seq=37,batch=5",
+    result = CliRunner().invoke(main, ["verify", str(artifact), "--cases", "example", "--record", "--shape",
+                                       "seq=37,batch=5",
                                        "--runtimes", "ort"])
     assert result.exit_code == 0, result.output
     cases = json.loads((artifact / "report.json").read_text())["cases"]

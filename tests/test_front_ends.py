@@ -206,3 +206,21 @@ def test_no_front_end_runs_without_an_onnx_runtime(setup, tmp_path, monkeypatch)
                     ["export-model", "factories:tagger", "--onnx", "tagger.onnx", "--out", str(tmp_path / "o")]):
         result = CliRunner().invoke(main, [*command, "--runtimes", "torch"])
         assert result.exit_code == 2 and "runs no ONNX runtime, so nothing would check" in result.output, command
+
+
+def test_a_what_if_run_leaves_the_record_byte_for_byte(setup, tmp_path):
+    """verify --cases example --atol 1e-9 on an artifact: report.json, report.md, inputs.npz and index.json stay as
+    the full run wrote them; the results go to --json; --record writes them, marked what_if."""
+    art = setup / "art"
+    assert CliRunner().invoke(main, ["verify", str(art / "rnn_tanh_nobias"), "--runtimes", "torch,ort,openvino"]
+                              ).exit_code == 0
+    before = tree_snapshot(art)
+    result = CliRunner().invoke(main, ["verify", str(art / "rnn_tanh_nobias"), "--cases", "example", "--atol", "1e-9",
+                                       "--rtol", "0", "--json", str(tmp_path / "what_if.json")])
+    assert result.exit_code == 1 and "note: a what-if run (--cases, --atol, --rtol)" in result.output
+    assert tree_snapshot(art) == before
+    assert not json.loads((tmp_path / "what_if.json").read_text())["reports"][0]["passed"]
+    recorded = CliRunner().invoke(main, ["verify", str(art / "rnn_tanh_nobias"), "--cases", "example", "--record"])
+    assert recorded.exit_code == 0
+    report = json.loads((art / "rnn_tanh_nobias" / "report.json").read_text())
+    assert report["what_if"] == ["--cases"] and [c["name"] for c in report["cases"]] == ["example"]

@@ -77,7 +77,7 @@ def test_export_test_data_never_replaces_a_user_folder(tmp_path):
 def test_build_over_an_artifact_still_works_and_cleans_a_killed_verify(tmp_path):
     artifact = build_artifact(load_config(GRU), tmp_path)
     (artifact / ".rnnexport-tmp-999999999-file-x").write_bytes(b"left by a killed verify")
-    assert _run("verify", artifact, "--cases", "example")[0] == 0
+    assert _run("verify", artifact, "--cases", "example", "--record")[0] == 0
     assert not list(artifact.glob(".rnnexport-tmp-*"))
     assert _run("build", GRU, "--out", tmp_path)[0] == 0
 
@@ -89,7 +89,8 @@ from rnnexport.config import load_config
 from rnnexport.jobs import VerifyOptions, verify_targets
 from rnnexport.artifacts.targets import load_targets
 try:
-    verify_targets(load_targets([Path(sys.argv[1])]), VerifyOptions(runtimes=("torch", "ort"), long_seq=int(sys.argv[2])))
+    verify_targets(load_targets([Path(sys.argv[1])]), VerifyOptions(runtimes=("torch", "ort"), long_seq=int(sys.argv[2]),
+                                                                         record=True))
 except Exception as exc:
     print(type(exc).__name__, exc)
 """
@@ -315,7 +316,7 @@ def test_an_index_left_stale_by_a_kill_just_after_the_swap_is_repaired_by_the_ne
     if repair == "build":
         assert _run("build", SHIPPED[1], "--out", out)[0] == 0
     else:
-        assert _run("verify", other, "--cases", "example", "--runtimes", "torch,ort")[0] == 0
+        assert _run("verify", other, "--cases", "example", "--runtimes", "torch,ort", "--record")[0] == 0
     assert _index_entry(out, "m")["model_sha256"] == new_sha
     assert _index_entry(out, other.name)["model_sha256"] == _manifest_model_sha(other)
 
@@ -332,7 +333,7 @@ def _limited_file_size(limit: int):
 def test_a_full_disk_is_one_error_line_and_leaves_every_file_as_it_was(tmp_path, command):
     out = tmp_path / "out"
     artifact = build_artifact(load_config(GRU), out)
-    args = ["verify", artifact, "--cases", "example,long", "--long-seq", "64", "--runtimes", "torch,ort",
+    args = ["verify", artifact, "--cases", "example,long", "--long-seq", "64", "--runtimes", "torch,ort", "--record",
             "--html", tmp_path / "report.html", "--export-test-data", tmp_path / "data"]
     assert _run(*args)[0] == 0
     report_files = max(len(p.read_bytes()) for p in artifact.iterdir() if p.name.startswith(("report", "inputs")))

@@ -114,7 +114,8 @@ def test_sequence_lens_graph_fails_on_openvino_and_the_portable_one_passes(tmp_p
 
 def test_every_report_shows_openvino_rows_with_the_precision_used(tmp_path):
     artifact = build_artifact(load_config(SHIPPED[0]), tmp_path)
-    result = CliRunner().invoke(main, ["verify", str(artifact), "--cases", "example,long", "--long-seq", "64"])
+    result = CliRunner().invoke(main, ["verify", str(artifact), "--cases", "example,long", "--long-seq", "64",
+                                       "--record"])
     assert result.exit_code == 0, result.output
     report = json.loads((artifact / "report.json").read_text())
     rows = {r["name"]: r for r in report["runners"]}
@@ -149,7 +150,8 @@ def test_reduced_precision_tolerance_still_fails_a_gate_swap():
 
 def test_runtimes_option_picks_runner_families(tmp_path):
     artifact = build_artifact(load_config(SHIPPED[0]), tmp_path)
-    result = CliRunner().invoke(main, ["verify", str(artifact), "--cases", "example", "--runtimes", "openvino"])
+    result = CliRunner().invoke(main, ["verify", str(artifact), "--cases", "example", "--runtimes", "openvino",
+                                       "--record"])
     assert result.exit_code == 0, result.output
     names = [r["name"] for r in json.loads((artifact / "report.json").read_text())["runners"]]
     assert names == ["openvino-cpu-f32", "openvino-cpu-default"]

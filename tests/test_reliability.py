@@ -127,7 +127,7 @@ def test_published_files_hold_no_paths_of_the_building_machine(tmp_path):
     config = next(p for p in SHIPPED if p.stem == "gru_ragged_batch_first")
     assert CliRunner().invoke(main, ["build", str(config), "--out", str(out)]).exit_code == 0
     extras = ["--json", tmp_path / "all.json", "--html", tmp_path / "r.html", "--junit", tmp_path / "j.xml",
-              "--export-test-data", tmp_path / "data", "--cases", "example,ragged"]
+              "--export-test-data", tmp_path / "data", "--cases", "example,ragged", "--record"]
     assert CliRunner().invoke(main, ["verify", str(out), *map(str, extras)]).exit_code == 0
     published = [p for p in tmp_path.rglob("*") if p.is_file() and p.suffix in (".json", ".md", ".html", ".xml")]
     assert len(published) >= 7

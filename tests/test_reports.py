@@ -18,7 +18,7 @@ from rnnexport.report.html import render_html
 from rnnexport.verification.engine import Tolerances, verify
 
 CONFIG = {p.stem: p for p in SHIPPED}
-QUICK = ["--cases", "example,long,ragged", "--long-seq", "300"]
+QUICK = ["--cases", "example,long,ragged", "--long-seq", "300", "--record"]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 

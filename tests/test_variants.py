@@ -170,7 +170,7 @@ def test_build_then_verify_shows_a_row_per_variant_and_a_line_for_the_missing_in
     out = tmp_path / "out"
     names = ["gru_2layer", "lstm_3layer_bidir"]
     assert _run("build", *(CONFIG[n] for n in names), "--out", out, "--variants", "fp16-weights,int8-dynamic")[0] == 0
-    code, output = _run("verify", out, "--runtimes", "torch,ort", "--long-seq", "256")
+    code, output = _run("verify", out, "--runtimes", "torch,ort", "--long-seq", "256", "--record")
     assert code == 0, output
     gru_text, lstm_text = output.split("\nlstm_3layer_bidir: ")
     rows = {line.split()[0]: line.split()[1:] for line in lstm_text.splitlines() if line.startswith("  ort-cpu")}

@@ -97,6 +97,7 @@ class VerifyReport:
     latency: dict[str, dict[str, float]] = field(default_factory=dict)  # runner → shape class → ratio (bench)
     contract: list[str] = field(default_factory=list)  # the graph's inputs and outputs against the README's contract
     inputs: list[Case] = field(default_factory=list, repr=False)  # the feeds, saved as inputs.npz
+    what_if: list[str] = field(default_factory=list)  # the narrowing options of a what-if run recorded with --record
 
     def judge(self, policy: Policy | Tolerances | None = None) -> Verdict:
         """The verdict under ``policy`` (default: the report's tolerances, nothing strict, nothing required);
@@ -190,4 +191,4 @@ class VerifyReport:
             "latency_ratio_to_ort_float32": self.latency,
             "histogram_edges": list(HISTOGRAM_EDGES),
             "seconds": self.seconds,
-        }
+        } | ({"what_if": self.what_if} if self.what_if else {})
