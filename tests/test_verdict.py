@@ -111,3 +111,19 @@ def test_every_case_the_cli_offers_is_made():
     cfg = parse_config({"name": "m", "cell": "lstm", "input_size": 3, "hidden_size": 4,
                         "inputs": {"initial_state": True, "variable_lengths": True}}, "test")
     assert tuple(c.name for c in make_cases(cfg)) == CASE_NAMES
+
+
+def test_an_explicit_tolerance_judges_every_runner_unless_the_floors_are_asked_for():
+    """report.judge(Tolerances(atol=1e-6, rtol=0)) must not let a bf16 runner off by 1e-2 pass under bf16's floor;
+    the config's own tolerance keeps the floors; report.json says which rule judged each runner."""
+    bf16 = _result("openvino-cpu-default", "cpu", 1e-2, precision="bf16")
+    f32 = _result("ort-cpu", "cpu", 1e-7)
+    report = _report(f32, bf16)
+    assert report.judge().passed  # the config's tolerance: bf16 judged at its floor (3e-2)
+    strict = report.judge(Tolerances(atol=1e-6, rtol=0.0))
+    assert not strict.passed and [p.runner for p in strict.problems] == ["openvino-cpu-default"]
+    assert report.judge(Tolerances(atol=1e-6, rtol=0.0, precision_floors=True)).passed
+    rules = {r["name"]: r["judged_at"] for r in report.to_dict(strict)["runners"]}
+    assert rules["openvino-cpu-default"] == {"atol": 1e-6, "rtol": 0.0, "rule": "the given tolerance"}
+    floored = {r["name"]: r["judged_at"]["rule"] for r in report.to_dict()["runners"]}
+    assert floored == {"ort-cpu": "the given tolerance", "openvino-cpu-default": "the bf16 floor (PRECISION_TOLERANCE)"}

@@ -149,6 +149,11 @@ class VerifyReport:
                 found[r.name] = {"ratio": ratio, "case": case, "output": output}
         return found
 
+    @staticmethod
+    def _judged_at(runner: RunnerResult, tolerances: Tolerances) -> dict[str, Any]:
+        tol = tolerances.for_runner(runner.device, runner.precision)
+        return {"atol": tol.atol, "rtol": tol.rtol, "rule": tolerances.rule(runner.device, runner.precision)}
+
     def min_passing(self, tolerances: Tolerances) -> dict[str, dict[str, MinPassing]]:
         """Per runner and output, the smallest ``atol`` that would pass at the configured ``rtol``, and the
         smallest ``rtol`` at the configured ``atol`` (None where no rtol can: an output whose oracle is 0)."""
@@ -184,7 +189,7 @@ class VerifyReport:
             "oracle": self.oracle,
             "cases": self.cases,
             "skipped_cases": self.skipped_cases,
-            "runners": [r.to_dict() for r in self.runners],
+            "runners": [r.to_dict() | {"judged_at": self._judged_at(r, verdict.tolerances)} for r in self.runners],
             "error_ratio_to_torch_float32": self.error_ratios(),
             "largest_cell_error_ratio_to_torch_float32": self.cell_error_ratios(),
             "min_passing_tolerance": self.min_passing(verdict.tolerances),

@@ -27,14 +27,17 @@ class Tolerances:
 
     ``cpu`` (default ``Tolerance()``) judges float32 runners on CPU; ``cuda`` (default: ``cpu``, but at
     least ``CUDA_TOLERANCE``) judges CUDA and GPU runners. ``atol``/``rtol`` set both at once:
-    ``Tolerances(atol=1e-4)``. Reduced-precision runners are judged at ``for_precision``'s table.
+    ``Tolerances(atol=1e-4)``. Reduced-precision runners are judged at least at ``for_precision``'s table
+    (``precision_floors``), unless the caller set ``atol``/``rtol``: an explicit tolerance judges every runner,
+    and ``precision_floors=True`` asks for the floors as well.
     """
 
     cpu: Tolerance
     cuda: Tolerance
+    precision_floors: bool
 
     def __init__(self, cpu: Tolerance | None = None, cuda: Tolerance | None = None, *,
-                 atol: float | None = None, rtol: float | None = None):
+                 atol: float | None = None, rtol: float | None = None, precision_floors: bool | None = None):
         base = cpu or Tolerance()
         overridden = atol is not None or rtol is not None
         if overridden:
@@ -44,14 +47,23 @@ class Tolerances:
                 raise ValueError(f"a tolerance must be a finite, non-negative number, not {value!r}")
         object.__setattr__(self, "cpu", base)
         object.__setattr__(self, "cuda", cuda or (base if overridden else _at_least(base, CUDA_TOLERANCE)))
+        object.__setattr__(self, "precision_floors", not overridden if precision_floors is None else precision_floors)
 
     def for_runner(self, device: str, precision: str = "float32") -> Tolerance:
         """The tolerance a runner on ``device`` computing in ``precision`` is judged at."""
         tol = self.cpu if device == "cpu" else self.cuda
-        return tol if precision in ("float32", "float64") else _at_least(tol, for_precision(precision))
+        floored = self.precision_floors and precision not in ("float32", "float64")
+        return _at_least(tol, for_precision(precision)) if floored else tol
+
+    def rule(self, device: str, precision: str = "float32") -> str:
+        """Which rule ``for_runner`` applied, in words: the given tolerance, or the precision's floor."""
+        tol = self.cpu if device == "cpu" else self.cuda
+        if self.for_runner(device, precision) != tol:
+            return f"the {precision} floor (PRECISION_TOLERANCE)"
+        return "the given tolerance" if device == "cpu" else "the given tolerance, CUDA"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"cpu": vars_of(self.cpu), "cuda": vars_of(self.cuda)}
+        return {"cpu": vars_of(self.cpu), "cuda": vars_of(self.cuda), "precision_floors": self.precision_floors}
 
 
 def vars_of(tol: Tolerance) -> dict[str, float]:
