@@ -59,6 +59,13 @@ class _Group(click.Group):
         except RnnExportError as exc:
             click.echo(f"Error: {exc}", err=True)
             ctx.exit(exc.exit_code)
+        except ModuleNotFoundError as exc:  # a deploy machine without PyTorch (docs/ci.md): say what needs it
+            if exc.name not in ("torch", "onnxscript"):
+                raise
+            command = ctx.invoked_subcommand or "this command"
+            click.echo(f"Error: rnnexport {command} needs PyTorch, which is not installed here (pip install "
+                       "'torch>=2.2,<3'); without it, inspect, lint --no-run and verify --golden work", err=True)
+            ctx.exit(2)
         except KeyboardInterrupt:
             click.echo("Error: interrupted", err=True)
             ctx.exit(130)
@@ -308,6 +315,9 @@ def verify(paths: tuple[Path, ...], config_path: Path | None, weights: Path | No
         progress.say(verdict_line(report, verdict) if quiet else render_text(report, verdict, verbose))
 
     judged = verify_targets(targets, options, outputs, on_result=show, each=lambda _: progress)
+    if targets and not any(t.folder or t.golden for t in targets) and not quiet:
+        click.echo("note: configs and bare .onnx files are verified in memory, so no report.json was written; build "
+                   "them (rnnexport build) and verify the artifact folders to keep one, or pass --json")
     if any(t.folder for t in targets) and options.what_if() and not record and not quiet:
         click.echo(f"note: a what-if run ({', '.join(options.what_if())}): the artifacts' report.json and index.json "
                    "are left as they are; --json, --html and --junit take the results")
@@ -345,20 +355,26 @@ def formulations(paths: tuple[Path, ...], weights: Path | None, prefix: str | No
 
 
 @main.command()
-@click.argument("path", type=click.Path(path_type=Path))
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of the summary.")
-def inspect(path: Path, as_json: bool) -> None:
-    """Summarise MODEL.onnx or an artifact folder: cell, layers, sizes, directions, opset, inputs and
-    outputs with their dims, op counts, size, sha256, metadata and (for a folder) the manifest check.
+@PATHS
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of the summary (a list for several).")
+def inspect(paths: tuple[Path, ...], as_json: bool) -> None:
+    """Summarise MODEL.onnx files or artifact folders (a folder of them stands for those inside): cell, layers,
+    sizes, directions, opset, inputs and outputs with their dims, op counts, size, sha256, metadata and (for a
+    folder) the manifest check. Needs no PyTorch.
 
     \b
-    Example:
+    Examples:
       rnnexport inspect artifacts/gru_2layer --json
+      rnnexport inspect artifacts/
     """
     from rnnexport.graph.inspection import inspect_path, render_inspect
+    from rnnexport.graph.reader import model_paths
 
-    info = inspect_path(path)
-    click.echo(json.dumps(info, indent=2) if as_json else render_inspect(info))
+    infos = [inspect_path(path) for path in model_paths(list(paths))]
+    if as_json:
+        click.echo(json.dumps(infos[0] if len(infos) == 1 else infos, indent=2))
+    else:
+        click.echo("\n\n".join(render_inspect(info) for info in infos))
 
 
 @main.command()
@@ -383,38 +399,41 @@ def init(checkpoint: Path, prefix: str | None, name: str | None, out_path: Path 
 
 
 @main.command()
-@click.argument("path", type=click.Path(path_type=Path))
+@PATHS
 @click.option("--config", "config_path", type=click.Path(path_type=Path),
               help="Also check the graph against this config (cell, sizes, layers, directions, inputs).")
 @click.option("--run/--no-run", default=None,
               help="Run the graph in ONNX Runtime at two sequence lengths and two batch sizes "
                    "[default: when its inputs can be synthesised].")
-def lint(path: Path, config_path: Path | None, run: bool | None) -> None:
-    """Check any ONNX file (or artifact folder) for what breaks recurrent models in deployment: recurrent
-    nodes present (one per layer), no Loop/Scan or per-step unroll, GRU linear_before_reset=1, layout=0,
-    default activations, dynamic seq and batch dims, weights as initializers, sequence_lens portability,
-    nothing PyTorch cannot express (peepholes, clip, input_forget, …), in every subgraph (If/Loop/Scan
-    bodies, functions), with the path of each node. Which inputs are sequences is read from the graph, not
-    from names. An artifact folder's variants (model.fp16-weights.onnx, …) are checked too. One line per
-    finding; exit 1 on any error.
+def lint(paths: tuple[Path, ...], config_path: Path | None, run: bool | None) -> None:
+    """Check ONNX files or artifact folders (a folder of them stands for those inside) for what breaks recurrent
+    models in deployment: recurrent nodes present (one per layer), no Loop/Scan or per-step unroll, GRU
+    linear_before_reset=1, layout=0, default activations, dynamic seq and batch dims, weights as initializers,
+    sequence_lens portability, nothing PyTorch cannot express (peepholes, clip, input_forget, …), in every
+    subgraph (If/Loop/Scan bodies, functions), with the path of each node. Which inputs are sequences is read
+    from the graph, not from names. An artifact folder's variants (model.fp16-weights.onnx, …) are checked too.
+    One line per finding; exit 1 on any error. With --no-run it needs no PyTorch.
 
     \b
-    Example:
+    Examples:
       rnnexport lint artifacts/gru_2layer --config configs/gru_2layer.toml
+      rnnexport lint artifacts/
       rnnexport lint downloaded.onnx --no-run
     """
     from rnnexport.config import load_config
     from rnnexport.graph.lint import has_errors, lint_path
+    from rnnexport.graph.reader import model_paths
 
     cfg = load_config(config_path) if config_path else None
     failed = False
-    for file, findings in lint_path(path, cfg, run):
-        shown = file if file == path else path / file.name
-        for finding in findings:
-            click.echo(f"{shown}: {finding}")
-        errors = sum(f.level == "error" for f in findings)
-        click.echo(f"{shown}: {errors} error(s), {len(findings) - errors} warning(s)")
-        failed = failed or has_errors(findings)
+    for path in model_paths(list(paths)):
+        for file, findings in lint_path(path, cfg, run):
+            shown = file if file == path else path / file.name
+            for finding in findings:
+                click.echo(f"{shown}: {finding}")
+            errors = sum(f.level == "error" for f in findings)
+            click.echo(f"{shown}: {errors} error(s), {len(findings) - errors} warning(s)")
+            failed = failed or has_errors(findings)
     sys.exit(1 if failed else 0)
 
 

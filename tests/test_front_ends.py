@@ -4,6 +4,7 @@ the same run and report options and give the same exit codes (README: exit codes
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -224,3 +225,23 @@ def test_a_what_if_run_leaves_the_record_byte_for_byte(setup, tmp_path):
     assert recorded.exit_code == 0
     report = json.loads((art / "rnn_tanh_nobias" / "report.json").read_text())
     assert report["what_if"] == ["--cases"] and [c["name"] for c in report["cases"]] == ["example"]
+
+
+WITHOUT_TORCH = ("import sys; sys.modules['torch'] = None; sys.argv = ['rnnexport'] + sys.argv[1:]\n"
+                 "from rnnexport.cli import main\nmain()")
+
+
+def test_a_machine_without_pytorch_runs_golden_inspect_and_lint_and_says_what_needs_it(setup):
+    """docs/ci.md: torch blocked from importing, as on a deploy host without it."""
+    def run(*args):
+        return subprocess.run([sys.executable, "-c", WITHOUT_TORCH, *args], cwd=setup, capture_output=True, text=True)
+
+    for args in (["verify", "art/gru_2layer", "--golden", "golden"], ["inspect", "art/"],
+                 ["lint", "art/", "--no-run"]):
+        result = run(*args)
+        assert result.returncode == 0 and "Traceback" not in result.stderr, (args, result.stderr)
+    for command in ("build", "verify"):
+        result = run(command, str(next(p for p in SHIPPED if p.stem == "gru_2layer")))
+        assert result.returncode == 2 and result.stderr.splitlines() == [
+            f"Error: rnnexport {command} needs PyTorch, which is not installed here (pip install 'torch>=2.2,<3'); "
+            "without it, inspect, lint --no-run and verify --golden work"]

@@ -246,8 +246,9 @@ def check_configs(configs: Iterable[ModelConfig], options: BuildOptions,
     problems = []
     for cfg in configs:
         source = WeightsSource.of(cfg, options.weights, options.prefix)
+        built_with = _recorded_variants(options.out / cfg.name)  # a plain --check of a `build --variants` artifact
         found = check_artifact(cfg, options.out, source.load(cfg)[0], options.exporter,
-                               wanted_variants(cfg, options.variants))
+                               wanted_variants(cfg, tuple(dict.fromkeys(options.variants + built_with))))
         problems += found
         if on_result:
             on_result(cfg, found)
@@ -265,7 +266,10 @@ def check_artifact(cfg: ModelConfig, out: Path, module: Any = None, exporter: st
     fresh = artifact_files(cfg, module, exporter, variants)[1]
     for fname, data in fresh.items():
         path = folder / fname
-        if not path.is_file() or path.read_bytes() != data:
+        kind = next((k for k, name in VARIANT_FILES.items() if name == fname), None)
+        if not path.is_file() and kind:
+            problems.append(f"{cfg.name}: {fname} is missing from the artifact (build it with --variants {kind})")
+        elif not path.is_file() or path.read_bytes() != data:
             problems.append(f"{cfg.name}: {fname} differs from a fresh build")
     manifest = json.loads((folder / MANIFEST_FILE).read_text())
     for fname in manifest.get("files", {}):
@@ -274,3 +278,12 @@ def check_artifact(cfg: ModelConfig, out: Path, module: Any = None, exporter: st
     if manifest.get("config_sha256") != cfg.sha256():
         problems.append(f"{cfg.name}: the config changed since the artifact was built")
     return problems
+
+
+def _recorded_variants(folder: Path) -> tuple[str, ...]:
+    """The deployment variants an artifact's manifest says it was built with (none when it cannot be read)."""
+    try:
+        files = json.loads((folder / MANIFEST_FILE).read_text()).get("files", {})
+    except (OSError, ValueError, AttributeError):
+        return ()
+    return tuple(kind for kind, name in VARIANT_FILES.items() if isinstance(files, dict) and name in files)

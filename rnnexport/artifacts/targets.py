@@ -73,7 +73,9 @@ def _expand(paths: list[Path]) -> list[Path]:
     found = []
     for path in paths:
         if not path.exists():
-            raise ArtifactError(f"{path}: no such file or folder")
+            built = "artifacts" in path.parts
+            raise ArtifactError(f"{path}: no such file or folder" + (
+                " (build the artifacts first: rnnexport build configs/)" if built else ""))
         if path.is_dir() and not (path / MANIFEST_FILE).exists():
             inside = sorted(p for p in path.iterdir() if not p.name.startswith(".")
                             and ((p / MANIFEST_FILE).is_file() or p.suffix == ".toml"))

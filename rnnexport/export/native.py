@@ -12,7 +12,6 @@ inputs and attributes from opset 9 to the newest, so one code path serves every 
 
 from __future__ import annotations
 
-from collections import Counter
 from typing import Any
 
 import numpy as np
@@ -28,7 +27,7 @@ from rnnexport.errors import ExportError
 from rnnexport.export.builders import RecurrentModule
 from rnnexport.export.gates import GATE_ORDER, ONNX_OP, trim_optional
 from rnnexport.export.masked import MaskedLayers
-from rnnexport.graph.subgraphs import recurrent_nodes  # noqa: F401 (where callers have always found it)
+from rnnexport.graph.subgraphs import op_counts, recurrent_nodes  # noqa: F401 (where callers have always found them)
 
 
 def export_onnx(
@@ -259,6 +258,3 @@ class _GraphBuilder:
             self.node("Concat", finals[key], [f"{key}_n"], f"{key}_n", axis=0)
 
 
-def op_counts(model: onnx.ModelProto) -> dict[str, int]:
-    """Node count by op type, sorted by name."""
-    return dict(sorted(Counter(n.op_type for n in model.graph.node).items()))

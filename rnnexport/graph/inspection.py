@@ -11,9 +11,8 @@ import onnx
 from rnnexport.artifacts.folders import Artifact, load_artifact
 from rnnexport.contract import MANIFEST_FILE, MODEL_FILE, ONNX_DOMAINS
 from rnnexport.errors import ArtifactError
-from rnnexport.export.native import op_counts
 from rnnexport.graph.reader import load_model_bytes
-from rnnexport.graph.subgraphs import Scope, recurrent_sites
+from rnnexport.graph.subgraphs import Scope, op_counts, recurrent_sites
 
 
 def _dims(value: onnx.ValueInfoProto) -> list[Any]:
@@ -172,7 +171,8 @@ def render_inspect(info: dict[str, Any]) -> str:
     if info["manifest"]:
         lines.append(f"  manifest    {info['manifest']}")
     for kind, entry in info.get("variants", {}).items():
-        lines.append(f"  variant     {kind}: " + (entry["unavailable"] if "unavailable" in entry else
+        why = entry.get("unavailable", "").removeprefix(f"{kind}: ")  # the reason may start with the name already
+        lines.append(f"  variant     {kind}: " + (why if "unavailable" in entry else
                      f"{entry['file']}, {entry['bytes'] / 1024:.1f} KiB ({entry['bytes'] / info['bytes']:.0%} of "
                      f"model.onnx), {entry['precision']}, sha256 {entry['sha256'][:16]}…"))
     return "\n".join(lines)

@@ -10,7 +10,7 @@ from pathlib import Path
 import onnx
 
 from rnnexport.config import ModelConfig
-from rnnexport.contract import MODEL_FILE
+from rnnexport.contract import MANIFEST_FILE, MODEL_FILE
 from rnnexport.errors import ArtifactError
 
 MAX_MODEL_BYTES = 2 << 30  # protobuf's limit for one message
@@ -165,3 +165,22 @@ def contract_problems(model: onnx.ModelProto, cfg: ModelConfig) -> list[str]:
             if role and dim.HasField("dim_value"):
                 problems.append(f"{name}: axis {axis} ({role}) is fixed to {dim.dim_value}; it must be dynamic")
     return problems
+
+
+def model_paths(paths: list[Path]) -> list[Path]:
+    """ONNX files and artifact folders to read: a folder that is neither an artifact (no manifest.json) nor holds
+    model.onnx stands for the artifact folders and .onnx files inside it. Raises ``ArtifactError`` for a missing
+    path, or a folder with nothing to read."""
+    found: list[Path] = []
+    for path in paths:
+        if not path.exists():
+            raise ArtifactError(f"{path}: no such file or folder")
+        if path.is_dir() and not (path / MANIFEST_FILE).is_file() and not (path / MODEL_FILE).is_file():
+            inside = sorted(p for p in path.iterdir() if not p.name.startswith(".") and (
+                (p.is_dir() and (p / MANIFEST_FILE).is_file()) or (p.is_file() and p.suffix == ".onnx")))
+            if not inside:
+                raise ArtifactError(f"{path}: holds no artifact folder and no .onnx file")
+            found += inside
+        else:
+            found.append(path)
+    return found

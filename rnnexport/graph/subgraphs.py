@@ -9,6 +9,7 @@ it flows into a recurrent node, not from its name.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -193,3 +194,8 @@ def input_roles(scope: Scope) -> dict[str, dict[int, str]]:
             if found:
                 roles.setdefault(found[0], {}).update(found[1])
     return roles
+
+
+def op_counts(model: onnx.ModelProto) -> dict[str, int]:
+    """Node count by op type in the main graph, sorted by name."""
+    return dict(sorted(Counter(n.op_type for n in model.graph.node).items()))

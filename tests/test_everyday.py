@@ -1,0 +1,65 @@
+"""The everyday experience: several paths to lint and inspect, --check after a build with variants, words that
+say what happened and what to do next."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+from conftest import SHIPPED
+
+from rnnexport.cli import main
+
+GRU, LSTM = (next(p for p in SHIPPED if p.stem == name) for name in ("gru_2layer", "lstm_3layer_bidir"))
+
+
+def _run(*args) -> tuple[int, str]:
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    return result.exit_code, result.output
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    out = tmp_path_factory.mktemp("everyday") / "artifacts"
+    assert _run("build", GRU, LSTM, "--out", out, "--variants", "fp16-weights,int8-dynamic", "-q")[0] == 0
+    return out
+
+
+def test_lint_and_inspect_take_several_paths_and_folders_of_artifacts(built):
+    code, output = _run("lint", built, "--no-run")
+    assert code == 0
+    for name in ("gru_2layer", "lstm_3layer_bidir"):
+        assert f"{built / name}/model.onnx: 0 error(s)" in output
+    assert f"{built / 'lstm_3layer_bidir'}/model.int8-dynamic.onnx: 0 error(s)" in output
+    code, output = _run("inspect", built / "gru_2layer", built / "lstm_3layer_bidir", "--json")
+    assert code == 0 and [info["cell"] for info in json.loads(output)] == [["GRU"], ["LSTM"]]
+    code, output = _run("inspect", built)
+    assert code == 0 and output.count("  cell        ") == 2
+    assert _run("lint", built.parent / "nonesuch")[1] == f"Error: {built.parent / 'nonesuch'}: no such file or folder\n"
+
+
+def test_inspect_names_an_unavailable_variant_once(built):
+    code, output = _run("inspect", built / "gru_2layer")
+    line = next(line for line in output.splitlines() if "variant     int8-dynamic" in line)
+    assert code == 0 and line.count("int8-dynamic") == 1 and "no int8 GRU kernel" in line
+
+
+def test_a_plain_check_of_an_artifact_built_with_variants_is_up_to_date(built):
+    code, output = _run("build", GRU, LSTM, "--out", built, "--check")
+    assert code == 0 and output.splitlines() == ["up to date: gru_2layer", "up to date: lstm_3layer_bidir"]
+
+
+def test_check_with_a_variant_the_artifact_lacks_says_how_to_build_it(tmp_path):
+    assert _run("build", GRU, "--out", tmp_path, "-q")[0] == 0
+    code, output = _run("build", GRU, "--out", tmp_path, "--check", "--variants", "fp16-weights")
+    assert code == 1 and ("gru_2layer: model.fp16-weights.onnx is missing from the artifact (build it with "
+                          "--variants fp16-weights)") in output
+
+
+def test_verify_says_what_it_did_not_write_and_what_to_build(tmp_path, monkeypatch):
+    code, output = _run("verify", GRU, "--runtimes", "ort", "--cases", "example")
+    assert code == 0 and "note: configs and bare .onnx files are verified in memory, so no report.json" in output
+    monkeypatch.chdir(tmp_path)
+    assert _run("verify", "artifacts/") == (
+        2, "Error: artifacts: no such file or folder (build the artifacts first: rnnexport build configs/)\n")
