@@ -192,7 +192,9 @@ def build(paths: tuple[Path, ...], out: Path, check: bool, shard: str | None, ex
         for problem in problems:
             click.echo(f"✗ {problem}", err=True)
         sys.exit(1 if problems else 0)
+    done = []
     for built in build_configs(progress, options):
+        done.append(built)
         if not quiet:
             cfg = built.cfg
             progress.say(f"built {cfg.name}: {built.folder} ({cfg.num_layers} × {cfg.cell}, opset {cfg.opset}, "
@@ -203,6 +205,10 @@ def build(paths: tuple[Path, ...], out: Path, check: bool, shard: str | None, ex
             from rnnexport.graph.inspection import inspect_path, render_inspect
 
             progress.say(render_inspect(inspect_path(built.folder)))
+    if not quiet and done:
+        size = sum(b.model_bytes for b in done) / 1024
+        click.echo(f"summary: built {len(done)} artifact(s) into {out} ({size:.1f} KiB of model.onnx); "
+                   f"index: {out / 'index.json'}")
 
 
 def _run_options(cases: tuple[str, ...]) -> Callable:
@@ -315,6 +321,13 @@ def verify(paths: tuple[Path, ...], config_path: Path | None, weights: Path | No
         progress.say(verdict_line(report, verdict) if quiet else render_text(report, verdict, verbose))
 
     judged = verify_targets(targets, options, outputs, on_result=show, each=lambda _: progress)
+    if not quiet and judged:
+        passed = sum(v.passed for _, v in judged)
+        folders = sum(1 for t in targets if t.folder) if record or not options.what_if() else 0
+        written = [str(p) for p in (json_path, html_path, junit_path, test_data, save_golden) if p]
+        click.echo(f"summary: verified {len(judged)} model(s): {passed} passed, {len(judged) - passed} failed"
+                   + (f"; report.json in {folders} artifact folder(s)" if folders else "")
+                   + (f"; wrote {', '.join(written)}" if written else ""))
     if targets and not any(t.folder or t.golden for t in targets) and not quiet:
         click.echo("note: configs and bare .onnx files are verified in memory, so no report.json was written; build "
                    "them (rnnexport build) and verify the artifact folders to keep one, or pass --json")

@@ -90,7 +90,7 @@ def test_cli_build_writes_every_shipped_config(tmp_path):
     result = CliRunner().invoke(main, ["build", str(SHIPPED[0].parent), "--out", str(out)])
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
-    assert len(lines) == len(SHIPPED)
+    assert len(lines) == len(SHIPPED) + 1 and lines[-1].startswith(f"summary: built {len(SHIPPED)} artifact(s) into ")
     assert lines[0].startswith(f"built {SHIPPED[0].stem}: {out / SHIPPED[0].stem} (")
     for path in SHIPPED:
         assert load_artifact(out / path.stem).config.name == path.stem

@@ -117,7 +117,8 @@ def test_quiet_and_plain_progress_lines(tmp_path):
     out = tmp_path / "artifacts"
     paths = [str(CONFIG[n]) for n in ("gru_2layer", "rnn_tanh_nobias")]
     result = CliRunner().invoke(main, ["build", *paths, "--out", str(out)])
-    assert [line.split(":")[0] for line in result.output.splitlines()] == ["built gru_2layer", "built rnn_tanh_nobias"]
+    assert [line.split(":")[0] for line in result.output.splitlines()] == ["built gru_2layer", "built rnn_tanh_nobias",
+                                                                           "summary"]
     assert CliRunner().invoke(main, ["build", *paths, "--out", str(out), "-q"]).output == ""
     result = CliRunner().invoke(main, ["verify", str(out), "-q", "--cases", "example"])
     assert [line.split(" (")[0] for line in result.output.splitlines()] == ["gru_2layer: PASS", "rnn_tanh_nobias: PASS"]

@@ -103,18 +103,23 @@ def verdict_line(report: VerifyReport, verdict: Verdict) -> str:
 
 
 def render_text(report: VerifyReport, verdict: Verdict, verbose: bool = False) -> str:
-    """The terminal summary: a verdict line, one row per runner, skipped cases and failures; ``verbose``
-    adds the worst |Δ| of every runner in every case."""
+    """The terminal summary: a verdict line, one row per runner that ran (or failed), one line for the runners
+    that could not run here (grouped by reason), notes, failures and where they are; ``verbose`` adds the columns
+    that matter when tuning tolerances (the smallest passing atol, the error as a multiple of PyTorch float32's)
+    and the worst |Δ| of every runner in every case."""
     failures = verdict.failures()
     lines = [verdict_line(report, verdict)]
-    rows = [HEADER] + [runner_row(r, report, verdict) for r in report.runners]
-    full = [r for r in rows if len(r) == len(HEADER)]
-    widths = [max(len(r[i]) for r in (rows if i == 0 else full)) for i in range(len(HEADER))]
+    keep = [i for i, h in enumerate(HEADER) if verbose or h not in VERBOSE_COLUMNS]
+    ran = [r for r in report.runners if r.status != "not available"]
+    rows = [tuple(HEADER[i] for i in keep)] + [_pick(runner_row(r, report, verdict), keep) for r in ran]
+    full = [r for r in rows if len(r) == len(keep)]
+    widths = [max(len(r[i]) for r in (rows if i == 0 else full)) for i in range(len(keep))]
     for row in rows:
-        if len(row) == len(HEADER):
+        if len(row) == len(keep):
             lines.append("  " + "  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
-        else:  # a runner that did not run: its name and why
+        else:  # a runner that failed to load: its name and why
             lines.append(f"  {row[0].ljust(widths[0])}  {row[1]}")
+    lines += unavailable_lines(report)
     deploy = deploy_rows(report)
     if deploy:
         lines += ["  deploy options:"] + aligned(DEPLOY_HEADER, deploy, indent="    ")
@@ -127,6 +132,24 @@ def render_text(report: VerifyReport, verdict: Verdict, verbose: bool = False) -
     if verbose:
         lines += aligned(*case_rows(report))
     return "\n".join(lines)
+
+
+VERBOSE_COLUMNS = ("passes at atol", "vs torch f32 (worst cell)")
+
+
+def _pick(row: tuple, keep: list[int]) -> tuple:
+    return row if len(row) == 2 else tuple(row[i] for i in keep)
+
+
+def unavailable_lines(report: VerifyReport) -> list[str]:
+    """One line for the runners that could not run here, grouped by the reason (which carries the install hint)."""
+    reasons: dict[str, list[str]] = {}
+    for r in report.runners:
+        if r.status == "not available":
+            reasons.setdefault(r.reason or "", []).append(r.name)
+    if not reasons:
+        return []
+    return ["  not available here: " + "; ".join(f"{', '.join(names)} ({why})" for why, names in reasons.items())]
 
 
 def localisation_lines(report: VerifyReport) -> list[str]:
