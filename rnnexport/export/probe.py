@@ -103,18 +103,19 @@ def weight_names(module: nn.Module) -> list[str]:
 
 def native_layer(module: nn.Module, weights: dict[str, torch.Tensor]) -> nn.RNNBase:
     """A plain float32 ``nn.GRU``/``nn.LSTM``/``nn.RNN`` that computes what ``module`` computed with ``weights``: a
-    cell becomes a one-layer module (its weights under ``_l0`` names), a subclass its base class."""
+    cell becomes a one-layer module (its weights under ``_l0`` names), a subclass its base class. Flags PyTorch's
+    cells take as ints (``LSTMCell(..., 1)``, as NVIDIA's Tacotron2 writes it) become the bools the layers need."""
     if is_cell(module):
         cls = next(layer for cell, layer in CELL_LAYER.items() if isinstance(module, cell))
         extra = {"nonlinearity": module.nonlinearity} if cls is nn.RNN else {}
-        native: nn.RNNBase = cls(module.input_size, module.hidden_size, 1, bias=module.bias, **extra)
+        native: nn.RNNBase = cls(module.input_size, module.hidden_size, 1, bias=bool(module.bias), **extra)
         state = {f"{name}_l0": value for name, value in weights.items()}
     else:
         rnn: Any = module
         cls = next(layer for layer in LAYERS if isinstance(module, layer))
         extra = {"nonlinearity": rnn.nonlinearity} if cls is nn.RNN else {}
-        native = cls(rnn.input_size, rnn.hidden_size, rnn.num_layers, bias=rnn.bias, batch_first=rnn.batch_first,
-                     bidirectional=rnn.bidirectional, **extra)
+        native = cls(rnn.input_size, rnn.hidden_size, rnn.num_layers, bias=bool(rnn.bias),
+                     batch_first=bool(rnn.batch_first), bidirectional=bool(rnn.bidirectional), **extra)
         state = dict(weights)
     missing = set(native.state_dict()) - set(state)
     if missing:
