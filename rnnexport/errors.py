@@ -48,6 +48,11 @@ class RunnerUnavailable(ProviderUnavailable):
         super().__init__(f"{runner}: not available: {reason}", runner=runner, reason=reason)
 
 
+class NotApplicable(RunnerUnavailable):
+    """The runner does not exist for this model on any machine: a deployment variant its build could not make
+    (no int8 kernel for a GRU, say). Reported, never counted as unchecked."""
+
+
 class RunnerFailed(ProviderUnavailable):
     """The runner exists but could not load or run the model (a shape the graph cannot take, say)."""
 

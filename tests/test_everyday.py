@@ -63,3 +63,12 @@ def test_verify_says_what_it_did_not_write_and_what_to_build(tmp_path, monkeypat
     monkeypatch.chdir(tmp_path)
     assert _run("verify", "artifacts/") == (
         2, "Error: artifacts: no such file or folder (build the artifacts first: rnnexport build configs/)\n")
+
+
+def test_a_variant_the_model_cannot_have_is_not_listed_as_unchecked(built, tmp_path):
+    """No int8 GRU kernel exists: the HTML banner's 'not checked here' lists only runners this machine lacks."""
+    html = tmp_path / "r.html"
+    code, output = _run("verify", built / "gru_2layer", "--runtimes", "ort", "--cases", "example", "--html", html)
+    assert code == 0 and "  not for this model: ort-cpu-int8-dynamic (" in output
+    banner = html.read_text().split("not checked here: ", 1)[1].split("<", 1)[0]
+    assert "ort-cuda" in banner and "int8-dynamic" not in banner

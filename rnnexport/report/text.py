@@ -110,7 +110,7 @@ def render_text(report: VerifyReport, verdict: Verdict, verbose: bool = False) -
     failures = verdict.failures()
     lines = [verdict_line(report, verdict)]
     keep = [i for i, h in enumerate(HEADER) if verbose or h not in VERBOSE_COLUMNS]
-    ran = [r for r in report.runners if r.status != "not available"]
+    ran = [r for r in report.runners if r.status not in ("not available", "not applicable")]
     rows = [tuple(HEADER[i] for i in keep)] + [_pick(runner_row(r, report, verdict), keep) for r in ran]
     full = [r for r in rows if len(r) == len(keep)]
     widths = [max(len(r[i]) for r in (rows if i == 0 else full)) for i in range(len(keep))]
@@ -143,13 +143,15 @@ def _pick(row: tuple, keep: list[int]) -> tuple:
 
 def unavailable_lines(report: VerifyReport) -> list[str]:
     """One line for the runners that could not run here, grouped by the reason (which carries the install hint)."""
-    reasons: dict[str, list[str]] = {}
-    for r in report.runners:
-        if r.status == "not available":
-            reasons.setdefault(r.reason or "", []).append(r.name)
-    if not reasons:
-        return []
-    return ["  not available here: " + "; ".join(f"{', '.join(names)} ({why})" for why, names in reasons.items())]
+    lines = []
+    for status, words in (("not available", "not available here"), ("not applicable", "not for this model")):
+        reasons: dict[str, list[str]] = {}
+        for r in report.runners:
+            if r.status == status:
+                reasons.setdefault(r.reason or "", []).append(r.name)
+        if reasons:
+            lines.append(f"  {words}: " + "; ".join(f"{', '.join(names)} ({why})" for why, names in reasons.items()))
+    return lines
 
 
 def localisation_lines(report: VerifyReport) -> list[str]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, TypedDict
 
-from rnnexport.errors import ProviderUnavailable, RunnerFailed
+from rnnexport.errors import NotApplicable, ProviderUnavailable, RunnerFailed
 from rnnexport.report.text import render_text
 from rnnexport.verification.cases import Case
 from rnnexport.verification.drift import HISTOGRAM_EDGES, OutputDrift
@@ -27,7 +27,8 @@ class MinPassing(TypedDict):
 
 @dataclass
 class RunnerResult:
-    """One runner's outcome. ``status``: "ok", "not available" or "failed" (``reason`` says why).
+    """One runner's outcome. ``status``: "ok", "not available" (here), "not applicable" (to this model: a variant
+    its build could not make) or "failed" (``reason`` says why).
 
     ``drift[case][output]``: against the float64 oracle; ``vs_float32[case][output]``: a runtime's
     runner against PyTorch float32 on CPU, for comparison. ``precision``: what it computed in.
@@ -57,8 +58,10 @@ class RunnerResult:
 
     @classmethod
     def unavailable(cls, spec: RunnerSpec, exc: ProviderUnavailable) -> RunnerResult:
-        """A runner that could not run here ("not available") or whose model would not load ("failed")."""
-        status = "failed" if isinstance(exc, RunnerFailed) else "not available"
+        """A runner that could not run here ("not available"), that does not exist for this model ("not
+        applicable") or whose model would not load ("failed")."""
+        status = ("failed" if isinstance(exc, RunnerFailed) else "not applicable" if isinstance(exc, NotApplicable)
+                  else "not available")
         return cls(spec.name, spec.kind, spec.device, status=status, reason=exc.reason)
 
     def worst(self) -> tuple[str, str, OutputDrift] | None:

@@ -157,7 +157,7 @@ def judge(runners: list[Any], tolerances: Tolerances, policy: Policy, contract: 
     tol = policy.tolerances or tolerances
     found: list[Problem] = [Problem(GRAPH, None, f"{GRAPH}: {text}") for text in contract]
     for r in runners:
-        if r.status == "failed" or (r.status == "not available" and policy.requires(r)):
+        if r.status == "failed" or (r.status in ("not available", "not applicable") and policy.requires(r)):
             found.append(Problem(r.name, None, f"{r.name}: {r.status}: {r.reason}", runtime=True))
         for case, error in r.case_errors.items():
             found.append(Problem(r.name, case, f"{r.name}: {case}: failed to run: {error}", runtime=True))
@@ -174,7 +174,8 @@ def judge(runners: list[Any], tolerances: Tolerances, policy: Policy, contract: 
                              runtime=True))
     elif not any(r.drift for r in runners):
         found.append(Problem(GRAPH, None, "no case ran: nothing was compared (see --cases)", runtime=True))
-    return Verdict(policy, tol, tuple(found), ran, tuple(r.name for r in runners if r.status != "ok"))
+    unchecked = tuple(r.name for r in runners if r.status not in ("ok", "not applicable"))
+    return Verdict(policy, tol, tuple(found), ran, unchecked)
 
 
 def _drift_problems(r: Any, tol: Tolerance) -> list[Problem]:

@@ -14,7 +14,7 @@ import numpy as np
 import onnxruntime as ort
 
 from rnnexport.contract import RECURRENT_OPS
-from rnnexport.errors import RunnerFailed, RunnerUnavailable
+from rnnexport.errors import NotApplicable, RunnerFailed, RunnerUnavailable
 from rnnexport.export.variants import PRECISION
 from rnnexport.verification.runners import RunnerSpec
 
@@ -132,12 +132,12 @@ class OrtRunner:
 def variant_specs(variants: dict[str, bytes | str], providers: tuple[str, ...], threads: int) -> list[RunnerSpec]:
     """A runner per deployment variant and provider: ``ort-cpu-fp16-weights``, ``ort-cpu-int8-dynamic``, …;
     int8 only on CPU, where ONNX Runtime has its DynamicQuantizeLSTM kernel. A variant given as a sentence
-    (why the build could not make it) is one "not available" runner."""
+    (why the build could not make it) is one "not applicable" runner."""
     found = []
     for kind, data in variants.items():
         if isinstance(data, str):
             name = f"{ort_name(CPU)}-{kind}"
-            found.append(RunnerSpec(name, "onnxruntime", "cpu", functools.partial(_refuse, name, data),
+            found.append(RunnerSpec(name, "onnxruntime", "cpu", functools.partial(_not_applicable, name, data),
                                     precision=PRECISION[kind]))
             continue
         for provider in providers:
@@ -151,6 +151,10 @@ def variant_specs(variants: dict[str, bytes | str], providers: tuple[str, ...], 
                 OrtRunner, data, provider, threads=threads, name=name, precision=PRECISION[kind]),
                 precision=PRECISION[kind], model_bytes=len(data)))
     return found
+
+
+def _not_applicable(name: str, reason: str) -> OrtRunner:
+    raise NotApplicable(name, reason)
 
 
 def _refuse(name: str, reason: str) -> OrtRunner:
