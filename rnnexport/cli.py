@@ -484,7 +484,7 @@ def export_model_command(factory: str, out: Path, onnx_file: Path | None, runtim
                             case_names=_split(case_names, "--cases"), atol=atol, rtol=rtol, seed=seed,
                             threads=threads, strict_placement=strict_placement, require=_split(require, "--require"),
                             shapes=tuple(parse_shape(s) for s in shapes))
-    check_names(options)
+    check_names(options, WHOLE_MODEL_CASES)
     outputs = Outputs(json=json_path, html=html_path, junit=junit_path)
     report, verdict = export_whole_model(factory, out, options, outputs, onnx_file)
     click.echo(verdict_line(report, verdict) if quiet else render_text(report, verdict, verbose))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -311,7 +312,7 @@ def exit_code(judged: list[Judged]) -> int:
     return max((v.exit_code for _, v in judged), default=0)
 
 
-def check_names(options: VerifyOptions) -> None:
+def check_names(options: VerifyOptions, known_cases: tuple[str, ...] = CASE_NAMES) -> None:
     """Refuse unknown runner families, providers, cases and required runners, and a required runner or provider
     that cannot run here, before any work (exit 2 for a name, 3 for a missing runner)."""
     known = onnxruntime.get_all_providers()
@@ -325,8 +326,8 @@ def check_names(options: VerifyOptions) -> None:
         if name not in known:
             raise RnnExportError(f"unknown provider {name!r}; known: {', '.join(known)}")
     for name in options.case_names:
-        if name not in CASE_NAMES:
-            raise RnnExportError(f"unknown case {name!r}; known: {', '.join(CASE_NAMES)}")
+        if name not in known_cases:
+            raise RnnExportError(f"unknown case {name!r}; known: {', '.join(known_cases)}")
     for name in options.require:
         provider = name[:1].isupper()
         reason = provider_status(name) if provider else _runner_status(name, options.runtimes)
@@ -475,11 +476,15 @@ def export_whole_model(factory: str, out: Path, options: VerifyOptions = VerifyO
         output_names=made.output_names)
     tolerances = Tolerances(made.tolerance or Tolerance(), atol=options.atol, rtol=options.rtol)
     report = verify_model(made.model, proto, made.example_inputs, dynamic_shapes=made.dynamic_shapes,
-                          tolerance=tolerances, runtimes=options.runtimes, providers=options.providers or None,
+                          specs=made.specs, tolerance=tolerances, runtimes=options.runtimes,
+                          providers=options.providers or None,
                           threads=options.threads, case_names=options.case_names, seed=options.seed,
                           shapes=options.shapes)
     verdict = report.judge(Policy(strict_placement=options.strict_placement, require=options.require))
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ArtifactError(f"{out}: cannot create the folder: {exc.strerror or exc}") from None
     with StagedWrites() as staged:
         staged.add(out / MODEL_FILE, proto.SerializeToString())
         staged.add_json(out / REPORT_FILE, report.to_dict(verdict))
@@ -495,6 +500,8 @@ def _check_whole_model_out(out: Path, outputs: Outputs) -> None:
     ancestor = next((a for a in (out, *out.parents) if a.exists()), None)
     if ancestor is not None and not ancestor.is_dir():
         raise ArtifactError(f"{out}: {ancestor} is a file; expected a folder")
+    if ancestor is not None and not os.access(ancestor, os.W_OK | os.X_OK):
+        raise ArtifactError(f"{out}: {ancestor} cannot be written to")
     for flag, path in (("--json", outputs.json), ("--html", outputs.html), ("--junit", outputs.junit)):
         if path is not None and path.resolve().is_relative_to(out.resolve()):
             raise ArtifactError(f"{flag} {path}: inside the --out folder {out}; each output needs its own place")

@@ -164,3 +164,55 @@ class HeadInsideLoop(nn.Module):
             h = self.cell(x[:, t], h)
             outs.append(self.head(h))
         return torch.stack(outs, 1)
+
+
+class PartialLoop(nn.Module):
+    """A cell stepped over all steps but the last: no layer over the whole sequence."""
+
+    def __init__(self):
+        super().__init__()
+        self.cell = nn.GRUCell(4, 6)
+
+    def forward(self, x):
+        h, outs = None, []
+        for t in range(x.shape[1] - 1):
+            h = self.cell(x[:, t], h)
+            outs.append(h)
+        return torch.stack(outs, 1)
+
+
+class UnbindLoop(nn.Module):
+    """An LSTMCell iterating a time-major tensor (``for x_t in x``), returning the outputs and an nn.LSTM-style h_n."""
+
+    def __init__(self):
+        super().__init__()
+        self.cell = nn.LSTMCell(4, 6)
+
+    def forward(self, x):
+        h = c = x.new_zeros(x.shape[1], 6)
+        outs = []
+        for x_t in x:
+            h, c = self.cell(x_t, (h, c))
+            outs.append(h)
+        return torch.stack(outs), h.unsqueeze(0)
+
+
+class BosThenStep(nn.Module):
+    """One cell called twice without a loop: a start-of-sequence step, then the real one."""
+
+    def __init__(self):
+        super().__init__()
+        self.bos, self.cell = nn.Parameter(torch.randn(4)), nn.GRUCell(4, 6)
+
+    def forward(self, x, h):
+        h = self.cell(self.bos.expand(x.shape[0], 4), h)
+        return self.cell(x, h)
+
+
+class ConvThenGru(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv, self.rnn = nn.Conv1d(4, 6, 3), nn.GRU(6, 5, batch_first=True)
+
+    def forward(self, x):
+        return self.rnn(self.conv(x).transpose(1, 2))[0]

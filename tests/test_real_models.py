@@ -15,17 +15,21 @@ import pytest
 import torch
 from real_models import (
     Asserting,
+    BosThenStep,
     CalledTwice,
     CellLoop,
     CellStep,
+    ConvThenGru,
     Crnn,
     HeadInsideLoop,
     HookWeightNormed,
     LstmCellStack,
+    PartialLoop,
     SortedPacking,
     SqueezesTime,
     TokenIdsPerRow,
     TupleState,
+    UnbindLoop,
     WeightNormed,
 )
 from torch import nn
@@ -46,6 +50,8 @@ PASSING = {
     "cell_step": (CellStep, (X[:, 0], torch.zeros(3, 6), torch.zeros(3, 6)), ({0: "batch"},) * 3),
     "called_twice": (CalledTwice, (X,), DIMS),
     "cell_stack_over_time": (CellLoop, (X,), DIMS),
+    "cell_iterating_a_tensor": (UnbindLoop, (X.transpose(0, 1),), ({0: "seq", 1: "batch"},)),
+    "cell_called_twice_without_a_loop": (BosThenStep, (X[:, 0], torch.zeros(3, 6)), ({0: "batch"}, {0: "batch"})),
     "lstm_cell_stack_over_time": (LstmCellStack, (X.transpose(0, 1), torch.randn(3, 6), torch.randn(3, 6)),
                                   ({0: "seq", 1: "batch"}, {0: "batch"}, {0: "batch"})),
     "weight_norm": (WeightNormed, (X,), DIMS),
@@ -71,7 +77,7 @@ def test_models_as_people_write_them_export_natively_and_pass_at_every_shape(nam
     ort = next(r for r in report.runners if r.name == "ort-cpu")
     shapes = {tuple(tuple(s) for s in c["inputs"].values()) for c in report.cases}
     assert ort.status == "ok" and len(ort.drift) == len(report.cases) and len(shapes) == len(report.cases)
-    assert len(report.cases) >= (3 if name == "cell_step" else 5)  # a cell step has no seq dim: 3 shapes
+    assert len(report.cases) >= (3 if name.startswith("cell_step") or "without_a_loop" in name else 5)  # no seq dim
 
 
 def test_a_module_called_twice_shares_one_set_of_initializers():
@@ -131,6 +137,11 @@ def test_samplers_receive_the_cases_sizes_and_roles_are_explicit():
     (CalledTwice, ({0: "batch", 1: "seq", 2: "features"},),
      "input 0 axis 2: dynamic dim 'features'; name them \"batch\" or \"seq\" (a dim of another name, a feature axis"),
     (lambda: nn.Sequential(nn.Linear(4, 4)), DIMS, "the model holds no nn.GRU, nn.LSTM, nn.RNN or their cells"),
+    (PartialLoop, DIMS, "the GRUCell cell is called 4 times in one forward (a Python loop over time, say) and the loop "
+                        "does not cover the 5 steps of its sequence"),
+    (CalledTwice, ({0: "batch", 1: "seq"}, {0: "batch"}), "dynamic_shapes do not mirror the example inputs"),
+    (CalledTwice, ({0: "seq", 1: "seq"},), "'seq' is 5 here and 3 at input 0 axis 0; one name, one size"),
+    (CalledTwice, ({0: "batch", 5: "seq"},), "input 0 axis 5: the input has 3 axes"),
 ])
 def test_what_cannot_be_a_native_node_is_one_line_naming_the_cause(make, dims, words):
     with pytest.raises(ExportError) as raised:
@@ -194,3 +205,16 @@ def test_a_cell_stack_over_time_becomes_one_native_node_per_cell_with_a_dynamic_
     ops = Counter(n.op_type for n in proto.graph.node)
     assert ops["GRU"] == 2 and not ops["Gather"]  # no step of the unrolled loop is left
     assert [d.dim_param for d in proto.graph.input[0].type.tensor_type.shape.dim] == ["batch", "seq", ""]
+
+
+def test_an_axis_the_model_needs_fixed_is_refused_when_named_dynamic():
+    with pytest.raises(ExportError, match=r"input x axis 1 is named 'seq', but the model needs it fixed \(it is 4"):
+        export_model(ConvThenGru().eval(), (torch.randn(2, 4, 9),), dynamic_shapes=({0: "batch", 1: "seq"},))
+
+
+def test_an_onnx_file_missing_one_of_the_models_outputs_is_refused():
+    model = CalledTwice().eval()
+    proto = export_model(model, (X,), dynamic_shapes=DIMS)
+    del proto.graph.output[1]
+    with pytest.raises(ExportError, match=r"the model returns 2 tensor\(s\) and the ONNX model has 1 output"):
+        verify_model(model, proto, (X,), dynamic_shapes=DIMS, runtimes=("ort",))

@@ -60,6 +60,14 @@ class _Graph:
             if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
                 self.constants[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
 
+    def length(self, name: str, axis: int) -> int | None:
+        """The static size of ``name``'s ``axis`` where the graph records it (inputs and value_info)."""
+        for value in (*self.graph.input, *self.graph.value_info, *self.graph.output):
+            if value.name == name:
+                dims = value.type.tensor_type.shape.dim
+                return dims[axis].dim_value if axis < len(dims) and dims[axis].HasField("dim_value") else None
+        return None
+
     def int_constant(self, name: str) -> list[int] | None:
         value = self.constants.get(name)
         return None if value is None or value.dtype.kind not in "iu" else [int(v) for v in value.reshape(-1)]
@@ -86,7 +94,7 @@ def fold_cell_loops(proto: onnx.ModelProto, modules: list[tuple[str, nn.Module]]
         layer_nodes, x = _layer(g, modules, found, steps[index], index, x, opset)
         added += layer_nodes
         removed.update(id(n) for n in steps[index])
-    removed.update(id(n) for n in gathers if all(id(c) in removed for c in g.consumers[n.output[0]]))
+    removed.update(id(n) for n in gathers if all(id(c) in removed for o in n.output for c in g.consumers[o]))
     kept = [n for n in proto.graph.node if id(n) not in removed]
     del proto.graph.node[:]
     proto.graph.node.extend(kept + added)
@@ -123,18 +131,48 @@ def _stack_order(g: _Graph, modules: list[tuple[str, nn.Module]], steps: dict[in
 
 def _sequence(g: _Graph, modules: list[tuple[str, nn.Module]], calls: list[onnx.NodeProto], found: Probe
               ) -> tuple[str, int, list[onnx.NodeProto]]:
-    """The sequence S the first cell steps through, the axis (0 or 1) it steps along, and the Gathers that read it."""
-    gathers = [g.producer.get(n.input[0]) for n in calls]
+    """The sequence S the first cell steps through, the axis (0 or 1) it steps along, and the nodes that read its
+    steps: ``Gather(S, t, axis)`` (``x[:, t]``, ``x[t]``), ``Squeeze(Split(S, axis)[t])`` (``x.unbind(1)``,
+    ``torch.split``) or ``Squeeze(Slice(S, t, t + 1, axis))`` (``for x_t in x``). Step t must read position t,
+    and the loop must cover all of S's axis."""
     path, module = modules[int_attrs(calls[0])["index"]]
     fail = refusal(path, module, len(calls), "step t does not read step t of one sequence")
-    if any(n is None or n.op_type != "Gather" for n in gathers):
+    reads = [_step_read(g, n.input[0]) for n in calls]
+    if any(r is None for r in reads):
         raise fail
-    sources = {n.input[0] for n in gathers if n is not None}
-    axes = {int_attrs(n).get("axis", 0) for n in gathers if n is not None}
-    positions = [g.int_constant(n.input[1]) for n in gathers if n is not None]
-    if len(sources) != 1 or len(axes) != 1 or positions != [[t] for t in range(len(calls))] or axes - {0, 1}:
+    sources = {r[0] for r in reads if r}
+    axes = {r[1] for r in reads if r}
+    if len(sources) != 1 or len(axes) != 1 or [r[2] for r in reads if r] != list(range(len(calls))) or axes - {0, 1}:
         raise fail
-    return sources.pop(), axes.pop(), [n for n in gathers if n is not None]
+    source, axis = sources.pop(), axes.pop()
+    if g.length(source, axis) != len(calls):
+        raise refusal(path, module, len(calls), f"the loop does not cover the {g.length(source, axis) or '?'} steps "
+                      "of its sequence")
+    return source, axis, [n for r in reads if r for n in r[3]]
+
+
+def _step_read(g: _Graph, name: str) -> tuple[str, int, int, list[onnx.NodeProto]] | None:
+    """(S, axis, t, the nodes that read it) when ``name`` is step t of S along axis; None otherwise."""
+    node = g.producer.get(name)
+    if node is not None and node.op_type == "Gather":
+        position = g.int_constant(node.input[1])
+        if position is not None and len(position) == 1 and g.constants[node.input[1]].ndim == 0:
+            return node.input[0], int_attrs(node).get("axis", 0), position[0], [node]
+    if node is not None and node.op_type == "Squeeze":
+        split = g.producer.get(node.input[0])
+        axes = _axes(g, node)
+        if split is not None and split.op_type == "Split" and len(axes) == 1:
+            axis = int_attrs(split).get("axis", 0)
+            sizes = g.int_constant(split.input[1]) if len(split.input) > 1 and split.input[1] else None
+            if axes[0] == axis and (sizes is None or set(sizes) == {1}):
+                return split.input[0], axis, list(split.output).index(node.input[0]), [node, split]
+        if split is not None and split.op_type == "Slice" and len(axes) == 1 and len(split.input) >= 4:
+            starts, ends, slice_axes = (g.int_constant(split.input[k]) for k in (1, 2, 3))
+            steps = g.int_constant(split.input[4]) if len(split.input) > 4 and split.input[4] else [1]
+            one_step = starts and len(starts) == 1 and ends == [starts[0] + 1] and slice_axes == axes and steps == [1]
+            if one_step and starts:  # iterating a tensor: x[t:t + 1].squeeze(axis)
+                return split.input[0], axes[0], starts[0], [node, split]
+    return None
 
 
 def _layer(g: _Graph, modules: list[tuple[str, nn.Module]], found: Probe, calls: list[onnx.NodeProto], index: int,
@@ -185,11 +223,17 @@ def _stacked(g: _Graph, calls: list[onnx.NodeProto], path: str, module: nn.Modul
     if all(not others for others in per_step[:-1]):
         return None
     unsqueezes = []
-    for t, others in enumerate(per_step):
-        found = [c for c in others if c.op_type == "Unsqueeze"]
-        if len(found) != 1 or (t < len(per_step) - 1 and len(others) != 1):
+    for others in per_step[:-1]:
+        if len(others) != 1 or others[0].op_type != "Unsqueeze":
             raise fail
-        unsqueezes.append(found[0])
+        unsqueezes.append(others[0])
+    concats = {id(c): c for u in unsqueezes for c in g.consumers[u.output[0]]}
+    stack = next(iter(concats.values())) if len(concats) == 1 else None
+    last = [c for c in per_step[-1] if c.op_type == "Unsqueeze" and stack is not None
+            and any(k is stack for k in g.consumers[c.output[0]])]
+    if len(last) != 1:
+        raise fail
+    unsqueezes.append(last[0])
     concats = {id(c): c for u in unsqueezes for c in g.consumers[u.output[0]]}
     concat = next(iter(concats.values())) if len(concats) == 1 else None
     if concat is None or concat.op_type != "Concat" or list(concat.input) != [u.output[0] for u in unsqueezes]:
@@ -197,8 +241,11 @@ def _stacked(g: _Graph, calls: list[onnx.NodeProto], path: str, module: nn.Modul
     axis = int_attrs(concat).get("axis", 0)
     if {tuple(_axes(g, u)) for u in unsqueezes} != {(axis,)} or axis not in (0, 1):
         raise refusal(path, module, len(calls), "its steps' outputs are not stacked along time")
-    for node in (concat, *unsqueezes):
-        g.graph.node.remove(node)
+    outputs = {o.name for o in g.graph.output}
+    g.graph.node.remove(concat)
+    for node in unsqueezes:  # one the model also uses elsewhere (h.unsqueeze(0) as h_n, merged with it) stays
+        if node.output[0] not in outputs and all(c is concat for c in g.consumers[node.output[0]]):
+            g.graph.node.remove(node)
     return concat, axis
 
 
@@ -210,12 +257,16 @@ def _axes(g: _Graph, node: onnx.NodeProto) -> list[int]:
 
 
 def _drop_dead(graph: onnx.GraphProto) -> None:
-    """Remove nodes none of whose outputs is used (the unrolled steps' index constants, say), repeatedly."""
+    """Remove nodes none of whose outputs is used (the unrolled steps' index constants, say), repeatedly, then the
+    initializers nothing reads."""
     outputs = {o.name for o in graph.output}
     while True:
         used = {i for n in graph.node for i in n.input} | outputs
         dead = [n for n in graph.node if not any(o in used for o in n.output)]
         if not dead:
-            return
+            break
         for node in dead:
             graph.node.remove(node)
+    kept = [t for t in graph.initializer if t.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)

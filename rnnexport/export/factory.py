@@ -29,7 +29,8 @@ SPEC = re.compile(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*")
 class WholeModel:
     """What a factory for ``rnnexport export-model pkg.module:factory`` returns: the model, example inputs (tensors,
     or tuples and lists of them), and the names of their dynamic dims (``"batch"`` and ``"seq"``), inputs and
-    outputs, and optionally the tolerance to judge it at."""
+    outputs, and optionally the tolerance to judge it at and ``InputSpec``s for inputs whose values the defaults
+    cannot draw (an integer input no ``nn.Embedding`` bounds, say)."""
 
     model: nn.Module
     example_inputs: tuple
@@ -37,6 +38,7 @@ class WholeModel:
     input_names: list[str] | None = None
     output_names: list[str] | None = None
     tolerance: Tolerance | None = None
+    specs: list[Any] | None = None  # verification.whole_model.InputSpec per graph input, where the defaults won't do
 
 
 def load_factory(spec: str) -> WholeModel:

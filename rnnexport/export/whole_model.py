@@ -85,8 +85,10 @@ def _stand_in(index: int) -> Callable:
         padded = isinstance(x, Padded)
         data = x.data if padded else x
         if not isinstance(data, torch.Tensor):
-            raise ExportError(f"export_model: a {type(self).__name__} fed a {type(x).__name__}; pass a padded tensor, "
-                              "or pack it with torch.nn.utils.rnn.pack_padded_sequence inside the model")
+            raise ExportError(f"export_model: a {type(self).__name__} was fed a {type(x).__name__} rnnexport could not "
+                              "see being made (pack_padded_sequence called from a module other than the model's "
+                              "own, say): call torch.nn.utils.rnn.pack_padded_sequence where the model's forward is "
+                              "written, or pass a padded tensor")
         torch._check(data.shape[-1] == self.input_size)  # a declared dynamic feature axis fails here, by name
         batch_first = x.batch_first if padded else self.batch_first
         dirs = 2 if self.bidirectional else 1
@@ -94,7 +96,7 @@ def _stand_in(index: int) -> Callable:
         state = [self.num_layers * dirs, batch, self.hidden_size]
         shapes = [[data.shape[0], data.shape[1], dirs * self.hidden_size], state] + (
             [state] if self.mode == "LSTM" else [])
-        h0, c0 = (hx if isinstance(hx, tuple) else (hx, None))
+        h0, c0 = (tuple(hx) if isinstance(hx, (tuple, list)) else (hx, None))
         lengths = x.lengths.to(data.device) if padded else None
         outs = _symbolic([data, h0, c0, lengths], {"index": index, "batch_first": int(batch_first)}, shapes)
         y = Padded(outs[0], x.lengths, batch_first) if padded else outs[0]
@@ -110,7 +112,7 @@ def _cell_stand_in(index: int) -> Callable:
                               "[batch, input_size]")
         torch._check(x.shape[-1] == self.input_size)
         lstm = isinstance(self, nn.LSTMCell)
-        h0, c0 = (hx if isinstance(hx, tuple) else (hx, None))
+        h0, c0 = (tuple(hx) if isinstance(hx, (tuple, list)) else (hx, None))
         state = [x.shape[0], self.hidden_size] if x.dim() == 2 else [self.hidden_size]
         outs = _symbolic([x, h0, c0, None], {"index": index, "cell": x.dim()}, [state] * (2 if lstm else 1))
         return (outs[0], outs[1]) if lstm else outs[0]
@@ -160,10 +162,11 @@ def export_model(model: nn.Module, example_inputs: tuple, *, dynamic_shapes: Any
     failure, with the source line of the user's model where it names one."""
     modules = recurrent_modules(model)
     _refuse_unsupported(model, modules)
-    check_dims(dynamic_shapes)
+    check_dims(dynamic_shapes, tuple(example_inputs))
     model = model.eval()
     found = probe_model(model, tuple(example_inputs))
-    looped = looped_cells(modules, found)
+    # a cell called several times is a loop over time only in a model with a "seq" dim; else each call is a step
+    looped = looped_cells(modules, found) if _has_seq(dynamic_shapes) else []
     # a cell loop unrolls at the example's length; the layers it folds into take any length again (below)
     traced_shapes = _without_seq(dynamic_shapes) if looped else dynamic_shapes
     with _stand_ins(model, modules), _quiet():
@@ -173,7 +176,10 @@ def export_model(model: nn.Module, example_inputs: tuple, *, dynamic_shapes: Any
                                         verbose=False)
         except ExportError:
             raise
-        except Exception as exc:  # torch.export's own error types
+        except Exception as exc:  # torch.export's own error types, or ours raised inside the trace
+            ours = _ours(exc)
+            if ours is not None:
+                raise ExportError(str(ours)) from None
             raise ExportError(f"export_model: torch.onnx.export failed: {explain(exc)}") from None
     if program is None:  # not with dynamo=True, which always returns the program
         raise ExportError("export_model: torch.onnx.export returned no ONNX program")
@@ -182,8 +188,28 @@ def export_model(model: nn.Module, example_inputs: tuple, *, dynamic_shapes: Any
     _replace_stand_ins(proto, modules, found)
     if looped:
         _restore_seq(proto, dynamic_shapes, tuple(example_inputs))
+    _check_dynamic(proto, dynamic_shapes)
     _check_exported(proto)
     return proto
+
+
+def _has_seq(dynamic_shapes: Any) -> bool:
+    flat, _ = torch.utils._pytree.tree_flatten(dynamic_shapes, is_leaf=lambda v: v is None or isinstance(v, dict))
+    return any(dim_name(v, "export_model") == "seq" for dims in flat if isinstance(dims, dict) for v in dims.values())
+
+
+def _check_dynamic(proto: onnx.ModelProto, dynamic_shapes: Any) -> None:
+    """Every axis named dynamic is dynamic in the graph: an axis the model needs fixed (a convolution's channels,
+    a recurrent layer's features) is exported static by torch without a word, and fails at any other size."""
+    flat, _ = torch.utils._pytree.tree_flatten(dynamic_shapes, is_leaf=lambda v: v is None or isinstance(v, dict))
+    for value, dims in zip(proto.graph.input, flat):
+        for axis, name in (dims or {}).items():
+            dim = value.type.tensor_type.shape.dim[axis]
+            if dim.HasField("dim_value"):
+                raise ExportError(f"export_model: input {value.name} axis {axis} is named "
+                                  f"{dim_name(name, 'export_model')!r}, but the model needs it fixed (it is "
+                                  f"{dim.dim_value} in the exported graph: a convolution's channels or a recurrent "
+                                  "layer's features, say); name only the axes that vary")
 
 
 def _without_seq(dynamic_shapes: Any) -> Any:
@@ -213,13 +239,35 @@ def _restore_seq(proto: onnx.ModelProto, dynamic_shapes: Any, example_inputs: tu
     del proto.graph.value_info[:]
 
 
-def check_dims(dynamic_shapes: Any) -> None:
-    """Every dynamic dim is named ``batch`` or ``seq`` (a string or a ``torch.export.Dim`` of that name): a recurrent
-    layer's feature size is fixed, and these two names are what ``verify_model`` builds its cases from."""
-    flat, _ = torch.utils._pytree.tree_flatten(dynamic_shapes, is_leaf=lambda v: v is None or isinstance(v, dict))
-    for index, dims in enumerate(flat):
-        for axis, value in (dims or {}).items() if isinstance(dims, dict) else ():
-            dim_name(value, f"export_model: input {index} axis {axis}")
+def check_dims(dynamic_shapes: Any, example_inputs: tuple) -> None:
+    """``dynamic_shapes`` mirror the example inputs (one dict, or None, per tensor, nested as the inputs are); each
+    names axes the tensor has, as ``batch`` or ``seq`` (a string or a ``torch.export.Dim`` of that name: these two
+    names are what ``verify_model`` builds its cases from); one name has one size in the example. Raises
+    ``ExportError`` naming the input and axis before torch sees them."""
+    if dynamic_shapes is None:
+        return
+    leaves, spec = torch.utils._pytree.tree_flatten(tuple(example_inputs))
+    try:
+        flat = spec.flatten_up_to(tuple(dynamic_shapes))
+    except (ValueError, TypeError, AttributeError, RuntimeError) as exc:
+        raise ExportError(f"export_model: dynamic_shapes do not mirror the example inputs (one dict or None per "
+                          f"tensor, nested as the inputs are): {str(exc).splitlines()[0][:200]}") from None
+    sizes: dict[str, tuple[int, str]] = {}
+    for index, (dims, leaf) in enumerate(zip(flat, leaves)):
+        if dims is None:
+            continue
+        if not isinstance(dims, dict):
+            raise ExportError(f"export_model: dynamic_shapes for input {index} is {dims!r}; expected a dict of axis "
+                              "→ name, or None")
+        for axis, value in dims.items():
+            where = f"export_model: input {index} axis {axis}"
+            if not isinstance(axis, int) or not 0 <= axis < leaf.dim():
+                raise ExportError(f"{where}: the input has {leaf.dim()} axes")
+            name = dim_name(value, where)
+            size, first = sizes.setdefault(name, (int(leaf.shape[axis]), f"input {index} axis {axis}"))
+            if size != leaf.shape[axis]:
+                raise ExportError(f"{where}: {name!r} is {leaf.shape[axis]} here and {size} at {first}; one name, one "
+                                  "size in the example (two lengths that vary apart cannot both be seq)")
 
 
 def dim_name(value: Any, where: str) -> str:
@@ -262,8 +310,21 @@ def _refuse_unsupported(model: nn.Module, modules: list[tuple[str, nn.Module]]) 
                           "torch.onnx.export")
     for path, module in modules:
         if getattr(module, "proj_size", 0):
-            raise ExportError(f"export_model: the LSTM {path} has proj_size {module.proj_size}: ONNX's LSTM operator "
+            name = path or "(the model)"
+            raise ExportError(f"export_model: the LSTM {name} has proj_size {module.proj_size}: ONNX's LSTM operator "
                               "has no projection, so it cannot be a native node")
+
+
+def _ours(exc: BaseException) -> ExportError | None:
+    """An ``ExportError`` a stand-in raised inside torch's trace, which torch wraps in its own."""
+    seen: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in seen:
+        if isinstance(current, ExportError):
+            return current
+        seen.append(current)
+        current = current.__cause__ or current.__context__
+    return None
 
 
 def explain(exc: BaseException) -> str:
@@ -289,10 +350,10 @@ def explain(exc: BaseException) -> str:
 @contextmanager
 def _quiet() -> Iterator[None]:
     """The exporter's progress lines and warnings (torchvision missing, deprecations) stay off stderr."""
-    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._dynamo", "onnxscript")]
+    loggers = [logging.getLogger(n) for n in ("torch", "onnxscript")]
     levels = [lg.level for lg in loggers]
     for lg in loggers:
-        lg.setLevel(logging.ERROR)
+        lg.setLevel(logging.CRITICAL)  # torch logs tracebacks of guards it then raises on; the Error line says it
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:

@@ -67,8 +67,12 @@ class InputSpec:
     def make(self, seq: int, batch: int, rng: np.random.Generator) -> np.ndarray:
         shape = tuple(seq if d == "seq" else batch if d == "batch" else int(d) for d in self.dims)
         if self.sampler is not None:
-            takes_sizes = len(inspect.signature(self.sampler).parameters) >= 3
-            made = self.sampler(shape, rng, {"seq": seq, "batch": batch}) if takes_sizes else self.sampler(shape, rng)
+            try:
+                made = (self.sampler(shape, rng, {"seq": seq, "batch": batch}) if _takes_sizes(self.sampler)
+                        else self.sampler(shape, rng))
+            except Exception as exc:
+                raise ExportError(f"verify_model: the sampler of input {self.name} failed at shape {list(shape)}: "
+                                  f"{type(exc).__name__}: {str(exc)[:200]}") from None
             return _checked(np.asarray(made), shape, self.name)
         if self.role == "lengths":
             values = rng.integers(1, seq + 1, size=shape, dtype=np.int64)
@@ -80,6 +84,16 @@ class InputSpec:
                                   "range; pass InputSpec(..., role=\"tokens\", high=N) or a sampler")
             return rng.integers(0, self.high, size=shape, dtype=np.int64)
         return rng.standard_normal(shape).astype(np.float32)
+
+
+def _takes_sizes(sampler: Sampler) -> bool:
+    """Whether a sampler's third positional parameter is required: ``sampler(shape, rng, sizes)``."""
+    try:
+        params = list(inspect.signature(sampler).parameters.values())
+    except (TypeError, ValueError):
+        return False
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return len(positional) >= 3 and positional[2].default is inspect.Parameter.empty
 
 
 def _checked(array: np.ndarray, shape: tuple[int, ...], name: str) -> np.ndarray:
@@ -238,6 +252,9 @@ def verify_model(model: nn.Module, onnx_model: onnx.ModelProto, example_inputs: 
     runtimes or cases and ``ExportError`` for specs, dims or an ONNX file that do not fit the model's inputs."""
     start = time.perf_counter()
     check_names(runtimes, case_names, STANDARD_CASES)
+    bad = [s for s in shapes if len(s) != 2 or not all(isinstance(v, int) and v >= 1 for v in s)]
+    if bad:
+        raise ExportError(f"verify_model: shape {bad[0]!r}; expected (seq, batch), both at least 1")
     data = onnx_model.SerializeToString()
     initializers = {t.name for t in onnx_model.graph.initializer}
     graph_inputs = [i for i in onnx_model.graph.input if i.name not in initializers]
@@ -247,6 +264,7 @@ def verify_model(model: nn.Module, onnx_model: onnx.ModelProto, example_inputs: 
     _check_inputs(specs, graph_inputs, leaves)
     with torch_threads(threads):
         oracle = WholeModelRunner(model, outputs, torch.float64, ORACLE, treespec)
+        _check_outputs(model, example_inputs, outputs)
         cases, skipped = whole_model_cases(specs, leaves, oracle, seed, case_names, shapes)
         float32 = RunnerSpec(TORCH_CPU, "torch", "cpu", functools.partial(
             WholeModelRunner, model, outputs, torch.float32, TORCH_CPU, treespec))
@@ -256,6 +274,16 @@ def verify_model(model: nn.Module, onnx_model: onnx.ModelProto, example_inputs: 
         return run_engine(getattr(model, "name", type(model).__name__), data, oracle, cases, runners,
                           config={"model": type(model).__name__, "inputs": [s.name for s in specs]},
                           tolerances=tolerances, skipped=skipped, start=start)
+
+
+def _check_outputs(model: nn.Module, example_inputs: tuple, outputs: list[str]) -> None:
+    """The ONNX file has as many outputs as the model returns tensors (nested outputs flattened)."""
+    with torch.no_grad():
+        returned = model(*example_inputs)
+    count = len(torch.utils._pytree.tree_leaves(returned))
+    if count != len(outputs):
+        raise ExportError(f"verify_model: the model returns {count} tensor(s) and the ONNX model has "
+                          f"{len(outputs)} output(s) ({', '.join(outputs)}): is it a file of this model?")
 
 
 ELEMENT_KINDS = {onnx.TensorProto.FLOAT: "f", onnx.TensorProto.INT64: "i", onnx.TensorProto.INT32: "i"}
