@@ -135,3 +135,26 @@ def test_progress_bar_on_a_terminal_then_the_results(tmp_path):
     text = log.read_text(errors="replace")
     bar_end = text.rindex("verifying  [####################################]  100%")
     assert text.index("gru_2layer: PASS") > bar_end and text.index("rnn_tanh_nobias: PASS") > bar_end
+
+
+def test_each_allowed_line_of_the_plot_is_the_tables_allowed_value(verified):
+    """The HTML plot's allowed-error lines are drawn at the runner table's "allowed" values, one per distinct
+    value, and the figure's caption names them (the picture itself cannot be read back)."""
+    import re
+
+    out, html_path, names = verified
+    text = html_path.read_text()
+    if "Plots need matplotlib" in text:
+        pytest.skip("matplotlib is not installed")
+    caption = re.search(r'<figcaption class="allowed">(.*?)</figcaption>', text)[1]
+    drawn = {name: value for value, runners in re.findall(r"allowed ([\d.e+-]+): ([^;]+)", caption)
+             for name in runners.split(", ")}
+    report = json.loads((out / names[0] / "report.json").read_text())
+    table = {r["name"]: f"{r['judged_at']['atol'] + r['judged_at']['rtol'] * _expected(r):.1e}"
+             for r in report["runners"] if r["status"] == "ok" and r["name"] in drawn}
+    assert table and all(drawn[name] == value for name, value in table.items())
+
+
+def _expected(runner: dict) -> float:
+    worst = runner["worst"]
+    return runner["drift"][worst["case"]][worst["output"]]["expected_max_abs"]

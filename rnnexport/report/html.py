@@ -56,35 +56,53 @@ def _png(fig: Any) -> str:
     return base64.b64encode(buffer.getvalue()).decode()
 
 
-def _curve_plot(plt: Any, report: VerifyReport, verdict: Verdict) -> str | None:
-    """Per-timestep max |Δ| of ``output`` for every runner on the longest case, log scale, with the error
-    each runner's tolerance allows (one line per distinct allowance)."""
+LINE_STYLES = ("--", ":", "-.", (0, (5, 1, 1, 1)))
+
+
+def allowed_by_runner(report: VerifyReport, verdict: Verdict) -> dict[str, str]:
+    """runner → the error its tolerance allows at its worst cell, formatted as the runner table's "allowed" column
+    shows it: the plot draws these very values."""
+    found = {}
+    for r in report.runners:
+        worst = r.worst() if r.status == "ok" else None
+        if worst is not None:
+            tolerance = verdict.tolerances.for_runner(r.device, r.precision)
+            found[r.name] = f"{tolerance.allowed(worst[2].expected_max_abs):.1e}"
+    return found
+
+
+def _curve_plot(plt: Any, report: VerifyReport, verdict: Verdict) -> tuple[str, str] | None:
+    """Per-timestep max |Δ| of ``output`` for every runner on the longest case, log scale, with the error each
+    runner's tolerance allows at its worst cell (the table's "allowed"): one line per distinct value, in the colour of
+    its first runner's curve and a style of its own. Returns the PNG and a caption listing those lines."""
     ran = [r for r in report.runners if r.status == "ok" and r.drift]
     if not ran:
         return None
     case = max(ran[0].drift, key=lambda c: len(getattr(ran[0].drift[c].get(OUTPUT), "per_step", None) or ()))
     fig, ax = plt.subplots(figsize=(9, 3.4))
-    allowed: dict[float, list[str]] = {}
+    limits = allowed_by_runner(report, verdict)
+    allowed: dict[str, tuple[list[str], Any]] = {}
     for r in ran:
         drift = r.drift.get(case, {}).get(OUTPUT)
-        if drift is None or not drift.per_step:
+        if drift is None or not drift.per_step or r.name not in limits:
             continue
         curve = np.asarray(drift.per_step, dtype=np.float64)
-        ax.plot(np.arange(len(curve)), np.maximum(curve, 1e-12), label=r.name, linewidth=1)
-        limit = verdict.tolerances.for_runner(r.device, r.precision).allowed(drift.expected_max_abs)
-        allowed.setdefault(limit, []).append(r.name)
+        (line,) = ax.plot(np.arange(len(curve)), np.maximum(curve, 1e-12), label=r.name, linewidth=1)
+        allowed.setdefault(limits[r.name], ([], line.get_color()))[0].append(r.name)
     if not allowed:  # no runner has a per-step curve (replayed cases without a time axis, say)
         plt.close(fig)
         return None
-    for limit, names in sorted(allowed.items()):
-        label = "allowed" if len(allowed) == 1 else f"allowed: {', '.join(names)}"
-        ax.axhline(limit, color="#8c1d18", linestyle="--", linewidth=1, label=label)
+    captions = []
+    for k, (limit, (names, color)) in enumerate(sorted(allowed.items(), key=lambda item: float(item[0]))):
+        ax.axhline(float(limit), color=color, linestyle=LINE_STYLES[k % len(LINE_STYLES)], linewidth=1.2,
+                   label=f"allowed {limit}: {', '.join(names)}")
+        captions.append(f"allowed {limit}: {', '.join(names)}")
     ax.set_yscale("log")
     ax.set(xlabel="time step", ylabel="max |Δ| vs float64 oracle", title=f"{report.name}: output, case '{case}'")
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the plot, never over a curve
     ax.grid(True, which="both", alpha=0.3)
     try:
-        return _png(fig)
+        return _png(fig), "; ".join(captions)
     finally:
         plt.close(fig)
 
@@ -181,10 +199,13 @@ def _section(report: VerifyReport, verdict: Verdict, plt: Any | None, anchor: st
     if plt is None:
         parts.append('<p class="note">Plots need matplotlib: pip install "rnnexport[plots]".</p>')
     else:
-        plots = (("per-timestep error", _curve_plot(plt, report, verdict)), ("histogram", _histogram_plot(plt, report)))
-        for title, image in plots:
-            if image:
-                parts.append(f'<img alt="{title}" src="data:image/png;base64,{image}">')
+        curve = _curve_plot(plt, report, verdict)
+        if curve:
+            parts.append(f'<figure><img alt="per-timestep error" src="data:image/png;base64,{curve[0]}">'
+                         f'<figcaption class="allowed">{html.escape(curve[1])}</figcaption></figure>')
+        histogram = _histogram_plot(plt, report)
+        if histogram:
+            parts.append(f'<img alt="histogram" src="data:image/png;base64,{histogram}">')
     return "\n".join(parts)
 
 
