@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from rnnexport.config import Tolerance  # noqa: E402
-from rnnexport.export.whole_model import explain, export_model  # noqa: E402
+from rnnexport.export.whole_model import explain, export_model, torch_dims  # noqa: E402
 from rnnexport.verification.whole_model import WholeModelRunner, input_specs, whole_model_cases  # noqa: E402
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -709,17 +709,7 @@ def _flat_dims(dims: Any) -> list[dict]:
 
 def _torch_export(model, inputs, dims, names, outputs, dynamo: bool) -> onnx.ModelProto:
     if dynamo:
-        made: dict[str, Any] = {}
-
-        def convert(value: Any) -> Any:
-            if isinstance(value, str):
-                return made.setdefault(value, torch.export.Dim(value))
-            if isinstance(value, dict):
-                return {k: convert(v) for k, v in value.items()}
-            if isinstance(value, (list, tuple)):
-                return type(value)(convert(v) for v in value)
-            return value
-        program = torch.onnx.export(model, tuple(inputs), dynamo=True, dynamic_shapes=convert(tuple(dims)),
+        program = torch.onnx.export(model, tuple(inputs), dynamo=True, dynamic_shapes=torch_dims(tuple(dims)),
                                     input_names=names, output_names=outputs)
         return program.model_proto
     buffer = io.BytesIO()

@@ -135,7 +135,7 @@ def _stand_ins(model: nn.Module, modules: list[tuple[str, nn.Module]]) -> Iterat
             del module.forward
 
 
-def _dims(dynamic_shapes: Any) -> Any:
+def torch_dims(dynamic_shapes: Any) -> Any:
     """``{0: "batch"}`` → ``{0: torch.export.Dim("batch")}`` (one Dim per name), nested as given."""
     made: dict[str, Any] = {}
 
@@ -171,7 +171,8 @@ def export_model(model: nn.Module, example_inputs: tuple, *, dynamic_shapes: Any
     traced_shapes = _without_seq(dynamic_shapes) if looped else dynamic_shapes
     with _stand_ins(model, modules), _quiet():
         try:
-            program = torch.onnx.export(model, tuple(example_inputs), dynamo=True, dynamic_shapes=_dims(traced_shapes),
+            program = torch.onnx.export(model, tuple(example_inputs), dynamo=True,
+                                        dynamic_shapes=torch_dims(traced_shapes),
                                         input_names=input_names, output_names=output_names, opset_version=opset,
                                         verbose=False)
         except ExportError:
