@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from rnnexport.contract import RESERVED_NAMES, VARIANTS
+from rnnexport.contract import input_names as contract_input_names
 from rnnexport.errors import ConfigError
 
 CELLS = ("gru", "lstm", "rnn_tanh", "rnn_relu")
@@ -364,3 +365,8 @@ def config_for_module(module: Any, name: str = "model") -> dict[str, Any]:
         bidirectional=module.bidirectional,
         dropout=float(module.dropout),
     )
+
+
+def input_names(cfg: ModelConfig) -> list[str]:
+    """The graph inputs of ``cfg``'s model, in order (the contract's names for its cell and optional inputs)."""
+    return contract_input_names(cfg.cell == "lstm", cfg.inputs.initial_state, bool(cfg.inputs.variable_lengths))

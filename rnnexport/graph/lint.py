@@ -10,10 +10,12 @@ import numpy as np
 import onnx
 
 from rnnexport.config import ModelConfig
-from rnnexport.contract import MODEL_FILE, recurrent_cell
+from rnnexport.contract import MODEL_FILE, VARIANT_FILES, recurrent_cell
+from rnnexport.export.variants import source_config
 from rnnexport.graph.inspection import layer_summary
-from rnnexport.graph.reader import contract_problems
+from rnnexport.graph.reader import contract_problems, read_model
 from rnnexport.graph.subgraphs import index_ranges, input_roles, recurrent_sites, scopes
+from rnnexport.verification.runners.ort_runner import first_line
 
 UNROLL_OPS = ("MatMul", "Gemm")
 PASS_THROUGH = ("Transpose", "Squeeze", "Unsqueeze", "Identity")
@@ -274,8 +276,6 @@ def run_findings(model: onnx.ModelProto, explicit: bool = False) -> list[Finding
     the check (with a warning when it was asked for)."""
     import onnxruntime as ort
 
-    from rnnexport.verification.runners.ort_runner import first_line
-
     feeds = [(seq, batch, synthesised_feeds(model, seq, batch)) for seq, batch in RUN_SHAPES]
     why = next((f for *_, f in feeds if isinstance(f, str)), None)
     if why:
@@ -297,10 +297,6 @@ def run_findings(model: onnx.ModelProto, explicit: bool = False) -> list[Finding
 
 def lint_path(path: Path, cfg: ModelConfig | None = None, run: bool | None = False) -> list[tuple[Path, list[Finding]]]:
     """``lint_model`` of an ONNX file, or of an artifact folder's model.onnx and every variant beside it."""
-    from rnnexport.contract import VARIANT_FILES
-    from rnnexport.export.variants import source_config
-    from rnnexport.graph.reader import read_model
-
     files = [(path, cfg)]
     if path.is_dir():
         files = [(path / MODEL_FILE, cfg)] + [(path / name, cfg and source_config(cfg, kind))

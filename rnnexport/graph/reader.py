@@ -9,9 +9,10 @@ from pathlib import Path
 
 import onnx
 
-from rnnexport.config import ModelConfig
-from rnnexport.contract import MANIFEST_FILE, MODEL_FILE
+from rnnexport.config import ModelConfig, input_names
+from rnnexport.contract import BATCH, LENGTHS, MANIFEST_FILE, MODEL_FILE, SEQ, output_names
 from rnnexport.errors import ArtifactError
+from rnnexport.graph.subgraphs import recurrent_nodes
 
 MAX_MODEL_BYTES = 2 << 30  # protobuf's limit for one message
 
@@ -119,12 +120,8 @@ def graph_inputs(model: onnx.ModelProto) -> list[str]:
 def check_model_matches(model: onnx.ModelProto, cfg: ModelConfig, source: str, need_recurrent: bool = True) -> None:
     """Refuse an ONNX file whose inputs do not fit ``cfg``, or (``need_recurrent``) that has no recurrent
     node: bad input, exit 2. A torch exporter's unrolled graph is verified all the same."""
-    from rnnexport.graph.subgraphs import recurrent_nodes
-
     if need_recurrent and not recurrent_nodes(model):
         raise ArtifactError(f"{source}: the graph has no GRU, LSTM or RNN node")
-    from rnnexport.verification.cases import input_names
-
     expected = input_names(cfg)
     found = graph_inputs(model)
     if found != expected:
@@ -134,9 +131,6 @@ def check_model_matches(model: onnx.ModelProto, cfg: ModelConfig, source: str, n
 def contract_problems(model: onnx.ModelProto, cfg: ModelConfig) -> list[str]:
     """The graph's inputs and outputs against the README's contract for ``cfg``: names in order, element
     types, ranks, and which axes are the dynamic seq and batch."""
-    from rnnexport.contract import BATCH, LENGTHS, SEQ, output_names
-    from rnnexport.verification.cases import input_names
-
     problems = []
     expected_in = input_names(cfg)
     found_in = graph_inputs(model)

@@ -14,8 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from rnnexport import contract
-from rnnexport.config import ModelConfig
+from rnnexport.config import ModelConfig, input_names
 from rnnexport.contract import CASE_NAMES
 from rnnexport.errors import ArtifactError
 
@@ -194,11 +193,6 @@ def load_cases(path: str | Path, cfg: ModelConfig) -> list[Case]:
     if not cases:
         raise ArtifactError(f"{path}: holds no cases")
     return cases
-
-
-def input_names(cfg: ModelConfig) -> list[str]:
-    """The graph inputs of ``cfg``'s model, in order."""
-    return contract.input_names(cfg.cell == "lstm", cfg.inputs.initial_state, bool(cfg.inputs.variable_lengths))
 
 
 def _check_shapes(cfg: ModelConfig, feeds: dict[str, np.ndarray], where: str) -> None:

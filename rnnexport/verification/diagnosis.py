@@ -24,6 +24,8 @@ from onnx import helper
 from rnnexport.config import ModelConfig, Tolerance
 from rnnexport.contract import C0, H0, INPUT, LENGTHS
 from rnnexport.graph.subgraphs import recurrent_nodes
+from rnnexport.verification.runners.openvino_runner import OpenVinoRunner
+from rnnexport.verification.runners.ort_runner import OrtRunner
 
 GATE_NAMES = {"GRU": "rzn", "LSTM": "ifgo", "RNN_TANH": "h", "RNN_RELU": "h"}
 DIRECTIONS = ("forward", "backward")
@@ -274,12 +276,8 @@ def _reopen(result: Any, data: bytes) -> Callable[[bytes], Any]:
     """How to open another model the way ``result``'s runner was opened (same runtime, device, precision)."""
     settings = result.settings
     if result.kind == "openvino":
-        from rnnexport.verification.runners.openvino_runner import OpenVinoRunner
-
         return lambda model: OpenVinoRunner(model, settings.get("device", "CPU"),
                                             force_f32=bool(settings.get("precision_forced", True)))
-    from rnnexport.verification.runners.ort_runner import OrtRunner
-
     return lambda model: OrtRunner(model, settings.get("provider", "CPUExecutionProvider"),
                                    threads=settings.get("intra_op_num_threads", 0))
 
