@@ -165,6 +165,19 @@ class ConfigBench:
         mine, ref = self.runtime[shape].get(key), self.runtime[shape].get(f"{REFERENCE}@{threads}")
         return mine.median_ms / ref.median_ms if isinstance(mine, Timing) and isinstance(ref, Timing) else None
 
+    def noisy_latency(self) -> dict[str, list[str]]:
+        """runner → the shape classes whose ``deploy_latency`` ratio rests on a noisy median (its own or the
+        reference's): stored beside the ratios so that every place that shows one marks it."""
+        found: dict[str, list[str]] = {}
+        for shape, timings in self.runtime.items():
+            reference = timings.get(f"{REFERENCE}@{CORES}t")
+            for key, timing in timings.items():
+                runner, threads = key.rsplit("@", 1)
+                noisy = isinstance(timing, Timing) and timing.noisy or isinstance(reference, Timing) and reference.noisy
+                if threads == f"{CORES}t" and noisy and runner != REFERENCE:
+                    found.setdefault(runner, []).append(shape)
+        return found
+
     def deploy_latency(self) -> dict[str, dict[str, float]]:
         """runner → shape class → latency ratio to ``REFERENCE`` at all cores: what verify's reports show."""
         found: dict[str, dict[str, float]] = {}
@@ -299,7 +312,7 @@ def _recommend(runtime: dict[str, dict]) -> dict[str, dict[str, Any]]:
         runner, threads = name.split("@")
         level = "ORT_ENABLE_BASIC" if runner.endswith("-basic") else "ORT_ENABLE_ALL"
         best[shape] = {"intra_op_num_threads": int(threads.removesuffix("t")), "graph_optimization_level": level,
-                       "median_ms": ours[name].median_ms}
+                       "median_ms": ours[name].median_ms, "spread": ours[name].spread, "noisy": ours[name].noisy}
     return best
 
 

@@ -232,7 +232,7 @@ def _verify_one(target: Target, options: VerifyOptions) -> VerifyReport:
                     tolerances=tolerances_for(target.cfg, options.atol, options.rtol), seed=options.seed,
                     long_seq=options.long_seq, cases=cases, threads=options.threads, variants=target.variants,
                     per_layer=options.per_layer, shapes=options.shapes)
-    report.latency = target.latency
+    report.latency, report.latency_noisy = target.latency, target.latency_noisy
     return report
 
 
@@ -440,6 +440,7 @@ def bench_targets(paths: list[Path], rounds: int, exporters: tuple[str, ...], js
             manifest = json.loads((target.folder / MANIFEST_FILE).read_text())
             manifest["runtime_recommendation"] = result.recommendation
             manifest["deploy_latency"] = result.deploy_latency()
+            manifest["deploy_latency_noisy"] = result.noisy_latency()
             write_json_atomic(target.folder / MANIFEST_FILE, manifest)
     if json_path:
         write_json_atomic(json_path, {"schema_version": 2, "cores": CORES, "gemm_peak_gflops": peaks,

@@ -113,3 +113,27 @@ def test_unknown_exporter_is_bad_input():
     result = CliRunner().invoke(main, ["bench", str(TANH), "--exporters", "tf2onnx"])
     assert (result.exit_code, result.output) == (2, "Error: unknown exporter 'tf2onnx'; known: native, torch-dynamo, "
                                                     "torch-script\n")
+
+
+def test_a_noisy_median_is_marked_wherever_its_ratio_is_stored_and_shown():
+    """Noise is never advice: a ratio resting on a noisy median (its own or the reference's) is listed in
+    noisy_latency, which bench writes beside deploy_latency, and verify's deploy table marks it."""
+    from rnnexport.bench import CORES, REFERENCE
+    from rnnexport.verification.results import RunnerResult, VerifyReport
+    from rnnexport.report.text import deploy_rows
+    from rnnexport.verification.drift import OutputDrift
+    from rnnexport.verification.verdict import Tolerances
+
+    at = f"@{CORES}t"
+    runtime = {"example": {REFERENCE + at: Timing(1.0, 0.05, 7), "openvino-cpu-f32" + at: Timing(2.0, 0.9, 21, True),
+                           "ort-cpu-int8-dynamic" + at: Timing(0.5, 0.05, 7)},
+               "long": {REFERENCE + at: Timing(10.0, 0.5, 21, True), "openvino-cpu-f32" + at: Timing(12.0, 0.05, 7)}}
+    bench = ConfigBench("m", {}, {}, runtime, {}, {}, {}, 0.0, 0.0)
+    assert bench.noisy_latency() == {"openvino-cpu-f32": ["example", "long"]}
+    assert bench.deploy_latency()["ort-cpu-int8-dynamic"] == {"example": 0.5}
+    drift = OutputDrift(1e-3, 1e-3, 1e-3, 1e-3, 1.0, (0, 0, 0), 0, 0)
+    runner = RunnerResult("openvino-cpu-f32", "openvino", "cpu", precision="bf16", drift={"example": {"output": drift}})
+    report = VerifyReport("m", "0" * 64, {}, Tolerances(), [{"name": "example"}], {}, [runner], {"name": "oracle"},
+                          latency=bench.deploy_latency(), latency_noisy=bench.noisy_latency())
+    shown = deploy_rows(report)[0][-1]
+    assert shown == "example ×2 (noisy), long ×1.2 (noisy)"

@@ -31,6 +31,7 @@ class Target:
     variants: dict[str, bytes | str] = field(default_factory=dict)
     latency: dict[str, dict[str, float]] = field(default_factory=dict)  # from bench: runner → shape → ratio
     golden: Path | None = None
+    latency_noisy: dict[str, list[str]] = field(default_factory=dict)  # from bench: runner → shapes marked noisy
 
 
 def load_targets(paths: list[Path], config: Path | None = None, weights: Path | None = None,
@@ -52,7 +53,8 @@ def load_targets(paths: list[Path], config: Path | None = None, weights: Path | 
             variants: dict[str, bytes | str] = {k: p.read_bytes() for k, p in artifact.variant_paths().items()}
             variants.update(_reasons(artifact.manifest.get("variants_unavailable")))
             targets.append(Target(artifact.config, module, model, artifact.path, variants,
-                                  _latency(artifact.manifest.get("deploy_latency"))))
+                                  _latency(artifact.manifest.get("deploy_latency")),
+                                  latency_noisy=_noisy(artifact.manifest.get("deploy_latency_noisy"))))
         elif path.suffix == ".onnx":
             if config is None or weights is None:
                 raise ArtifactError(f"{path}: a bare .onnx file needs --config CFG.toml and --weights WEIGHTS.pt")
@@ -100,6 +102,14 @@ def _reasons(recorded: object) -> dict[str, str]:
     if not isinstance(recorded, dict):
         return {}
     return {k: v for k, v in recorded.items() if k in VARIANTS and isinstance(v, str)}
+
+
+def _noisy(recorded: object) -> dict[str, list[str]]:
+    """A manifest's ``deploy_latency_noisy`` (written by bench), keeping only lists of shape names."""
+    if not isinstance(recorded, dict):
+        return {}
+    return {str(runner): [str(s) for s in shapes if isinstance(s, str)] for runner, shapes in recorded.items()
+            if isinstance(shapes, list)}
 
 
 def _latency(recorded: object) -> dict[str, dict[str, float]]:

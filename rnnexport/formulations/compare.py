@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import statistics
 import time
 from dataclasses import dataclass
 from typing import TypeVar
@@ -13,6 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from rnnexport.artifacts.build import export_config
+from rnnexport.bench import Timing
 from rnnexport.config import ModelConfig, Tolerance
 from rnnexport.export.builders import build_model
 from rnnexport.formulations.modules import (
@@ -39,6 +39,8 @@ class FormulationResult:
     max_abs_vs_native: float | None = None
     max_abs_vs_oracle: float | None = None
     seconds: float | None = None  # median time of one forward pass
+    spread: float | None = None  # (p90 - p10) / median of the timed passes, as bench quotes it
+    noisy: bool = False  # the spread stayed at or above bench.NOISY after the extra rounds
     onnx_sha256: str | None = None
 
 
@@ -66,10 +68,11 @@ class FormulationsReport:
 
     def speedup(self) -> float | None:
         """time_major's time over layer_major's: how much faster the layer-major order runs."""
-        times = {r.name: measured(r.seconds, r) for r in self.results if r.status == "ok"}
-        if "time_major" in times and "layer_major" in times:
-            return times["time_major"] / times["layer_major"]
-        return None
+        timed = {r.name: r for r in self.results if r.status == "ok"}
+        slow, fast = timed.get("time_major"), timed.get("layer_major")
+        if slow is None or fast is None or slow.noisy or fast.noisy:  # a noisy median is no ground for a ratio
+            return None
+        return measured(slow.seconds, slow) / measured(fast.seconds, fast)
 
 
 def _call(module: nn.Module, feeds: dict[str, Tensor], masks: list[Tensor] | None = None) -> list[Tensor]:
@@ -84,14 +87,28 @@ def _max_diff(a: list[Tensor], b: list[Tensor]) -> float:
     return max(float((x.double() - y.double()).abs().max()) for x, y in zip(a, b))
 
 
-def _median_seconds(module: nn.Module, feeds: dict[str, Tensor], repeats: int) -> float:
-    _call(module, feeds)  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        _call(module, feeds)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+SAMPLE_SECONDS = 0.01
+
+
+def _timing(module: nn.Module, feeds: dict[str, Tensor], repeats: int) -> Timing:
+    """Forward passes timed after a warm-up, each sample the mean of enough back-to-back passes to last about
+    SAMPLE_SECONDS (a single sub-millisecond pass is mostly timer and scheduler jitter), measured as bench measures:
+    the median and the spread, with up to 3× the samples while the spread stays at bench's noisy threshold, then
+    the noisy mark."""
+    start = time.perf_counter()
+    _call(module, feeds)  # warm-up, and the size of a sample
+    calls = max(1, int(SAMPLE_SECONDS / max(time.perf_counter() - start, 1e-6)))
+    samples: list[float] = []
+    rounds = max(repeats, 5)
+    while True:
+        for _ in range(rounds):
+            start = time.perf_counter()
+            for _ in range(calls):
+                _call(module, feeds)
+            samples.append((time.perf_counter() - start) / calls)
+        timing = Timing.of(samples)
+        if not timing.noisy or len(samples) >= 3 * rounds:
+            return timing
 
 
 def compare_formulations(cfg: ModelConfig, repeats: int = 5, seed: int = 0,
@@ -115,9 +132,10 @@ def compare_formulations(cfg: ModelConfig, repeats: int = 5, seed: int = 0,
             module = make_formulation(native, kind)
             got = _call(module, feeds)
             model = export_config(cfg, module)[1]
+            timing = _timing(module, feeds, repeats)
             results.append(FormulationResult(
                 kind, max_abs_vs_native=_max_diff(expected, got), max_abs_vs_oracle=_max_diff(oracle_out, got),
-                seconds=_median_seconds(module, feeds, repeats),
+                seconds=timing.median_ms / 1e3, spread=timing.spread, noisy=timing.noisy,
                 onnx_sha256=hashlib.sha256(model.SerializeToString()).hexdigest()))
         report = FormulationsReport(cfg.name, {"seq_len": cfg.example.seq_len, "batch": cfg.example.batch}, results,
                                     expected_max_abs=max(float(t.abs().max()) for t in expected))

@@ -92,7 +92,8 @@ def deploy_rows(report: VerifyReport) -> list[tuple[str, ...]]:
         latency = report.latency.get(r.name)
         rows.append((r.name, r.precision, f"{r.model_bytes / 1024:.1f} KiB" if r.model_bytes else "—",
                      _shown(drift) + share, f"×{growth:.2g}" if growth else "—",
-                     ", ".join(f"{shape} ×{ratio:.2g}" for shape, ratio in latency.items()) if latency
+                     ", ".join(f"{shape} ×{ratio:.2g}" + (" (noisy)" if shape in report.latency_noisy.get(r.name, [])
+                                                          else "") for shape, ratio in latency.items()) if latency
                      else "— (rnnexport bench)"))
     return rows
 

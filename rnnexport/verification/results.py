@@ -98,6 +98,7 @@ class VerifyReport:
     oracle: dict[str, Any]
     seconds: float = 0.0
     latency: dict[str, dict[str, float]] = field(default_factory=dict)  # runner → shape class → ratio (bench)
+    latency_noisy: dict[str, list[str]] = field(default_factory=dict)  # runner → shapes whose ratio is noisy
     contract: list[str] = field(default_factory=list)  # the graph's inputs and outputs against the README's contract
     inputs: list[Case] = field(default_factory=list, repr=False)  # the feeds, saved as inputs.npz
     what_if: list[str] = field(default_factory=list)  # the narrowing options of a what-if run recorded with --record
@@ -197,6 +198,7 @@ class VerifyReport:
             "largest_cell_error_ratio_to_torch_float32": self.cell_error_ratios(),
             "min_passing_tolerance": self.min_passing(verdict.tolerances),
             "latency_ratio_to_ort_float32": self.latency,
+            **({"latency_noisy": self.latency_noisy} if self.latency_noisy else {}),
             "histogram_edges": list(HISTOGRAM_EDGES),
             "seconds": self.seconds,
         } | ({"what_if": self.what_if} if self.what_if else {})
