@@ -72,3 +72,14 @@ def test_a_variant_the_model_cannot_have_is_not_listed_as_unchecked(built, tmp_p
     assert code == 0 and "  not for this model: ort-cpu-int8-dynamic (" in output
     banner = html.read_text().split("not checked here: ", 1)[1].split("<", 1)[0]
     assert "ort-cuda" in banner and "int8-dynamic" not in banner
+
+
+def test_weights_that_do_not_fit_are_one_short_line_that_says_how_to_get_a_fitting_config(tmp_path):
+    import torch
+
+    torch.save(torch.nn.GRU(5, 8, 3).state_dict(), tmp_path / "ck.pt")
+    (tmp_path / "ck.toml").write_text('cell = "gru"\ninput_size = 16\nhidden_size = 32\nnum_layers = 2\n'
+                                      '[weights]\nfile = "ck.pt"\n')
+    code, output = _run("build", tmp_path / "ck.toml", "--out", tmp_path / "out")
+    assert code == 2 and len(output.splitlines()) == 1 and len(output) < 300
+    assert output.endswith("; and 9 more (rnnexport init --from-checkpoint ck.pt writes a config that fits them)\n")

@@ -151,7 +151,7 @@ def _stack_state(tensors: dict[str, torch.Tensor], prefix: str, source: str) -> 
 def module_from_weights(cfg: ModelConfig, path: str | Path, prefix: str | None = None
                         ) -> tuple[RecurrentModule, str, str]:
     """The config's module holding the weights from ``path`` (every missing, extra or misshapen key is
-    named), the prefix the recurrent module was found under, and its layout."""
+    named, the first three in full), the prefix the recurrent module was found under, and its layout."""
     found = select_module(load_tensors(path), prefix, str(path))
     return module_from_found(cfg, found, path), found.prefix, found.layout
 
@@ -166,11 +166,18 @@ def module_from_found(cfg: ModelConfig, found: Found, path: str | Path) -> Recur
     problems += [f"{k}: expected shape {list(expected[k].shape)}, found {list(v.shape)}"
                  for k, v in state.items() if k in expected and v.shape != expected[k].shape]
     if problems:
-        raise ArtifactError(f"{path}: weights do not fit the config {cfg.name}: " + "; ".join(problems))
+        shown = "; ".join(problems[:SHOWN_PROBLEMS])
+        more = len(problems) - SHOWN_PROBLEMS
+        raise ArtifactError(f"{path}: weights do not fit the config {cfg.name}: {shown}" + (
+            f"; and {more} more (rnnexport init --from-checkpoint {Path(path).name} writes a config that fits them)"
+            if more > 0 else ""))
     _check_dtypes(state, str(path))
     with torch.no_grad():
         module.load_state_dict({k: v.to(torch.float32) for k, v in state.items()})
     return module.eval()
+
+
+SHOWN_PROBLEMS = 3  # of the weights' mismatches in one Error line; the rest are counted
 
 
 def _check_dtypes(state: dict[str, torch.Tensor], source: str) -> None:
