@@ -62,7 +62,7 @@ class RunnerResult:
         applicable") or whose model would not load ("failed")."""
         status = ("failed" if isinstance(exc, RunnerFailed) else "not applicable" if isinstance(exc, NotApplicable)
                   else "not available")
-        return cls(spec.name, spec.kind, spec.device, status=status, reason=exc.reason)
+        return cls(spec.name, spec.kind, spec.device, status=status, reason=exc.reason, precision=spec.precision)
 
     def worst(self) -> tuple[str, str, OutputDrift] | None:
         """(case, output, drift) with the largest max abs error against the oracle."""
