@@ -177,7 +177,7 @@ def build(paths: tuple[Path, ...], out: Path, check: bool, shard: str | None, ex
     from rnnexport.artifacts.index import in_shard, parse_shard
     from rnnexport.config import load_configs, parse_variants
 
-    part = parse_shard(shard) if shard else None
+    part = parse_shard(shard) if shard is not None else None
     chosen = parse_variants(list(_split(variants, "--variants")), "--variants")
     configs = [c for c in load_configs(list(paths)) if in_shard(c.name, part)]
     options = BuildOptions(out=out, exporter=exporter, weights=weights, prefix=prefix, reseed=reseed,
@@ -300,7 +300,7 @@ def verify(paths: tuple[Path, ...], config_path: Path | None, weights: Path | No
     check_names(options)
     outputs = Outputs(json=json_path, html=html_path, junit=junit_path, test_data=test_data, golden=save_golden)
     outputs.check()
-    part = parse_shard(shard) if shard else None
+    part = parse_shard(shard) if shard is not None else None
     if golden is not None:
         from rnnexport.verification.golden import golden_targets
 
@@ -493,7 +493,8 @@ def export_model_command(factory: str, out: Path, onnx_file: Path | None, runtim
 
 @main.command()
 @PATHS
-@click.option("--rounds", type=click.IntRange(min=3), default=7, show_default=True, help="Timed rounds per runner.")
+@click.option("--rounds", type=click.IntRange(min=3, max=1000), default=7, show_default=True,
+              help="Timed rounds per runner (3 to 1000).")
 @click.option("--exporters", multiple=True, metavar="NAMES",
               help=f"Exporters to compare (comma-separated; default all): {', '.join(EXPORTERS)}.")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), help="Write every measurement as JSON.")

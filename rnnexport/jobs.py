@@ -151,15 +151,24 @@ def written_by_rnnexport(path: Path, flag: str) -> bool:
     return isinstance(data, dict) and set(data) == {"schema_version", "reports"}
 
 
+MAX_SHAPE_ELEMENTS = 10_000_000  # steps × rows of one --shape case: its float64 oracle outputs must fit in memory
+
+
 def parse_shape(text: str) -> tuple[int, int]:
-    """``seq=300,batch=7`` (either order; both needed) → (300, 7)."""
-    parts = dict(p.split("=", 1) for p in text.replace(" ", "").split(",") if "=" in p)
+    """``seq=300,batch=7`` (either order; each exactly once, nothing else) → (300, 7); at most
+    ``MAX_SHAPE_ELEMENTS`` steps × rows. Raises ``RnnExportError`` otherwise."""
+    pieces = [p.split("=", 1) for p in text.replace(" ", "").split(",")]
+    usage = f"--shape {text!r}: expected seq=N,batch=M (for example seq=300,batch=7)"
+    if any(len(p) != 2 for p in pieces) or sorted(k for k, _ in pieces) != ["batch", "seq"]:
+        raise RnnExportError(usage)
     try:
-        seq, batch = int(parts["seq"]), int(parts["batch"])
-    except (KeyError, ValueError):
-        raise RnnExportError(f"--shape {text!r}: expected seq=N,batch=M (for example seq=300,batch=7)") from None
-    if set(parts) != {"seq", "batch"} or not (1 <= seq <= 1_000_000 and 1 <= batch <= 65536):
-        raise RnnExportError(f"--shape {text!r}: expected seq=N,batch=M with 1 ≤ N ≤ 1000000, 1 ≤ M ≤ 65536")
+        parts = {k: int(v) for k, v in pieces}
+    except ValueError:
+        raise RnnExportError(usage) from None
+    seq, batch = parts["seq"], parts["batch"]
+    if not (1 <= seq <= 1_000_000 and 1 <= batch <= 65536) or seq * batch > MAX_SHAPE_ELEMENTS:
+        raise RnnExportError(f"--shape {text!r}: expected seq=N,batch=M with 1 ≤ N ≤ 1000000, 1 ≤ M ≤ 65536 and "
+                             f"N × M ≤ {MAX_SHAPE_ELEMENTS:,} (the oracle's outputs must fit in memory)")
     return seq, batch
 
 
