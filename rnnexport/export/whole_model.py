@@ -240,28 +240,29 @@ def _restore_seq(proto: onnx.ModelProto, dynamic_shapes: Any, example_inputs: tu
     del proto.graph.value_info[:]
 
 
-def check_dims(dynamic_shapes: Any, example_inputs: tuple) -> None:
+def check_dims(dynamic_shapes: Any, example_inputs: tuple, who: str = "export_model") -> list[dict[int, Any] | None]:
     """``dynamic_shapes`` mirror the example inputs (one dict, or None, per tensor, nested as the inputs are); each
     names axes the tensor has, as ``batch`` or ``seq`` (a string or a ``torch.export.Dim`` of that name: these two
-    names are what ``verify_model`` builds its cases from); one name has one size in the example. Raises
-    ``ExportError`` naming the input and axis before torch sees them."""
-    if dynamic_shapes is None:
-        return
+    names are what ``verify_model`` builds its cases from); one name has one size in the example. Returns the dims
+    of each input tensor in flattened order (None where none is dynamic). Raises ``ExportError`` naming ``who``,
+    the input and the axis before torch sees them."""
     leaves, spec = torch.utils._pytree.tree_flatten(tuple(example_inputs))
+    if dynamic_shapes is None:
+        return [None] * len(leaves)
     try:
         flat = spec.flatten_up_to(tuple(dynamic_shapes))
     except (ValueError, TypeError, AttributeError, RuntimeError) as exc:
-        raise ExportError(f"export_model: dynamic_shapes do not mirror the example inputs (one dict or None per "
+        raise ExportError(f"{who}: dynamic_shapes do not mirror the example inputs (one dict or None per "
                           f"tensor, nested as the inputs are): {str(exc).splitlines()[0][:200]}") from None
     sizes: dict[str, tuple[int, str]] = {}
     for index, (dims, leaf) in enumerate(zip(flat, leaves)):
         if dims is None:
             continue
         if not isinstance(dims, dict):
-            raise ExportError(f"export_model: dynamic_shapes for input {index} is {dims!r}; expected a dict of axis "
+            raise ExportError(f"{who}: dynamic_shapes for input {index} is {dims!r}; expected a dict of axis "
                               "→ name, or None")
         for axis, value in dims.items():
-            where = f"export_model: input {index} axis {axis}"
+            where = f"{who}: input {index} axis {axis}"
             if not isinstance(axis, int) or not 0 <= axis < leaf.dim():
                 raise ExportError(f"{where}: the input has {leaf.dim()} axes")
             name = dim_name(value, where)
@@ -269,6 +270,7 @@ def check_dims(dynamic_shapes: Any, example_inputs: tuple) -> None:
             if size != leaf.shape[axis]:
                 raise ExportError(f"{where}: {name!r} is {leaf.shape[axis]} here and {size} at {first}; one name, one "
                                   "size in the example (two lengths that vary apart cannot both be seq)")
+    return flat
 
 
 def dim_name(value: Any, where: str) -> str:

@@ -27,7 +27,7 @@ from rnnexport.config import Tolerance
 from rnnexport.contract import WHOLE_MODEL_CASES
 from rnnexport.errors import ExportError
 from rnnexport.export.probe import probe_model
-from rnnexport.export.whole_model import dim_name
+from rnnexport.export.whole_model import check_dims, dim_name
 from rnnexport.verification.cases import Case, shape_case_name
 from rnnexport.verification.engine import check_names, default_providers, run_engine, runtime_specs
 from rnnexport.verification.results import VerifyReport
@@ -110,7 +110,7 @@ def input_specs(model: nn.Module, example_inputs: tuple, dynamic_shapes: Any, na
     eager run of the model: an integer input that the model hands ``pack_padded_sequence`` as lengths is the
     lengths role (sorted where the model packs with ``enforce_sorted=True``), any other integer input tokens."""
     leaves, _ = tree_flatten(tuple(example_inputs))
-    dims_of = _flat_dims(dynamic_shapes, example_inputs, len(leaves))
+    dims_of = check_dims(dynamic_shapes, example_inputs, "verify_model")
     if len(names) != len(leaves):
         raise ExportError(f"verify_model: the ONNX model has {len(names)} inputs and the example inputs hold "
                           f"{len(leaves)} tensors")
@@ -128,17 +128,6 @@ def input_specs(model: nn.Module, example_inputs: tuple, dynamic_shapes: Any, na
         else:
             specs.append(InputSpec(name, shape, role="tokens", high=min(embeddings) if embeddings else None))
     return specs
-
-
-def _flat_dims(dynamic_shapes: Any, example_inputs: tuple, count: int) -> list[dict | None]:
-    """One dims dict (or None) per flattened input: ``dynamic_shapes`` mirrors the inputs' nesting."""
-    if dynamic_shapes is None:
-        return [None] * count
-    flat, _ = tree_flatten(tuple(dynamic_shapes), is_leaf=lambda v: v is None or isinstance(v, dict))
-    if len(flat) != count:
-        raise ExportError(f"verify_model: dynamic_shapes hold {len(flat)} entries for {count} input tensors; give "
-                          "one dict (or None) per tensor, nested as the inputs are")
-    return flat
 
 
 STANDARD_CASES = WHOLE_MODEL_CASES
