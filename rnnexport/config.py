@@ -282,6 +282,10 @@ def _check_values(check: _Checker, v: dict[str, Any]) -> None:
     example = v.get("example", Example())
     check.in_range("example.seq_len", example.seq_len, 1, MAX_SEQ_LEN, f"an integer from 1 to {MAX_SEQ_LEN}")
     check.in_range("example.batch", example.batch, 1, MAX_SIZE, f"an integer from 1 to {MAX_SIZE}")
+    weights = v.get("weights")
+    if weights is not None and not weights.file.strip():
+        raise check.fail("weights.file", weights.file, "the path of the weights file, relative to this config "
+                         "(without a [weights] table the weights are seeded)")
     tol = v.get("tolerance", Tolerance())
     check.in_range("tolerance.atol", tol.atol, 0.0, 1e300, "a finite, non-negative number")
     check.in_range("tolerance.rtol", tol.rtol, 0.0, 1e300, "a finite, non-negative number")

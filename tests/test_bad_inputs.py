@@ -4,8 +4,12 @@ missing), no traceback, and leaves every file it could touch as it was."""
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
+import sys
+import warnings
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -150,6 +154,47 @@ def _no_recurrent_node(artifact: Path, bad: Path) -> None:
     onnx.save(helper.make_model(graph), bad)
 
 
+def _torchscript(old: bytes, new: bytes) -> Callable[[Path], None]:
+    """Writes a TorchScript archive of a small GRU whose data.pkl has ``old`` replaced by ``new``."""
+    def make(path: Path) -> None:
+        buffer = io.BytesIO()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit.script: what users' archives came from
+            torch.jit.save(torch.jit.script(torch.nn.GRU(3, 4)), buffer)
+        source = zipfile.ZipFile(io.BytesIO(buffer.getvalue()))
+        with zipfile.ZipFile(path, "w") as target:
+            for name in source.namelist():
+                data = source.read(name)
+                target.writestr(name, data.replace(old, new) if name.endswith("/data.pkl") else data)
+    return make
+
+
+# weight_ih_l0 of GRU(3, 4) is stored as (MARK BININT1 12 BININT1 3 TUPLE): its size (12, 3)
+TS_SIZE = b"(K\x0cK\x03t"
+
+
+def _weights_setup(make: Callable[[Path], None]) -> Callable[[Path], list[str]]:
+    def setup(tmp: Path) -> list[str]:
+        artifact = _artifact(tmp)
+        make(tmp / "w.pt")
+        return ["verify", str(artifact / "model.onnx"), "--config", str(GRU), "--weights", str(tmp / "w.pt")]
+    return setup
+
+
+def _deep_dict(depth: int) -> Callable[[Path], None]:
+    def make(path: Path) -> None:
+        state: dict = {"w": torch.zeros(2)}
+        for _ in range(depth):
+            state = {"k": state}
+        limit = sys.getrecursionlimit()
+        sys.setrecursionlimit(10 * depth)  # pickling recurses once per level
+        try:
+            torch.save(state, path)
+        finally:
+            sys.setrecursionlimit(limit)
+    return make
+
+
 def _artifact_then(change: Callable[[Path], None], *extra: str) -> Callable[[Path], list[str]]:
     def setup(tmp: Path) -> list[str]:
         artifact = _artifact(tmp)
@@ -235,6 +280,24 @@ CATALOGUE = [Bad(f"config_{name}", _config(text), CFG_PREFIX + message) for name
         "{tmp}/w.pt: expected a state_dict (a dict of tensors), found list"),
     Bad("weights_garbage", _verify_weights(raw=b"\x00\x01 not torch"),
         "{tmp}/w.pt: not a PyTorch weights file (Unsupported operand 0)"),
+    Bad("torchscript_size_past_storage", _weights_setup(_torchscript(TS_SIZE, b"(K\xc8K\x03t")),
+        "{tmp}/w.pt: a TorchScript archive whose weights cannot be read safely (a tensor reaching element 599 of a "
+        "storage of 36); save a state_dict instead: torch.save(model.state_dict(), 'weights.pt')"),
+    Bad("torchscript_string_size", _weights_setup(_torchscript(TS_SIZE, b"(X\x01\x00\x00\x00aK\x03t")),
+        "{tmp}/w.pt: a TorchScript archive whose weights cannot be read safely (a tensor size of 'a'); save a "
+        "state_dict instead: torch.save(model.state_dict(), 'weights.pt')"),
+    Bad("weights_fifo", _weights_setup(os.mkfifo),
+        "{tmp}/w.pt: not a regular file (a pipe, socket or device), expected a weights file"),
+    Bad("weights_nested_3000_deep", _weights_setup(_deep_dict(3000)), "{tmp}/w.pt: dicts nested more than 64 deep"),
+    Bad("weights_nan", _verify_weights(_gru_state(weight_hh_l1=torch.full((96, 32), float("nan")))),
+        "{tmp}/w.pt: weight_hh_l1 holds 3,072 NaN or infinite value(s) of 3,072; every output would be NaN, so "
+        "there is nothing to export or verify"),
+    Bad("config_weights_file_empty", _config(BASE + '[weights]\nfile = ""\n'),
+        CFG_PREFIX + "key 'weights.file': '' is not allowed; expected the path of the weights file, relative to "
+        "this config (without a [weights] table the weights are seeded)"),
+    Bad("config_weights_only_prefix", _config(BASE + '[weights]\nprefix = "rnn."\n'),
+        CFG_PREFIX + "key 'weights.file': '' is not allowed; expected the path of the weights file, relative to "
+        "this config (without a [weights] table the weights are seeded)"),
     Bad("artifact_tampered", _artifact_then(lambda a: (a / "model.onnx").write_bytes(b"x" * 10)),
         "{tmp}/out/gru_2layer/model.onnx: sha256 " + hashlib.sha256(b"x" * 10).hexdigest()[:12]
         + f"… does not match the manifest's {MODEL_SHA[:12]}…; "

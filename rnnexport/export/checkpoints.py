@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pickle
 import re
+import stat
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,10 +21,13 @@ import torch
 from rnnexport.config import GATES, ModelConfig
 from rnnexport.errors import ArtifactError
 from rnnexport.export.builders import RecurrentModule, build_model
+from rnnexport.export.torchscript import MAX_DEPTH, read_archive
 
 PARAM = re.compile(r"(weight|bias)_(ih|hh)_l(\d+)(_reverse)?")
 CELL_PARAMS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
 STACK_ITEM = re.compile(r"(.*?)(\d+)\.$")
+MAX_WEIGHTS_BYTES = 16 * 2**30  # a file larger than this is not one recurrent model's weights
+FLOAT32_MAX = float(torch.finfo(torch.float32).max)
 FLOAT_TYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 
 
@@ -31,20 +35,15 @@ def load_tensors(path: str | Path) -> dict[str, torch.Tensor]:
     """Every tensor in a ``torch.save`` file or TorchScript archive, nested dicts flattened to dotted keys
     (``{"model": {"rnn.weight_ih_l0": t}}`` → ``model.rnn.weight_ih_l0``)."""
     path = Path(path)
-    if path.is_dir():
-        raise ArtifactError(f"{path}: is a folder, expected a weights file")
-    if not path.exists():
-        raise ArtifactError(f"{path}: no such file")
+    check_weights_file(path)
     if _is_torchscript(path):
-        from rnnexport.export.torchscript import read_archive
-
         data = read_archive(path)
     else:
         data = _torch_load(path)
     if not isinstance(data, dict):
         raise ArtifactError(f"{path}: expected a state_dict (a dict of tensors), found {type(data).__name__}")
     tensors: dict[str, torch.Tensor] = {}
-    for key, value in _flatten(data, ""):
+    for key, value in _flatten(data, path):
         if key in tensors:
             raise ArtifactError(f"{path}: the key {key!r} appears twice once nested dicts are flattened "
                                 "(a key with dots beside a nested dict of the same path)")
@@ -52,6 +51,24 @@ def load_tensors(path: str | Path) -> dict[str, torch.Tensor]:
     if not tensors:
         raise ArtifactError(f"{path}: holds no tensors")
     return tensors
+
+
+def check_weights_file(path: Path) -> None:
+    """Refuse what cannot be a weights file before opening it: a folder, a FIFO or device (reading one never
+    ends), or a file over ``MAX_WEIGHTS_BYTES``. Raises ``ArtifactError``."""
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        raise ArtifactError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise ArtifactError(f"{path}: cannot be read ({exc.strerror})") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise ArtifactError(f"{path}: is a folder, expected a weights file")
+    if not stat.S_ISREG(info.st_mode):
+        raise ArtifactError(f"{path}: not a regular file (a pipe, socket or device), expected a weights file")
+    if info.st_size > MAX_WEIGHTS_BYTES:
+        raise ArtifactError(f"{path}: {info.st_size / 2**30:.1f} GiB, over the {MAX_WEIGHTS_BYTES // 2**30} GiB "
+                            "rnnexport reads; save only the recurrent module's state_dict")
 
 
 def _is_torchscript(path: Path) -> bool:
@@ -78,12 +95,19 @@ def _torch_load(path: Path) -> Any:
         raise ArtifactError(f"{path}: not a PyTorch weights file ({type(exc).__name__}: {first})") from None
 
 
-def _flatten(data: dict, prefix: str):
-    for key, value in data.items():
-        if isinstance(value, torch.Tensor):
-            yield f"{prefix}{key}", value
-        elif isinstance(value, dict):
-            yield from _flatten(value, f"{prefix}{key}.")
+def _flatten(data: dict, path: Path) -> list[tuple[str, torch.Tensor]]:
+    """(dotted key, tensor) of every tensor in nested dicts; iterative, and at most ``MAX_DEPTH`` deep."""
+    found, todo = [], [(data, "", 0)]
+    while todo:
+        node, prefix, depth = todo.pop()
+        if depth > MAX_DEPTH:
+            raise ArtifactError(f"{path}: dicts nested more than {MAX_DEPTH} deep")
+        for key, value in node.items():
+            if isinstance(value, torch.Tensor):
+                found.append((f"{prefix}{key}", value))
+            elif isinstance(value, dict):
+                todo.append((value, f"{prefix}{key}.", depth + 1))
+    return found
 
 
 @dataclass(frozen=True)
@@ -187,6 +211,13 @@ def _check_dtypes(state: dict[str, torch.Tensor], source: str) -> None:
             raise ArtifactError(f"{source}: {key} is {value.dtype}; complex weights cannot be exported")
         if value.dtype not in FLOAT_TYPES:
             raise ArtifactError(f"{source}: {key} is {value.dtype}, not a floating-point weight")
+        bad = int((~torch.isfinite(value.to(torch.float64))).sum())
+        if bad:
+            raise ArtifactError(f"{source}: {key} holds {bad:,} NaN or infinite value(s) of {value.numel():,}; "
+                                "every output would be NaN, so there is nothing to export or verify")
+        big = int((value.to(torch.float64).abs() > FLOAT32_MAX).sum())
+        if big:
+            raise ArtifactError(f"{source}: {key} holds {big:,} value(s) beyond float32's range (3.4e38)")
 
 
 def cast_dtypes(found: Found) -> list[str]:

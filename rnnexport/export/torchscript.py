@@ -18,6 +18,8 @@ import torch
 
 from rnnexport.errors import ArtifactError
 
+MAX_DEPTH = 64  # submodules (and dicts) inside each other; real models nest a handful deep
+
 STORAGES = {"FloatStorage": np.float32, "DoubleStorage": np.float64, "HalfStorage": np.float16,
             "LongStorage": np.int64, "IntStorage": np.int32, "ShortStorage": np.int16, "CharStorage": np.int8,
             "ByteStorage": np.uint8, "BoolStorage": np.bool_}
@@ -30,9 +32,41 @@ class _Record:
         self.state = state if isinstance(state, dict) else {}
 
 
-def _rebuild_tensor(storage: np.ndarray, offset: int, size: tuple, stride: tuple, *rest: Any) -> torch.Tensor:
+MAX_ELEMENTS = 2**28  # per tensor: 1 GiB of float32, far beyond any recurrent layer's weights
+MAX_STORAGE_BYTES = 2**32
+
+
+def _rebuild_tensor(storage: np.ndarray, offset: Any, size: Any, stride: Any, *rest: Any) -> torch.Tensor:
+    """The tensor ``storage[offset + sum(i_k * stride_k)]``, after checking that every element it reads lies
+    inside ``storage``: the numbers come from the archive, and numpy trusts them (reading past the storage is
+    a segfault or someone else's memory)."""
+    if not isinstance(storage, np.ndarray):
+        raise pickle.UnpicklingError("a tensor without a storage")
+    offset, size, stride = _index(offset, "offset"), _indices(size, "size"), _indices(stride, "stride")
+    if len(size) != len(stride):
+        raise pickle.UnpicklingError(f"a tensor of {len(size)} sizes and {len(stride)} strides")
+    count = int(np.prod(size, dtype=object)) if size else 1
+    if count > MAX_ELEMENTS:
+        raise pickle.UnpicklingError(f"a tensor of {count:,} elements (at most {MAX_ELEMENTS:,})")
+    last = offset + sum((n - 1) * s for n, s in zip(size, stride)) if count else offset - 1
+    if count and last >= storage.size:
+        raise pickle.UnpicklingError(f"a tensor reaching element {last:,} of a storage of {storage.size:,}")
+    if offset > storage.size:
+        raise pickle.UnpicklingError(f"a tensor at offset {offset:,} of a storage of {storage.size:,}")
     view = np.lib.stride_tricks.as_strided(storage[offset:], shape=size, strides=[s * storage.itemsize for s in stride])
     return torch.from_numpy(view.copy())
+
+
+def _index(value: Any, what: str) -> int:
+    if type(value) is not int or not 0 <= value < 2**62:
+        raise pickle.UnpicklingError(f"a tensor {what} of {value!r:.40}")
+    return value
+
+
+def _indices(values: Any, what: str) -> tuple[int, ...]:
+    if not isinstance(values, tuple) or len(values) > 16:
+        raise pickle.UnpicklingError(f"a tensor {what} of {values!r:.40}")
+    return tuple(_index(v, what) for v in values)
 
 
 class _Unpickler(pickle.Unpickler):
@@ -59,9 +93,14 @@ class _Unpickler(pickle.Unpickler):
 
     def persistent_load(self, pid: Any) -> np.ndarray:
         _, storage, key, _, _ = pid
+        if not isinstance(key, str):
+            raise pickle.UnpicklingError(f"a storage key {key!r:.40}")
         if storage not in STORAGES:
             raise pickle.UnpicklingError(f"a {storage}")
-        return np.frombuffer(self.archive.read(f"{self.root}/data/{key}"), dtype=STORAGES[storage])
+        name = f"{self.root}/data/{key}"
+        if self.archive.getinfo(name).file_size > MAX_STORAGE_BYTES:
+            raise pickle.UnpicklingError(f"a storage of more than {MAX_STORAGE_BYTES:,} bytes")
+        return np.frombuffer(self.archive.read(name), dtype=STORAGES[storage])
 
 
 def read_archive(path: Path) -> dict[str, Any]:
@@ -70,15 +109,18 @@ def read_archive(path: Path) -> dict[str, Any]:
         with zipfile.ZipFile(path) as archive:
             root = archive.namelist()[0].split("/", 1)[0]
             top = _Unpickler(archive.read(f"{root}/data.pkl"), archive, root).load()
-    except (pickle.UnpicklingError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+    except (pickle.UnpicklingError, KeyError, ValueError, TypeError, EOFError, zipfile.BadZipFile) as exc:
         raise ArtifactError(f"{path}: a TorchScript archive whose weights cannot be read safely ({exc}); save a "
                             "state_dict instead: torch.save(model.state_dict(), 'weights.pt')") from None
-    return _as_dict(top)
+    return _as_dict(top, path)
 
 
-def _as_dict(value: Any) -> Any:
+def _as_dict(value: Any, path: Path, depth: int = 0) -> Any:
+    if depth > MAX_DEPTH:
+        raise ArtifactError(f"{path}: submodules nested more than {MAX_DEPTH} deep")
     if isinstance(value, _Record):
         value = value.state
     if isinstance(value, dict):
-        return {k: _as_dict(v) for k, v in value.items() if isinstance(v, (torch.Tensor, dict, _Record))}
+        return {k: _as_dict(v, path, depth + 1) for k, v in value.items()
+                if isinstance(v, (torch.Tensor, dict, _Record))}
     return value
