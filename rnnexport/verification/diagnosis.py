@@ -22,7 +22,7 @@ import onnx
 from onnx import helper
 
 from rnnexport.config import ModelConfig, Tolerance
-from rnnexport.contract import C0, H0, INPUT, LENGTHS
+from rnnexport.contract import C0, H0, INPUT, LENGTHS, recurrent_cell
 from rnnexport.graph.subgraphs import recurrent_nodes
 from rnnexport.verification.runners.openvino_runner import OpenVinoRunner
 from rnnexport.verification.runners.ort_runner import OrtRunner
@@ -131,13 +131,33 @@ def node_layers(model: onnx.ModelProto, cfg: ModelConfig) -> list[tuple[onnx.Nod
 
 
 def _exposed(model: onnx.ModelProto, tensors: list[str]) -> bytes:
-    """An in-memory copy of ``model`` with ``tensors`` added as graph outputs."""
+    """An in-memory copy of ``model`` with ``tensors`` added as graph outputs, each declared in its own element
+    type (a float16 graph's Y is float16: a runtime refuses an output declared in another type)."""
     copy = onnx.ModelProto()
     copy.CopyFrom(model)
     present = {o.name for o in copy.graph.output}
-    copy.graph.output.extend(helper.make_tensor_value_info(t, onnx.TensorProto.FLOAT, None)
+    types = element_types(model)
+    copy.graph.output.extend(helper.make_tensor_value_info(t, types.get(t, onnx.TensorProto.FLOAT), None)
                              for t in tensors if t not in present)
     return copy.SerializeToString()
+
+
+def element_types(model: onnx.ModelProto) -> dict[str, int]:
+    """Tensor name → ONNX element type, as far as shape inference and the graph's declarations tell; a
+    recurrent node's outputs have the type of its X (the operator's one type T), also in contrib domains
+    that shape inference does not know."""
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model).graph
+    except Exception:  # onnx raises its own errors for graphs it cannot infer; declarations remain
+        inferred = model.graph
+    types = {v.name: v.type.tensor_type.elem_type
+             for v in [*inferred.input, *inferred.value_info, *inferred.output] if v.type.tensor_type.elem_type}
+    types.update({t.name: t.data_type for t in model.graph.initializer})
+    for node in model.graph.node:
+        if recurrent_cell(node.domain, node.op_type) and node.input and node.input[0] in types:
+            for out in node.output:
+                types.setdefault(out, types[node.input[0]])
+    return types
 
 
 def _node_direction(y: np.ndarray, slot: int, reversed_input: bool, lengths: np.ndarray) -> np.ndarray:
@@ -170,7 +190,7 @@ class Localisation:
         failing = next((layer for layer in self.layers if not layer["ok"]), None)
         clean = ", ".join(f"layer {x['layer']} {x['direction']} {x['max_abs']:.1e}" for x in self.layers if x["ok"])
         if failing is None:
-            return f"every layer within tolerance ({clean})"
+            return f"{self.note} (clean before it: {clean})" if self.note else f"every layer within tolerance ({clean})"
         head = (f"first failing: layer {failing['layer']}, {failing['direction']} direction (max |Δ| "
                 f"{failing['max_abs']:.3g} > {failing['allowed']:.2g})")
         return head + (f"; clean before it: {clean}" if clean else "") + (f" (case {self.case})" if self.case else "")
@@ -193,18 +213,43 @@ def localise(module: Any, data: bytes, cfg: ModelConfig, feeds: dict[str, np.nda
     found = Localisation()
     masked = cfg.inputs.variable_lengths == "masked"
     for node, layer, directions in matched:
+        y = outputs.get(node.output[0])
+        problem = _unreadable(node, y, ref.ys[layer][0].shape, len(directions))
+        if problem:
+            found.note = f"layer {layer}: {problem}"
+            return found
         for slot, direction in enumerate(directions):
-            actual = _valid(_node_direction(outputs[node.output[0]], slot, masked and direction == 1, lengths), lengths)
+            actual = _valid(_node_direction(y, slot, masked and direction == 1, lengths), lengths)
             expected = ref.ys[layer][direction]
+            nonfinite = int(np.count_nonzero(~np.isfinite(actual)))
             max_abs = float(np.abs(actual - expected).max())
             allowed = tol.allowed(float(np.abs(expected).max()))
             entry = {"layer": layer, "direction": DIRECTIONS[direction], "node": node.name, "max_abs": max_abs,
-                     "allowed": allowed, "ok": max_abs <= allowed}
+                     "allowed": allowed, "ok": max_abs <= allowed and not nonfinite}
             found.layers.append(entry)
+            if nonfinite:
+                found.diagnosis = (f"layer {layer}, {DIRECTIONS[direction]} direction: {nonfinite} NaN/Inf in "
+                                   f"{node.name or node.op_type}'s Y where PyTorch's layer output is finite")
+                return found
             if not entry["ok"]:
                 found.diagnosis = diagnose(module, ref, layer, direction, actual, lengths, h0, c0, tol)
                 return found
     return found
+
+
+def _unreadable(node: onnx.NodeProto, y: np.ndarray | None, layer_shape: tuple[int, ...], dirs: int) -> str | None:
+    """Why a recurrent node's Y as the runner returned it cannot be read as [T, D, B, H] (PyTorch's layer output
+    is [T, B, H]), or None."""
+    name = node.name or node.op_type
+    if y is None:
+        return f"the runner did not return {name}'s Y ({node.output[0]})"
+    steps, batch, hidden = layer_shape
+    if y.dtype.kind != "f" and not y.dtype.name.startswith("bfloat16"):
+        return f"{name}'s Y holds {y.dtype} values, not real numbers"
+    if y.ndim != 4 or (y.shape[0], y.shape[2], y.shape[3]) != (steps, batch, hidden) or y.shape[1] < dirs:
+        return (f"{name}'s Y has shape {list(y.shape)} where ONNX's [seq, num_directions, batch, hidden_size] is "
+                f"[{steps}, {dirs}, {batch}, {hidden}] (a layout=1 node, or not the layer PyTorch computes)")
+    return None
 
 
 def _gate_words(mode: str, perm: tuple[int, ...]) -> str:

@@ -24,7 +24,8 @@ class OutputDrift:
     ``per_step`` is the max abs error at each time step (outputs with a time axis only); ``growth_slope``
     its least-squares slope per step (of the full curve, before the pooling that ``to_dict`` applies) and
     ``growth_ratio`` the mean error over the last quarter of the steps over the first quarter.
-    ``shape_mismatch`` says, when the shapes differ (or the output is missing), what each side had, and
+    ``shape_mismatch`` says, when the shapes differ (or the output is missing, or holds integers, booleans or
+    strings where the oracle holds real numbers), what each side had, and
     ``shapes`` holds them as (actual, expected); the numbers are then zero.
     ``histogram`` counts the errors of finite elements per bin of ``HISTOGRAM_EDGES``.
     """
@@ -57,6 +58,8 @@ class OutputDrift:
         if expected.shape != actual.shape:
             return cls.unmatched(f"shape {list(actual.shape)} where PyTorch gives {list(expected.shape)}",
                                  (tuple(actual.shape), tuple(expected.shape)))
+        if _kind(actual) != _kind(expected):
+            return cls.unmatched(f"element type {actual.dtype} where PyTorch gives {_kind(expected)} numbers")
         acc = _Accumulator()
         if time_axis is None or expected.size == 0:
             acc.add(expected, actual, None, 0)
@@ -82,6 +85,13 @@ class OutputDrift:
         data["shapes"] = None if self.shapes is None else [list(s) for s in self.shapes]
         data["per_step"] = None if self.per_step is None else pooled_curve(self.per_step)
         return data
+
+
+def _kind(a: np.ndarray) -> str:
+    """What an array holds, in words: the precision of a real number is the tolerance's business, not this."""
+    if a.dtype.name.startswith(("bfloat16", "float8")):  # ml_dtypes' types, as some runtimes return them
+        return "real"
+    return {"f": "real", "i": "integer", "u": "integer", "b": "boolean"}.get(a.dtype.kind, str(a.dtype))
 
 
 class _Accumulator:

@@ -21,7 +21,7 @@ import numpy as np
 import onnx
 
 from rnnexport.config import ModelConfig, Tolerance, config_for_module, parse_config
-from rnnexport.contract import CASE_NAMES, OUTPUT
+from rnnexport.contract import C0, C_N, CASE_NAMES, H0, H_N, OUTPUT
 from rnnexport.errors import ConfigError, ProviderUnavailable, RunnerFailed, RunnerUnavailable
 from rnnexport.export.variants import float16_compute
 from rnnexport.graph.reader import check_model_matches, contract_problems, model_from_source
@@ -222,8 +222,13 @@ def verify(
     return report
 
 
+class UnusableOutputs(Exception):
+    """A runner's outputs that cannot be compared at all (a streaming case whose state cannot be carried)."""
+
+
 def _run_case(case: Case, oracle: Oracle, runners: list[Runner], results: dict[str, RunnerResult]) -> float:
-    """Run one case everywhere and record the drift against the oracle; returns the oracle's run time."""
+    """Run one case everywhere and record the drift against the oracle; returns the oracle's run time. Whatever
+    a runner returns (another shape, type, rank or count, NaN/Inf) is recorded as drift in words, never raised."""
     t0 = time.perf_counter()
     expected = oracle.expected(case)
     oracle_seconds = time.perf_counter() - t0
@@ -236,11 +241,14 @@ def _run_case(case: Case, oracle: Oracle, runners: list[Runner], results: dict[s
         except RunnerFailed as exc:  # this case would not run (a shape the graph cannot take, say)
             result.case_errors[case.name] = exc.reason
             continue
+        except UnusableOutputs as exc:
+            result.drift[case.name] = {name: OutputDrift.unmatched(str(exc)) for name in expected}
+            continue
         result.run_seconds += time.perf_counter() - t0
         if runner.name == TORCH_CPU:
             reference = actual
         result.drift[case.name] = _compare(expected, actual, case)
-        if result.kind != "torch" and (hints := ragged_hints(case, actual)):
+        if result.kind != "torch" and (hints := ragged_hints(case, actual, expected)):
             result.hints[case.name] = hints
         if result.kind != "torch" and reference is not None:
             result.vs_float32[case.name] = _compare(reference, actual, case)
@@ -248,7 +256,8 @@ def _run_case(case: Case, oracle: Oracle, runners: list[Runner], results: dict[s
 
 
 def _infer(runner: Runner, case: Case) -> dict[str, np.ndarray]:
-    """One call, or for a streaming case one call per chunk with the final state carried over."""
+    """One call, or for a streaming case one call per chunk with the final state carried over (``UnusableOutputs``
+    when a call returns no state of the shape fed in, or pieces of output that do not join along time)."""
     if not case.chunks:
         return runner.infer(case.feeds)
     feeds, pieces, start = dict(case.feeds), [], 0
@@ -257,19 +266,32 @@ def _infer(runner: Runner, case: Case) -> dict[str, np.ndarray]:
         if "sequence_lens" in feeds:
             feeds["sequence_lens"] = np.full_like(case.feeds["sequence_lens"], length)
         out = runner.infer(feeds)
-        pieces.append(out["output"])
-        feeds["h0"] = out["h_n"]
-        if "c_n" in out:
-            feeds["c0"] = out["c_n"]
+        if OUTPUT not in out:
+            raise UnusableOutputs(f"no {OUTPUT!r} among the runner's outputs ({', '.join(out) or 'none'})")
+        pieces.append(np.asarray(out[OUTPUT]))
+        for state, final in ((H0, H_N), (C0, C_N)):
+            if state not in case.feeds:
+                continue
+            carried = out.get(final)
+            if carried is None or np.shape(carried) != case.feeds[state].shape:
+                got = "none" if carried is None else f"shape {list(np.shape(carried))}"
+                raise UnusableOutputs(f"{final} ({got}) cannot be fed back as {state} "
+                                      f"{list(case.feeds[state].shape)} for the next chunk")
+            feeds[state] = carried
         start += length
-    out["output"] = np.concatenate(pieces, axis=case.time_axis)
+    try:
+        out[OUTPUT] = np.concatenate(pieces, axis=case.time_axis)
+    except ValueError as exc:  # numpy: shapes that differ off the time axis, or no such axis
+        shapes = ", ".join(str(list(p.shape)) for p in pieces)
+        raise UnusableOutputs(f"the chunks' outputs ({shapes}) do not join along the time axis: {exc}") from None
     return out
 
 
 def _compare(expected: dict[str, np.ndarray], actual: dict[str, np.ndarray], case: Case) -> dict[str, OutputDrift]:
-    missing = OutputDrift.unmatched("missing from the runner's outputs")
+    """Drift of every output the oracle has; one the runner lacks is named, one the oracle lacks is ignored."""
+    missing = OutputDrift.unmatched(f"missing from the runner's outputs (it returned {', '.join(actual) or 'none'})")
     return {
-        name: OutputDrift.from_arrays(expected[name], actual[name],
+        name: OutputDrift.from_arrays(expected[name], np.asarray(actual[name]),
                                       case.time_axis if name == OUTPUT and case.time_axis is not None else None)
         if name in actual else missing
         for name in expected

@@ -16,17 +16,20 @@ from rnnexport.verification.cases import Case
 PORTABLE = 'rebuild with [inputs] variable_lengths = "masked" for a graph that does not depend on it'
 
 
-def ragged_hints(case: Case, actual: dict[str, np.ndarray]) -> dict[str, str]:
-    """output → a sentence, for the outputs of a ragged case that look like ``sequence_lens`` was ignored."""
+def ragged_hints(case: Case, actual: dict[str, np.ndarray], expected: dict[str, np.ndarray]) -> dict[str, str]:
+    """output → a sentence, for the outputs of a ragged case that look like ``sequence_lens`` was ignored. Only
+    outputs of the oracle's shape and of a real-number type are read: any other is a failure the drift already
+    names (its shape, its type), and no hint is given for it."""
     lengths = case.feeds.get(LENGTHS)
-    y = actual.get(OUTPUT)
-    if lengths is None or y is None or y.ndim != 3 or case.chunks or case.time_axis is None:
+    y, want = actual.get(OUTPUT), expected.get(OUTPUT)
+    if lengths is None or y is None or want is None or case.chunks or case.time_axis is None:
         return {}  # no time axis: a whole model's own inputs, whose names say nothing of their roles
-    time_major = np.moveaxis(y, case.time_axis, 0)
+    if y.shape != want.shape or y.ndim != 3 or y.dtype.kind not in "fiu" or not np.isfinite(y).all():
+        return {}  # another shape, type or NaN/Inf: the drift names it, and no hint would be true
+    time_major = np.moveaxis(y, case.time_axis, 0).astype(np.float64)
     steps = time_major.shape[0]
-    short = [b for b, n in enumerate(lengths) if n < steps]
     padded = max((float(np.abs(time_major[n:, b]).max()) for b, n in enumerate(lengths) if n < steps), default=0.0)
-    if not short or padded == 0.0:
+    if padded == 0.0:
         return {}
     hints = {OUTPUT: f"outputs past a row's length are not zero (up to {padded:.3g}): the runtime does not "
                      f"honour sequence_lens; {PORTABLE}"}
