@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rnnexport.contract import RESERVED_NAMES, VARIANTS
+from rnnexport.contract import RESERVED_NAMES, REVERSE_OPS, VARIANTS
 from rnnexport.contract import input_names as contract_input_names
 from rnnexport.errors import ConfigError
 
@@ -101,6 +101,7 @@ class ModelConfig:
     tolerance: Tolerance = Tolerance()
     weights: Weights | None = None
     variants: tuple[str, ...] = ()  # deployment variants built beside model.onnx (contract.VARIANTS)
+    reverse: str = REVERSE_OPS[0]  # how a masked bidirectional graph reverses rows (contract.REVERSE_OPS)
     source: str | None = dataclasses.field(default=None, compare=False)
 
     @property
@@ -117,6 +118,8 @@ class ModelConfig:
             del data["variants"]
         else:
             data["variants"] = list(data["variants"])
+        if data["reverse"] == REVERSE_OPS[0]:  # likewise configs that keep ReverseSequence
+            del data["reverse"]
         return data
 
     def with_variable_lengths(self, value: bool | str) -> ModelConfig:
@@ -160,10 +163,12 @@ _SCALARS: dict[str, tuple[type, Any]] = {
     "dropout": (float, 0.0),
     "seed": (int, 0),
     "opset": (int, DEFAULT_OPSET),
+    "reverse": (str, REVERSE_OPS[0]),
 }
 _TABLES: dict[str, type] = {"example": Example, "inputs": Inputs, "tolerance": Tolerance, "weights": Weights}
 _REQUIRED = ("cell", "input_size", "hidden_size")
-_CHOICES = {"inputs.variable_lengths": ((False, True, "masked"), 'true, false or "masked"')}
+_CHOICES = {"inputs.variable_lengths": ((False, True, "masked"), 'true, false or "masked"'),
+            "reverse": (REVERSE_OPS, " or ".join(f'"{op}"' for op in REVERSE_OPS))}
 _TYPE_WORDS = {str: "a string", int: "an integer", bool: "true or false", float: "a number", dict: "a table"}
 
 
@@ -228,7 +233,9 @@ def parse_config(raw: dict[str, Any], source: str, default_name: str | None = No
         )
     values: dict[str, Any] = {}
     for key, value in raw.items():
-        if key in _SCALARS:
+        if key in _CHOICES:
+            values[key] = check.choice(key, value)
+        elif key in _SCALARS:
             values[key] = check.typed(key, value, _SCALARS[key][0])
         elif key in _TABLES:
             values[key] = check.table(key, value, _TABLES[key])
@@ -286,6 +293,10 @@ def _check_values(check: _Checker, v: dict[str, Any]) -> None:
     if weights is not None and not weights.file.strip():
         raise check.fail("weights.file", weights.file, "the path of the weights file, relative to this config "
                          "(without a [weights] table the weights are seeded)")
+    masked_both_ways = v.get("bidirectional", False) and v.get("inputs", Inputs()).variable_lengths == "masked"
+    if v.get("reverse", REVERSE_OPS[0]) != REVERSE_OPS[0] and not masked_both_ways:
+        raise check.fail("reverse", v["reverse"], f'"{REVERSE_OPS[0]}" unless bidirectional = true and [inputs] '
+                         'variable_lengths = "masked" (only the backward direction of a masked graph reverses rows)')
     tol = v.get("tolerance", Tolerance())
     check.in_range("tolerance.atol", tol.atol, 0.0, 1e300, "a finite, non-negative number")
     check.in_range("tolerance.rtol", tol.rtol, 0.0, 1e300, "a finite, non-negative number")

@@ -20,6 +20,10 @@ def recurrent_cell(domain: str, op_type: str) -> str | None:
 INPUT, H0, C0, LENGTHS = "input", "h0", "c0", "sequence_lens"
 OUTPUT, H_N, C_N = "output", "h_n", "c_n"
 SEQ, BATCH = "seq", "batch"
+# How a masked (ragged) graph reverses each row within its length for a backward direction: ONNX's
+# ReverseSequence, or GatherElements with indices computed from sequence_lens (for runtimes without
+# ReverseSequence, such as tract). The first is the default.
+REVERSE_OPS = ("ReverseSequence", "GatherElements")
 # Deployment variants an artifact may carry beside model.onnx, as model.<variant>.onnx (see variants.py).
 VARIANTS = ("fp16-weights", "int8-dynamic")
 

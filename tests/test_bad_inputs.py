@@ -38,7 +38,7 @@ BAD_CONFIGS = [
     ("malformed", 'cell = "gru"\ninput_size = ', "not valid TOML: Invalid value (at end of document)"),
     ("unknown_key", BASE + "hidden = 3\n",
      "unknown key 'hidden'; allowed keys: name, cell, input_size, hidden_size, num_layers, bias, batch_first, "
-     "bidirectional, dropout, seed, opset, variants, example, inputs, tolerance, weights"),
+     "bidirectional, dropout, seed, opset, reverse, variants, example, inputs, tolerance, weights"),
     ("unknown_variant", BASE + 'variants = ["int4"]\n',
      "key 'variants': unknown variant 'int4'; known: fp16-weights, int8-dynamic"),
     ("variants_not_a_list", BASE + "variants = 3\n",

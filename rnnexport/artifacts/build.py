@@ -49,6 +49,7 @@ def export_config(cfg: ModelConfig, module: torch.nn.Module | None = None, expor
         opset=cfg.opset,
         initial_state=cfg.inputs.initial_state,
         variable_lengths=cfg.inputs.variable_lengths,
+        reverse=cfg.reverse,
         metadata={"config_sha256": cfg.sha256(), "name": cfg.name},
     )
     return module, model

@@ -5,6 +5,9 @@ Per layer and direction group, with T steps, lengths L[b] and valid[t, b] = t < 
 
     forward:   Y = RNN(X)                               (steps past L[b] are computed, then discarded)
     backward:  Y = ReverseSequence(RNN(ReverseSequence(X, L)), L)    (each row reversed within its length)
+               or, with reverse = "GatherElements" (runtimes without ReverseSequence, such as tract), the same
+               permutation as GatherElements(X, src) on the time axis, src[t, b] = L[b] − 1 − t where valid,
+               else t (it is its own inverse, so one index tensor reverses X and Y)
     output:    Where(valid, Y, 0);  h_n: Y at step L[b] − 1, picked with Where(t == L[b] − 1) and ReduceSum
     c_n (LSTM): the node's own final cell state, kept through the padded steps by a mask feature m = ¬valid
                 appended to X whose weight column drives the forget gate to 1 and the input gate to 0
@@ -20,6 +23,7 @@ import numpy as np
 from onnx import TensorProto
 from torch import nn
 
+from rnnexport.contract import REVERSE_OPS
 from rnnexport.errors import ExportError
 from rnnexport.export.gates import ONNX_OP, trim_optional
 
@@ -47,9 +51,11 @@ def lstm_mask_column(w: np.ndarray, hidden: int) -> np.ndarray:
 class MaskedLayers:
     """The masked layers of one export, built into a ``_GraphBuilder`` (``g``) that owns nodes and constants."""
 
-    def __init__(self, g: Any, opset: int):
+    def __init__(self, g: Any, opset: int, reverse: str = REVERSE_OPS[0]):
         check_opset(opset)
-        self.g, self.opset = g, opset
+        if reverse not in REVERSE_OPS:
+            raise ExportError(f"reverse {reverse!r}: expected one of {', '.join(REVERSE_OPS)}")
+        self.g, self.opset, self.reverse = g, opset, reverse
 
     def masks(self, x: str) -> None:
         """``valid`` [T, B, 1] bool, ``last`` [T, B, 1] bool (t == L − 1), ``pad`` [T, B, 1] float (¬valid)."""
@@ -69,6 +75,26 @@ class MaskedLayers:
         g.node("Cast", ["m_pad_bool"], ["m_pad"], "m_pad", to=TensorProto.FLOAT)
         g.const("m_zero_f", np.zeros(1, np.float32))
         g.node("Cast", ["sequence_lens"], ["m_lengths64"], "m_lengths64", to=TensorProto.INT64)  # ReverseSequence's
+        if self.reverse == "GatherElements" and self.g.spec["dirs"] == 2:
+            self._reverse_indices()
+
+    def _reverse_indices(self) -> None:
+        """``m_src`` [T, B, 1] int64: L − 1 − t on valid steps, t on padded ones."""
+        g = self.g
+        g.node("Sub", ["m_last_step", "m_t_col"], ["m_mirror"], "m_mirror")
+        g.node("Where", ["m_valid2", "m_mirror", "m_t_col"], ["m_src2"], "m_src2")
+        g.node("Cast", ["m_src2"], ["m_src2_64"], "m_src2_64", to=TensorProto.INT64)
+        self._add_axis("m_src2_64", "m_src", 2)
+
+    def _reverse(self, x: str, out: str, name: str) -> None:
+        """``out``: ``x`` [T, B, F] with each row reversed within its length (padded steps stay in place)."""
+        g = self.g
+        if self.reverse == "ReverseSequence":
+            g.node("ReverseSequence", [x, "m_lengths64"], [out], name, batch_axis=1, time_axis=0)
+            return
+        g.node("Shape", [x], [f"{out}_shape"], f"{name}_shape")
+        g.node("Expand", ["m_src", f"{out}_shape"], [f"{out}_src"], f"{name}_indices")
+        g.node("GatherElements", [x, f"{out}_src"], [out], name, axis=0)
 
     def _add_axis(self, x: str, out: str, axis: int) -> None:
         """A trailing axis of size 1 (Unsqueeze's axes moved from attribute to input in opset 13)."""
@@ -91,14 +117,12 @@ class MaskedLayers:
             tag = f"l{layer}" + ("_reverse" if d else "")
             x_d = x
             if d:
-                g.node("ReverseSequence", [x, "m_lengths64"], [f"X_{tag}"], f"reverse_in_{tag}", batch_axis=1,
-                       time_axis=0)
+                self._reverse(x, f"X_{tag}", f"reverse_in_{tag}")
                 x_d = f"X_{tag}"
             y, h, c = self._direction(tag, layer, d, x_d, states, (w[d:d + 1], r[d:d + 1],
                                                                      None if b is None else b[d:d + 1]))
             if d:
-                g.node("ReverseSequence", [y, "m_lengths64"], [f"Y_{tag}_aligned"], f"reverse_out_{tag}",
-                       batch_axis=1, time_axis=0)
+                self._reverse(y, f"Y_{tag}_aligned", f"reverse_out_{tag}")
                 y = f"Y_{tag}_aligned"
             ys.append(y)
             finals["h"].append(h)

@@ -22,7 +22,7 @@ from torch import nn
 
 from rnnexport._version import __version__
 from rnnexport.config import DEFAULT_OPSET, MIN_OPSET, newest_opset
-from rnnexport.contract import BATCH, SEQ
+from rnnexport.contract import BATCH, REVERSE_OPS, SEQ
 from rnnexport.errors import ExportError
 from rnnexport.export.builders import RecurrentModule
 from rnnexport.export.gates import GATE_ORDER, ONNX_OP, trim_optional
@@ -37,13 +37,16 @@ def export_onnx(
     initial_state: bool = False,
     variable_lengths: bool | str = False,
     metadata: dict[str, str] | None = None,
+    reverse: str = REVERSE_OPS[0],
 ) -> onnx.ModelProto:
     """Write ``module`` (``nn.GRU``, ``nn.LSTM`` or ``nn.RNN``, any dtype) as an ONNX model.
 
     Inputs: ``input`` (seq, batch, input_size) — (batch, seq, input_size) if batch_first;
     with ``initial_state``, ``h0`` (and ``c0`` for LSTM) of (num_layers*D, batch, hidden);
     with ``variable_lengths``, ``sequence_lens`` int32 (batch,) with pack_padded_sequence meaning: handed to
-    the recurrent nodes (``True``), or applied by masking around them (``"masked"``, see ``onnx_masked``).
+    the recurrent nodes (``True``), or applied by masking around them (``"masked"``, see ``onnx_masked``);
+    ``reverse`` (``REVERSE_OPS``): how a masked graph's backward direction reverses rows, ReverseSequence or
+    GatherElements (for runtimes without ReverseSequence).
     Outputs: ``output`` (seq, batch, D*hidden) — batch first if batch_first; ``h_n``, and ``c_n``
     for LSTM, (num_layers*D, batch, hidden). Weights are stored as float32 initializers.
     ``metadata`` is added to ``metadata_props`` beside the rnnexport version. Another formulation of the
@@ -54,7 +57,7 @@ def export_onnx(
         module = to_native()
     rnn = _recurrent(module)
     spec = _spec(rnn, opset)
-    graph = _GraphBuilder(spec, initial_state, variable_lengths, opset)
+    graph = _GraphBuilder(spec, initial_state, variable_lengths, opset, reverse)
     graph.build(rnn)
     model = helper.make_model(
         helper.make_graph(graph.nodes, "rnnexport", graph.inputs, graph.outputs),
@@ -141,11 +144,12 @@ def layer_weights(module: nn.RNNBase, layer: int) -> tuple[np.ndarray, np.ndarra
 class _GraphBuilder:
     """Accumulates nodes, inputs, outputs and initializers for one export."""
 
-    def __init__(self, spec: dict[str, Any], initial_state: bool, variable_lengths: bool | str, opset: int):
+    def __init__(self, spec: dict[str, Any], initial_state: bool, variable_lengths: bool | str, opset: int,
+                 reverse: str = REVERSE_OPS[0]):
         if variable_lengths not in (False, True, "masked"):
             raise ExportError(f"variable_lengths {variable_lengths!r}: expected False, True or \"masked\"")
         self.spec = spec
-        self.masked = MaskedLayers(self, opset) if variable_lengths == "masked" else None
+        self.masked = MaskedLayers(self, opset, reverse) if variable_lengths == "masked" else None
         self.initial_state = initial_state
         self.variable_lengths = variable_lengths
         self.nodes: list[onnx.NodeProto] = []
