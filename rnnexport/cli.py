@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from rnnexport._version import __version__
-from rnnexport.contract import CASE_NAMES, EXPORTERS, FAMILIES, WHOLE_MODEL_CASES
+from rnnexport.contract import CASE_NAMES, DEFAULT_FAMILIES, EXPORTERS, FAMILIES, WHOLE_MODEL_CASES
 
 if TYPE_CHECKING:  # for annotations only: each command imports what it runs
     from rnnexport.config import ModelConfig
@@ -215,7 +215,8 @@ def _run_options(cases: tuple[str, ...]) -> Callable:
     """The options every verifying command takes (verify, export-model), with the case names it offers."""
     return _options(
         click.option("--runtimes", multiple=True, metavar="NAMES",
-                     help=f"Runner families to run (comma-separated; default all): {', '.join(FAMILIES)}."),
+                     help=f"Runner families to run (comma-separated): {', '.join(FAMILIES)}. Default: "
+                          f"{', '.join(DEFAULT_FAMILIES)}."),
         click.option("--providers", multiple=True, metavar="NAMES",
                      help="ONNX Runtime providers to run (comma-separated). Default: CPU and CUDA (and TensorRT if "
                           "present)."),
@@ -291,8 +292,8 @@ def verify(paths: tuple[Path, ...], config_path: Path | None, weights: Path | No
     from rnnexport.jobs import Outputs, VerifyOptions, check_names, exit_code, parse_shape, verify_targets
     from rnnexport.report.text import render_text, verdict_line
 
-    options = VerifyOptions(providers=_split(providers, "--providers"),
-                            runtimes=_split(runtimes, "--runtimes") or (GOLDEN_FAMILIES if golden else FAMILIES),
+    families = _split(runtimes, "--runtimes") or (GOLDEN_FAMILIES if golden else DEFAULT_FAMILIES)
+    options = VerifyOptions(providers=_split(providers, "--providers"), runtimes=families,
                             case_names=_split(case_names, "--cases"), atol=atol, rtol=rtol, seed=seed,
                             long_seq=long_seq, threads=threads, inputs=inputs_path, strict_placement=strict_placement,
                             require=_split(require, "--require"), per_layer=per_layer, record=record,
@@ -480,7 +481,7 @@ def export_model_command(factory: str, out: Path, onnx_file: Path | None, runtim
     from rnnexport.report.text import render_text, verdict_line
 
     options = VerifyOptions(providers=_split(providers, "--providers"),
-                            runtimes=_split(runtimes, "--runtimes") or FAMILIES,
+                            runtimes=_split(runtimes, "--runtimes") or DEFAULT_FAMILIES,
                             case_names=_split(case_names, "--cases"), atol=atol, rtol=rtol, seed=seed,
                             threads=threads, strict_placement=strict_placement, require=_split(require, "--require"),
                             shapes=tuple(parse_shape(s) for s in shapes))

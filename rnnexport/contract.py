@@ -55,4 +55,5 @@ WHOLE_MODEL_CASES = ("example", "seq1", "batch1", "long", "other_batch")  # what
 CASE_NAMES = ("example", "seq1", "batch1", "long", "other_batch", "saturating", "tiny", "zero_state", "ragged",
               "streaming")
 EXPORTERS = ("native", "torch-dynamo", "torch-script")
-FAMILIES = ("torch", "ort", "openvino")  # runner families `verify --runtimes` picks from
+DEFAULT_FAMILIES = ("torch", "ort", "openvino")  # what verify runs without --runtimes
+FAMILIES = (*DEFAULT_FAMILIES, "tract")  # runner families `verify --runtimes` picks from; tract only when named

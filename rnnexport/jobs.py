@@ -37,9 +37,10 @@ from rnnexport.report.text import render_markdown
 from rnnexport.verification.cases import LONG_SEQ, cases_to_npz, load_cases, skipped_cases
 from rnnexport.verification.engine import FLOAT16_CUDA, VerifyReport, tolerances_for, verify
 from rnnexport.verification.golden import check_golden_target, stage_golden, verify_golden
-from rnnexport.verification.runners import FAMILIES, TORCH_CPU, TORCH_CUDA
+from rnnexport.verification.runners import DEFAULT_FAMILIES, FAMILIES, TORCH_CPU, TORCH_CUDA
 from rnnexport.verification.runners.openvino_runner import INSTALL
 from rnnexport.verification.runners.ort_runner import ort_name, provider_status
+from rnnexport.verification.runners.tract_runner import TRACT, tract_status
 from rnnexport.verification.verdict import Policy, Tolerances, Verdict
 
 Judged = tuple[VerifyReport, Verdict]
@@ -50,7 +51,7 @@ class VerifyOptions:
     """What to run and how to judge it (see ``verify.verify`` and ``verdict.Policy``)."""
 
     providers: tuple[str, ...] = ()
-    runtimes: tuple[str, ...] = FAMILIES
+    runtimes: tuple[str, ...] = DEFAULT_FAMILIES
     case_names: tuple[str, ...] = ()
     atol: float | None = None
     rtol: float | None = None
@@ -68,7 +69,7 @@ class VerifyOptions:
         """The options that narrow what the record's run checks (fewer cases, fewer runtimes or providers) or
         change how it is judged (tolerances): such a run leaves artifacts' reports and index.json alone unless
         ``record`` says otherwise, and a report it records lists them under ``what_if``."""
-        changed = {"--cases": self.case_names, "--runtimes": set(self.runtimes) != set(FAMILIES),
+        changed = {"--cases": self.case_names, "--runtimes": not set(DEFAULT_FAMILIES) <= set(self.runtimes),
                    "--providers": self.providers, "--atol": self.atol is not None, "--rtol": self.rtol is not None}
         return [flag for flag, value in changed.items() if value]
 
@@ -330,7 +331,7 @@ def check_names(options: VerifyOptions, known_cases: tuple[str, ...] = CASE_NAME
             raise RnnExportError(f"unknown runtime {family!r}; known: {', '.join(FAMILIES)}")
     if not any(r != "torch" for r in options.runtimes):
         raise RnnExportError(f"--runtimes {','.join(options.runtimes)} runs no ONNX runtime, so nothing would check "
-                             "the model file; add ort or openvino")
+                             "the model file; add ort, openvino or tract")
     for name in options.providers + tuple(r for r in options.require if r[:1].isupper()):
         if name not in known:
             raise RnnExportError(f"unknown provider {name!r}; known: {', '.join(known)}")
@@ -346,7 +347,7 @@ def check_names(options: VerifyOptions, known_cases: tuple[str, ...] = CASE_NAME
 
 
 RUNNER_FORMS = ("torch-float32-cpu", "torch-float32-cuda", "ort-<cpu|cuda|tensorrt>[-<variant>]", FLOAT16_CUDA,
-                "openvino-<cpu|gpu…>-<f32|default>")
+                "openvino-<cpu|gpu…>-<f32|default>", TRACT)
 
 
 def _runner_status(name: str, runtimes: tuple[str, ...]) -> str | None:
@@ -374,12 +375,16 @@ def _runner_status(name: str, runtimes: tuple[str, ...]) -> str | None:
         device = name.split("-")[1].upper()
         if device not in openvino.Core().available_devices:
             return f"OpenVINO {openvino.__version__} lists no device {device} here"
+    if family == "tract":
+        return tract_status()
     return None
 
 
 def _known_runner(name: str) -> bool:
     if name.startswith("torch-"):
         return name in (TORCH_CPU, TORCH_CUDA)
+    if name.startswith("tract-"):
+        return name == TRACT
     if name.startswith("openvino-"):
         parts = name.split("-")
         return len(parts) == 3 and parts[2] in ("f32", "default") and parts[1][:3] in ("cpu", "gpu")

@@ -26,6 +26,7 @@ from rnnexport.contract import C0, H0, INPUT, LENGTHS, recurrent_cell
 from rnnexport.graph.subgraphs import recurrent_nodes
 from rnnexport.verification.runners.openvino_runner import OpenVinoRunner
 from rnnexport.verification.runners.ort_runner import OrtRunner
+from rnnexport.verification.runners.tract_runner import TractRunner
 
 GATE_NAMES = {"GRU": "rzn", "LSTM": "ifgo", "RNN_TANH": "h", "RNN_RELU": "h"}
 DIRECTIONS = ("forward", "backward")
@@ -323,6 +324,8 @@ def _reopen(result: Any, data: bytes) -> Callable[[bytes], Any]:
     if result.kind == "openvino":
         return lambda model: OpenVinoRunner(model, settings.get("device", "CPU"),
                                             force_f32=bool(settings.get("precision_forced", True)))
+    if result.kind == "tract":
+        return lambda model: TractRunner(model, result.name)
     return lambda model: OrtRunner(model, settings.get("provider", "CPUExecutionProvider"),
                                    threads=settings.get("intra_op_num_threads", 0))
 

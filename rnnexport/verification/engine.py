@@ -30,7 +30,7 @@ from rnnexport.verification.diagnosis import diagnose_results
 from rnnexport.verification.drift import OutputDrift
 from rnnexport.verification.ragged import ragged_hints
 from rnnexport.verification.results import RunnerResult, VerifyReport
-from rnnexport.verification.runners import FAMILIES, TORCH_CPU, TORCH_CUDA, Runner, RunnerSpec
+from rnnexport.verification.runners import DEFAULT_FAMILIES, FAMILIES, TORCH_CPU, TORCH_CUDA, Runner, RunnerSpec
 from rnnexport.verification.runners.openvino_runner import openvino_specs
 from rnnexport.verification.runners.ort_runner import (
     CPU,
@@ -41,6 +41,7 @@ from rnnexport.verification.runners.ort_runner import (
     provider_status,
     variant_specs,
 )
+from rnnexport.verification.runners.tract_runner import tract_specs
 from rnnexport.verification.verdict import Tolerances
 
 if TYPE_CHECKING:
@@ -118,8 +119,9 @@ def default_providers() -> tuple[str, ...]:
 def runtime_specs(data: bytes, providers: tuple[str, ...], runtimes: tuple[str, ...], threads: int = 0,
                   variants: dict[str, bytes | str] | None = None) -> list[RunnerSpec]:
     """The runtime runners of the chosen families for the serialized model ``data``: ONNX Runtime on each of
-    ``providers``, OpenVINO, then each deployment variant on ONNX Runtime, and the model computing in float16
-    on CUDA where CUDA is among the providers. No PyTorch: this is what a golden or whole-model check runs."""
+    ``providers``, OpenVINO, tract, then each deployment variant on ONNX Runtime, and the model computing in
+    float16 on CUDA where CUDA is among the providers. No PyTorch: this is what a golden or whole-model check
+    runs."""
     specs: list[RunnerSpec] = []
     if "ort" in runtimes:
         for provider in providers:
@@ -128,6 +130,8 @@ def runtime_specs(data: bytes, providers: tuple[str, ...], runtimes: tuple[str, 
                                     model_bytes=len(data)))
     if "openvino" in runtimes:
         specs += openvino_specs(data, threads)
+    if "tract" in runtimes:
+        specs += tract_specs(data)
     if "ort" in runtimes:
         specs += variant_specs(variants or {}, providers, threads)
         if CUDA in providers:  # half precision where it is deployed: on the GPU
@@ -172,7 +176,7 @@ def verify(
     *,
     cfg: ModelConfig | None = None,
     providers: tuple[str, ...] | None = None,
-    runtimes: tuple[str, ...] = FAMILIES,
+    runtimes: tuple[str, ...] = DEFAULT_FAMILIES,
     case_names: tuple[str, ...] | None = None,
     tolerances: Tolerances | Tolerance | None = None,
     seed: int = 0,
@@ -185,8 +189,8 @@ def verify(
 ) -> VerifyReport:
     """Run ``cases`` (default: ``make_cases(cfg, seed)``) through the float64 oracle and every runner of
     the ``runtimes`` families: PyTorch float32 (CPU, and CUDA when torch sees a GPU), ONNX Runtime on each
-    of ``providers`` (default: CPU and CUDA, and TensorRT where this onnxruntime has it) and OpenVINO
-    (where it is installed). A runner that cannot run here is reported as not available.
+    of ``providers`` (default: CPU and CUDA, and TensorRT where this onnxruntime has it), OpenVINO
+    (where it is installed) and, when named, tract. A runner that cannot run here is reported as not available.
 
     ``cfg`` defaults to one derived from ``module`` and the model's inputs. ``tolerances`` default to
     the config's for CPU and ``CUDA_TOLERANCE`` (or the config's, if larger) for CUDA; a single
@@ -250,6 +254,9 @@ def _run_case(case: Case, oracle: Oracle, runners: list[Runner], results: dict[s
         result.drift[case.name] = _compare(expected, actual, case)
         if result.kind != "torch" and (hints := ragged_hints(case, actual, expected)):
             result.hints[case.name] = hints
+        explain = getattr(runner, "explain", None)  # what a runner's family knows of its own wrong results
+        if explain and (said := explain(case, actual)):
+            result.hints[case.name] = {**result.hints.get(case.name, {}), **said}
         if result.kind != "torch" and reference is not None:
             result.vs_float32[case.name] = _compare(reference, actual, case)
     return oracle_seconds

@@ -31,7 +31,7 @@ from rnnexport.export.whole_model import check_dims, dim_name
 from rnnexport.verification.cases import Case, shape_case_name
 from rnnexport.verification.engine import check_names, default_providers, run_engine, runtime_specs
 from rnnexport.verification.results import VerifyReport
-from rnnexport.verification.runners import FAMILIES, ORACLE, TORCH_CPU, RunnerSpec
+from rnnexport.verification.runners import DEFAULT_FAMILIES, ORACLE, TORCH_CPU, RunnerSpec
 from rnnexport.verification.runners.torch_runner import torch_threads
 from rnnexport.verification.verdict import Tolerances
 
@@ -228,7 +228,7 @@ def _case(name: str, specs: list[InputSpec], seq: int, batch: int, seed: int, de
 
 def verify_model(model: nn.Module, onnx_model: onnx.ModelProto, example_inputs: tuple, *, dynamic_shapes: Any = None,
                  specs: list[InputSpec] | None = None, tolerance: Tolerance | Tolerances | None = None,
-                 seed: int = 0, runtimes: tuple[str, ...] = FAMILIES, providers: tuple[str, ...] | None = None,
+                 seed: int = 0, runtimes: tuple[str, ...] = DEFAULT_FAMILIES, providers: tuple[str, ...] | None = None,
                  threads: int = 0, case_names: tuple[str, ...] = (), shapes: tuple[tuple[int, int], ...] = ()
                  ) -> VerifyReport:
     """The standard cases (from the declared dynamic dims; ``case_names`` picks some; ``shapes`` adds one per

@@ -13,7 +13,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from rnnexport.contract import FAMILIES  # noqa: F401 (re-exported)
+from rnnexport.contract import DEFAULT_FAMILIES, FAMILIES  # noqa: F401 (re-exported)
 
 ORACLE = "torch-float64-oracle"
 
@@ -27,8 +27,9 @@ TORCH_CPU, TORCH_CUDA = torch_name("float32", "cpu"), torch_name("float32", "cud
 
 
 class Runner(Protocol):
-    """What verify and bench need of a runtime. ``kind``: torch, onnxruntime or openvino; ``device``:
-    cpu, cuda or gpu; ``precision``: what it computes in (float64, float32, bf16, f16, …)."""
+    """What verify and bench need of a runtime. ``kind``: torch, onnxruntime, openvino or tract; ``device``:
+    cpu, cuda or gpu; ``precision``: what it computes in (float64, float32, bf16, f16, …). A runner may also
+    have ``explain(case, actual) -> {output: sentence}``: what its family knows makes its outputs wrong there."""
 
     name: str
     kind: str
