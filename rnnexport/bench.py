@@ -1,5 +1,7 @@
 """Benchmarks measured as ratios within one run: a deploy matrix of PyTorch eager, ONNX Runtime on our graph
-(and on torch.onnx's graphs, its variants and the other ragged form), OpenVINO, each with its worst drift
+(and on torch.onnx's graphs, its variants and the other ragged form), OpenVINO, tract (one thread whatever the
+count: its Python API has none to set; its times include the pipe to its own process, which weighs most at
+the one-step shape), each with its worst drift
 against the float64 oracle; export times, verification time, and this machine's float32 GEMM peak.
 
 Timing: one warm-up call per runner, then ``rounds`` rounds; in each round every runner runs in a rotated
@@ -18,6 +20,7 @@ import os
 import statistics
 import time
 from collections.abc import Callable, Mapping
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from typing import Any, cast
 
@@ -35,6 +38,7 @@ from rnnexport.verification.cases import make_feeds
 from rnnexport.verification.engine import verify
 from rnnexport.verification.runners.ort_runner import OrtRunner
 from rnnexport.verification.runners.torch_runner import Float64Oracle, TorchRunner, torch_threads
+from rnnexport.verification.runners.tract_runner import TRACT, TractRunner
 
 CORES = os.cpu_count() or 1
 THREADS = tuple(dict.fromkeys((1, CORES)))
@@ -244,10 +248,13 @@ def _graphs(cfg: ModelConfig, module: torch.nn.Module, native: bytes) -> dict[st
     return graphs
 
 
-def _entries(cfg: ModelConfig, module: torch.nn.Module, exported: dict[str, Any]) -> tuple[list[Entry], dict]:
-    """Every runner of the deploy matrix at each thread count, and why those that cannot open did not."""
+def _entries(cfg: ModelConfig, module: torch.nn.Module, exported: dict[str, Any], stack: ExitStack
+             ) -> tuple[list[Entry], dict]:
+    """Every runner of the deploy matrix at each thread count, and why those that cannot open did not. Runners
+    that hold a process (tract's) are closed by ``stack``."""
     entries, missing = [], {}
     graphs = _graphs(cfg, module, exported["native"])
+    tract = _open_tract(exported["native"], stack)
     for threads in THREADS:
         entries.append(Entry("torch-eager", threads, "float32", _eager(module, threads)))
         for name, (data, precision) in graphs.items():
@@ -268,14 +275,31 @@ def _entries(cfg: ModelConfig, module: torch.nn.Module, exported: dict[str, Any]
                 entries.append(Entry(label, threads, runner.precision, runner.infer))
             except (RunnerUnavailable, RunnerFailed) as exc:
                 missing[f"{label}@{threads}t"] = exc.reason
+        if isinstance(tract, str):
+            missing[f"{TRACT}@{threads}t"] = tract
+        else:  # tract's Python API has no thread setting: one thread at every count (its CPU time ≈ wall time)
+            entries.append(Entry(TRACT, threads, tract.precision, tract.infer))
     return entries, missing
+
+
+def _open_tract(data: bytes, stack: ExitStack) -> TractRunner | str:
+    """tract on ``data`` (its process closed by ``stack``), or why it cannot run."""
+    try:
+        return stack.enter_context(TractRunner(data))
+    except (RunnerUnavailable, RunnerFailed) as exc:
+        return exc.reason
 
 
 def _runtime(cfg: ModelConfig, module: torch.nn.Module, exported: dict, rounds: int
              ) -> tuple[dict, dict, dict, dict]:
     """Timings and drift of every entry at every shape class, the precision of each runner, and eager timed
     alone at the example shape (before anything else runs) to show the rotation does not slow it down."""
-    entries, missing = _entries(cfg, module, exported)
+    with ExitStack() as stack:
+        return _measure(cfg, module, *_entries(cfg, module, exported, stack), rounds)
+
+
+def _measure(cfg: ModelConfig, module: torch.nn.Module, entries: list[Entry], missing: dict[str, str], rounds: int
+             ) -> tuple[dict, dict, dict, dict]:
     oracle = Float64Oracle(module)
     results: dict[str, dict[str, Timing | str]] = {}
     drift: dict[str, dict[str, float]] = {}

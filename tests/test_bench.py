@@ -48,7 +48,7 @@ def test_bench_an_artifact_records_a_like_for_like_deploy_matrix(tmp_path):
     bench = data["configs"][0]
     assert set(data["gemm_peak_gflops"]) == {str(t) for t in THREADS}
     runners = {"torch-eager", "ort-cpu", "ort-cpu-basic", "ort-cpu-fp16-weights", "ort-torch-script",
-               "openvino-cpu-f32", "openvino-cpu-default"}
+               "openvino-cpu-f32", "openvino-cpu-default", "tract-cpu"}
     for shape, timings in bench["runtime"].items():
         # every runner at every thread count: ratios compare equal thread counts
         assert set(timings) == {f"{r}@{t}t" for r in runners for t in THREADS}, shape
@@ -72,7 +72,8 @@ def test_bench_an_artifact_records_a_like_for_like_deploy_matrix(tmp_path):
     latency = manifest["deploy_latency"]
     assert latency["ort-cpu"] == {s: 1.0 for s in recommendation}
     assert set(latency) == {"ort-cpu", "ort-cpu-basic", "ort-cpu-fp16-weights", "openvino-cpu-f32",
-                            "openvino-cpu-default"}
+                            "openvino-cpu-default", "tract-cpu"}
+    assert max(bench["drift"]["long"][f"tract-cpu@{t}t"] for t in THREADS) < 1e-5
     verified = CliRunner().invoke(main, ["verify", str(out / TANH.stem), "--cases", "example,long", "--long-seq", "64",
                                          "--runtimes", "ort"])
     fp16 = next(line for line in verified.output.splitlines() if line.startswith("    ort-cpu-fp16-weights"))
