@@ -10,15 +10,24 @@ import numpy as np
 import onnx
 
 from rnnexport.config import ModelConfig
-from rnnexport.contract import MODEL_FILE, VARIANT_FILES, recurrent_cell
+from rnnexport.contract import MODEL_FILE, VARIANT_FILES
 from rnnexport.export.variants import source_config
+from rnnexport.graph.axes import what_it_does
 from rnnexport.graph.inspection import layer_summary
 from rnnexport.graph.reader import contract_problems, read_model
-from rnnexport.graph.subgraphs import index_ranges, input_roles, recurrent_sites, scopes
+from rnnexport.graph.subgraphs import (
+    cycles,
+    index_ranges,
+    input_roles,
+    recurrent_sites,
+    recurrent_starts,
+    scopes,
+    walk_back,
+    walk_forward,
+)
 from rnnexport.verification.runners.ort_runner import first_line
 
 UNROLL_OPS = ("MatMul", "Gemm")
-PASS_THROUGH = ("Transpose", "Squeeze", "Unsqueeze", "Identity")
 
 
 class Finding(NamedTuple):
@@ -43,8 +52,9 @@ def lint_model(model: onnx.ModelProto, cfg: ModelConfig | None = None, run: bool
     layers = layer_summary(model)
     for layer in layers:
         found += _node_findings(layer)
-    found += _dynamic_dims(model) + _fixed_shapes(model)
-    if run is not False:
+    cyclic = _cycles(model)
+    found += cyclic + _dynamic_dims(model) + _fixed_lengths(model)
+    if run is not False and not cyclic:
         found += run_findings(model, explicit=bool(run))
     if cfg is not None:
         found += against_config(model, [layer for layer in layers if not layer["path"]], cfg)
@@ -170,8 +180,9 @@ def _default_activations(layer: dict) -> bool:
 
 def _dynamic_dims(model: onnx.ModelProto) -> list[Finding]:
     """The axes of the graph inputs that reach a recurrent node's sequence and batch axes (followed back through
-    Transpose and other axis-keeping ops) must be symbolic: a number fixes the model to one shape. A state's
-    num-directions axis is fixed by nature; weights given as inputs have no such axes."""
+    Transpose, Reshape and the other ops ``axes.axis_sources`` reads) must be symbolic: a number fixes the model to
+    one shape. The axis that reaches its feature axis must be a number: W fixes it. A state's num-directions
+    axis is fixed by nature; weights given as inputs have no such axes."""
     found = []
     values = {v.name: v for v in model.graph.input}
     for name, roles in input_roles(next(scopes(model))).items():
@@ -183,44 +194,52 @@ def _dynamic_dims(model: onnx.ModelProto) -> list[Finding]:
             found.append(Finding("error", "static-dims", f"input {name}: {where} fixed to "
                                                          f"{', '.join(str(v) for *_, v in fixed)}; they must be "
                                                          "dynamic for the model to take other lengths and batches"))
+        found += [Finding("error", "dynamic-feature", f"input {name}: axis {axis} is declared dynamic "
+                                                      f"({dims[axis].dim_param or 'no size'}) but feeds a recurrent "
+                                                      "node's feature axis, whose size W fixes (input_size): the "
+                                                      "model runs at that size only")
+                  for axis, role in sorted(roles.items())
+                  if role == "feature" and axis < len(dims) and not dims[axis].HasField("dim_value")]
     return found
 
 
-def _fixed_shapes(model: onnx.ModelProto) -> list[Finding]:
-    """A Reshape, Expand or Tile of a recurrent node's sequence output to a constant shape (an initializer or a
-    Constant node in any of its forms) with a fixed first (time) dim works at one sequence length only."""
+ROLE_WORDS = {"seq": "sequence length", "batch": "batch size"}
+
+
+def _fixed_lengths(model: onnx.ModelProto) -> list[Finding]:
+    """A node (or a constant) anywhere on the path from a graph input to a recurrent node's X, initial_h,
+    initial_c or sequence_lens, or from its Y, Y_h or Y_c to a graph output, that sets a sequence or batch axis
+    to a number (Reshape to [24, -1, F], Expand of a constant state to a baked batch, Tile, Slice, Split sizes,
+    ConstantOfShape): the graph works at that length or batch only."""
+    found, said = [], set()
+    for scope in scopes(model):
+        for fix in walk_back(scope, recurrent_starts(scope)).fixes + walk_forward(scope):
+            if (fix.where, fix.role) in said:
+                continue
+            said.add((fix.where, fix.role))
+            fixing = f"fixing the {ROLE_WORDS[fix.role]} to {fix.size}"
+            if fix.node is None:
+                text = f"{fix.site}'s {fix.slot} is the constant {fix.where}, {fixing}"
+            elif fix.downstream:
+                output = f"the output of {fix.site}" if fix.slot == "Y" else f"{fix.site}'s {fix.slot}"
+                text = f"{fix.where}: {what_it_does(fix.node, scope.constants, output)}, {fixing}"
+            else:
+                done = what_it_does(fix.node, scope.constants, fix.tensor)
+                text = f"{fix.where}: {done} on its way to {fix.site}'s {fix.slot}, {fixing}"
+            found.append(Finding("error", "static-reshape", text))
+    return found
+
+
+def _cycles(model: onnx.ModelProto) -> list[Finding]:
     found = []
     for scope in scopes(model):
-        producers = {out: node for node in scope.nodes for out in node.output}
-        for index, node in enumerate(scope.nodes):
-            if node.op_type not in ("Reshape", "Expand", "Tile") or len(node.input) < 2:
-                continue
-            shape = scope.constants.get(node.input[1])
-            if shape is None or shape.ndim != 1 or shape.dtype.kind != "i" or not len(shape):
-                continue
-            first = int(shape[0])
-            if (node.op_type == "Tile" and first == 1) or (node.op_type != "Tile" and first <= 1):
-                continue  # Reshape 0/-1 and Expand 1 keep the length; Tile 1 repeats nothing
-            source = _recurrent_source(node.input[0], producers)
-            if source is not None:
-                found.append(Finding("error", "static-reshape",
-                                     f"{scope.where(node, index)}: {node.op_type.lower()}s the output of "
-                                     f"{source.name or source.op_type} to {shape.tolist()}, fixing the sequence "
-                                     f"length to {first}"))
+        names = cycles(scope)
+        if names:
+            shown = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
+            found.append(Finding("error", "cycle", f"{scope.path or 'the main graph'}: {shown} read each other's "
+                                                   "outputs in a cycle; an ONNX graph must be acyclic, and no "
+                                                   "runtime loads it"))
     return found
-
-
-def _recurrent_source(tensor: str, producers: dict) -> onnx.NodeProto | None:
-    """The recurrent node whose sequence output (Y, not Y_h) ``tensor`` is, through a Transpose or two."""
-    source = producers.get(tensor)
-    for _ in range(3):
-        if source is None or recurrent_cell(source.domain, source.op_type) or source.op_type not in PASS_THROUGH:
-            break
-        tensor = source.input[0]
-        source = producers.get(tensor)
-    if source is not None and recurrent_cell(source.domain, source.op_type) and tensor == source.output[0]:
-        return source
-    return None
 
 
 RUN_SHAPES = ((2, 1), (2, 3), (7, 1), (7, 3))  # (seq, batch): neither is likely to be the example's

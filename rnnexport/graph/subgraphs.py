@@ -12,16 +12,15 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import onnx
 from onnx import numpy_helper
 
 from rnnexport.contract import ONNX_DOMAINS, RECURRENT_OPS, recurrent_cell
+from rnnexport.graph.axes import axis_sources
 
-# Ops that pass a tensor on with the same axes (Transpose permutes them; handled apart).
-SAME_AXES = ("Identity", "Cast", "Relu", "Tanh", "Sigmoid", "Neg", "Abs", "Dropout")
 # The recurrent operators' inputs, in order; DynamicQuantizeLSTM adds scales and zero points after P.
 RECURRENT_INPUTS = ("X", "W", "R", "B", "sequence_lens", "initial_h", "initial_c", "P")
 
@@ -35,6 +34,7 @@ class Scope:
     nodes: list[onnx.NodeProto]
     constants: dict[str, np.ndarray] = field(default_factory=dict)
     inputs: list[onnx.ValueInfoProto] = field(default_factory=list)
+    ranks: dict[str, int] = field(default_factory=dict)  # tensor → rank, where shape inference tells
 
     def where(self, node: onnx.NodeProto, index: int) -> str:
         name = node.name or f"{node.op_type}_{index}"
@@ -86,8 +86,11 @@ def _constants(initializers: Any, nodes: Any, outer: dict[str, np.ndarray]) -> d
 
 def scopes(model: onnx.ModelProto) -> Iterator[Scope]:
     """The main graph, every subgraph of every node attribute (recursively), and every model function."""
+    ranks = tensor_ranks(model)
+
     def walk(graph: onnx.GraphProto, path: str, outer: dict[str, np.ndarray]) -> Iterator[Scope]:
-        scope = Scope(path, list(graph.node), _constants(graph.initializer, graph.node, outer), list(graph.input))
+        scope = Scope(path, list(graph.node), _constants(graph.initializer, graph.node, outer), list(graph.input),
+                      ranks)
         yield scope
         for index, node in enumerate(graph.node):
             for attr in node.attribute:
@@ -100,6 +103,24 @@ def scopes(model: onnx.ModelProto) -> Iterator[Scope]:
     for function in model.functions:
         yield Scope(f"function {function.domain}:{function.name}", list(function.node),
                     _constants([], function.node, {}))
+
+
+def tensor_ranks(model: onnx.ModelProto) -> dict[str, int]:
+    """Tensor name → rank, in every graph, as ONNX's shape inference finds them (nothing where it cannot run)."""
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model)
+    except Exception:  # onnx raises its own errors on graphs it cannot infer: ranks stay unknown there
+        return {}
+    ranks: dict[str, int] = {}
+    graphs = [inferred.graph]
+    while graphs:
+        graph = graphs.pop()
+        for value in [*graph.input, *graph.value_info, *graph.output]:
+            if value.type.tensor_type.HasField("shape"):
+                ranks[value.name] = len(value.type.tensor_type.shape.dim)
+        graphs += [a.g for n in graph.node for a in n.attribute if a.type == onnx.AttributeProto.GRAPH]
+        graphs += [g for n in graph.node for a in n.attribute for g in a.graphs]
+    return ranks
 
 
 def recurrent_nodes(model: onnx.ModelProto) -> list[onnx.NodeProto]:
@@ -119,42 +140,101 @@ def recurrent_sites(model: onnx.ModelProto, foreign: bool = False) -> list[Site]
     return sites
 
 
-def _producers(scope: Scope) -> dict[str, onnx.NodeProto]:
-    return {out: node for node in scope.nodes for out in node.output}
+def _producers(scope: Scope) -> dict[str, tuple[onnx.NodeProto, int]]:
+    return {out: (node, k) for node in scope.nodes for k, out in enumerate(node.output)}
 
 
-def trace_back(scope: Scope, tensor: str, axes: dict[int, str], depth: int = 0) -> tuple[str, dict[int, str]] | None:
-    """Follow ``tensor`` back through ops that keep (or permute) the axes with roles to the graph input it comes
-    from, carrying the roles along: Transpose, element-wise unary ops, ReverseSequence, Gather and Concat along
-    another axis, either branch of Where. None when it comes from anything else (a constant, a computation)."""
-    if tensor in {v.name for v in scope.inputs}:
-        return tensor, axes
-    node = _producers(scope).get(tensor)
-    if node is None or node.domain not in ONNX_DOMAINS or depth > 32:
-        return None
-    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-    candidates: list[tuple[str, dict[int, str]]] = []
-    if node.op_type == "Transpose" and "perm" in attrs:
-        candidates = [(node.input[0], {attrs["perm"][a]: r for a, r in axes.items() if a < len(attrs["perm"])})]
-    elif node.op_type in SAME_AXES or node.op_type == "ReverseSequence":
-        candidates = [(node.input[0], axes)]
-    elif node.op_type == "Gather" and node.input[0] in scope.constants and attrs.get("axis", 0) == 0:
-        candidates = [(node.input[1], axes)]  # an embedding: the leading axes are those of the indices
-    elif node.op_type == "Gather" and axes.get(attrs.get("axis", 0)) in (None, "directions"):
-        indices = scope.constants.get(node.input[1])  # rows of a stacked state: only that axis changes size
-        kept = {a: r for a, r in axes.items() if a != attrs.get("axis", 0)}
-        candidates = [(node.input[0], kept)] if indices is not None and indices.ndim == 1 else []
-    elif node.op_type in ("Conv", "ConvTranspose") and 1 not in axes:
-        candidates = [(node.input[0], axes)]  # batch and spatial (time) axes stay; channels change
-    elif node.op_type == "Concat" and attrs.get("axis") not in axes and attrs.get("axis", -1) >= 0:
-        candidates = [(name, axes) for name in node.input]
-    elif node.op_type == "Where":
-        candidates = [(node.input[1], axes), (node.input[2], axes)]
-    for name, mapped in candidates:
-        found = trace_back(scope, name, mapped, depth + 1)
-        if found:
-            return found
-    return None
+class Fix(NamedTuple):
+    """A node (or a constant) on a recurrent node's path that sets a sequence or batch axis to a number."""
+
+    where: str  # the node's path, or the constant's name
+    node: onnx.NodeProto | None  # None: a constant tensor
+    role: str  # "seq" or "batch"
+    size: int
+    tensor: str  # what it reshapes, expands, …: the tensor it reads (upstream) or the recurrent output (downstream)
+    site: str  # the recurrent node's name
+    slot: str  # X, initial_h, … (upstream) or Y, Y_h, Y_c (downstream)
+    downstream: bool
+
+
+@dataclass
+class Walk:
+    """What a walk along the recurrent nodes' paths found: the roles of graph input axes, and every fix."""
+
+    roles: dict[str, dict[int, str]] = field(default_factory=dict)
+    fixes: list[Fix] = field(default_factory=list)
+
+
+FIXABLE = ("seq", "batch")
+
+
+def _ranks(scope: Scope, extra: dict[str, int] | None) -> dict[str, int]:
+    ranks = {**scope.ranks, **(extra or {})}
+    ranks.update({v.name: len(v.type.tensor_type.shape.dim) for v in scope.inputs
+                  if v.type.tensor_type.HasField("shape")})
+    ranks.update({name: value.ndim for name, value in scope.constants.items()})
+    for node in scope.nodes:  # a recurrent node's outputs: Y [T, D, B, H] (4), Y_h and Y_c [D, B, H] (3)
+        if recurrent_cell(node.domain, node.op_type) or node.op_type in RECURRENT_OPS:
+            ranks.update({out: 4 if k == 0 else 3 for k, out in enumerate(node.output) if out})
+    return ranks
+
+
+def walk_back(scope: Scope, starts: list[tuple[str, dict[int, str], str, str]], ranks: dict[str, int] | None = None,
+              first: bool = False) -> Walk:
+    """From each (tensor, {axis: role}, site, slot) back through the ops ``axes.axis_sources`` reads to the graph
+    inputs, carrying the roles; every node that sets a sequence or batch axis to a number (more than 1) on the
+    way is a ``Fix``. Each (tensor, roles) is visited once: linear in the graph, cycles included. ``first``:
+    stop at the first graph input reached (``trace_back``)."""
+    producers, inputs, ranks = _producers(scope), {v.name for v in scope.inputs}, _ranks(scope, ranks)
+    found, seen = Walk(), set()
+    stack = [(tensor, axes, site, slot) for tensor, axes, site, slot in reversed(starts)]
+    while stack:
+        tensor, axes, site, slot = stack.pop()
+        key = (tensor, tuple(sorted(axes.items())))
+        if key in seen:
+            continue
+        seen.add(key)
+        if tensor in inputs and tensor not in scope.constants:
+            found.roles.setdefault(tensor, {}).update(axes)
+            if first:
+                return found
+            continue
+        if tensor in scope.constants:
+            value = scope.constants[tensor]
+            found.fixes += [Fix(tensor, None, r, int(value.shape[a]), tensor, site, slot, False)
+                            for a, r in axes.items() if r in FIXABLE and a < value.ndim and value.shape[a] > 1]
+            continue
+        node, out_index = producers.get(tensor, (None, 0))
+        if node is None or node.domain not in ONNX_DOMAINS or node.op_type in RECURRENT_OPS:
+            continue
+        sources = axis_sources(node, out_index, scope.constants, [ranks.get(t) for t in node.input],
+                               ranks.get(tensor))
+        if sources is None:
+            continue
+        mapped: dict[int, dict[int, str]] = {}
+        for axis, role in axes.items():
+            if axis >= len(sources):
+                continue
+            source = sources[axis]
+            if source.fixed is not None and role in FIXABLE:
+                if source.fixed > 1:
+                    found.fixes.append(Fix(scope.where(node, scope.nodes.index(node)), node, role, source.fixed,
+                                           node.input[0] if node.input else tensor, site, slot, False))
+                continue
+            for k, a in source.inputs:
+                mapped.setdefault(k, {})[a] = role
+        followed = {k for source in sources for k, _ in source.inputs}
+        for k in sorted(followed, reverse=True):
+            if k < len(node.input) and node.input[k] and (mapped.get(k) or not axes):
+                stack.append((node.input[k], mapped.get(k, {}), site, slot))
+    return found
+
+
+def trace_back(scope: Scope, tensor: str, axes: dict[int, str]) -> tuple[str, dict[int, str]] | None:
+    """The graph input ``tensor`` comes from, through ops that keep, permute, split, merge or slice the axes with
+    roles, and its axes with those roles (``walk_back``); None when it comes from anything else."""
+    roles = walk_back(scope, [(tensor, axes, "", "")], first=True).roles
+    return next(iter(roles.items()), None)
 
 
 def index_ranges(scope: Scope) -> dict[str, int]:
@@ -170,12 +250,12 @@ def index_ranges(scope: Scope) -> dict[str, int]:
     return found
 
 
-def input_roles(scope: Scope) -> dict[str, dict[int, str]]:
-    """For each graph input that flows into a recurrent node: which of its axes are the sequence, the batch and
-    a state's num-directions (the roles the recurrent operator gives them), and ``{}`` for weights (W, R, B, P)."""
-    roles: dict[str, dict[int, str]] = {}
+def recurrent_starts(scope: Scope) -> list[tuple[str, dict[int, str], str, str]]:
+    """(tensor, {axis: role}, node, slot) for every input of every recurrent node in ``scope`` that has axes with
+    roles: X (seq, batch and feature), initial_h/initial_c (directions, batch), sequence_lens (batch). A
+    foreign-domain LSTM still declares the operator's input order: its roles are read the same way."""
+    starts = []
     for node in scope.nodes:
-        # a foreign-domain LSTM still declares the operator's input order: its roles are read the same way
         if not (recurrent_cell(node.domain, node.op_type) or node.op_type in RECURRENT_OPS):
             continue
         batch_major = any(a.name == "layout" and a.i == 1 for a in node.attribute)
@@ -184,16 +264,104 @@ def input_roles(scope: Scope) -> dict[str, dict[int, str]]:
                 continue
             if slot == "X":
                 axes = {0: "batch", 1: "seq"} if batch_major else {0: "seq", 1: "batch"}
+                axes[2] = "feature"
             elif slot in ("initial_h", "initial_c"):
                 axes = {1: "directions", 0: "batch"} if batch_major else {0: "directions", 1: "batch"}
             elif slot == "sequence_lens":
                 axes = {0: "batch"}
             else:
                 axes = {}
-            found = trace_back(scope, tensor, axes)
-            if found:
-                roles.setdefault(found[0], {}).update(found[1])
-    return roles
+            starts.append((tensor, axes, node.name or node.op_type, slot))
+    return starts
+
+
+def input_roles(scope: Scope, ranks: dict[str, int] | None = None) -> dict[str, dict[int, str]]:
+    """For each graph input that flows into a recurrent node: which of its axes are the sequence, the batch, the
+    feature axis (X's last: the node's input_size) and a state's num-directions (the roles the recurrent
+    operator gives them), and ``{}`` for weights (W, R, B, P)."""
+    return walk_back(scope, recurrent_starts(scope), ranks).roles
+
+
+def walk_forward(scope: Scope, ranks: dict[str, int] | None = None) -> list[Fix]:
+    """From every recurrent node's outputs (Y: seq and batch; Y_h, Y_c: batch) forward through the ops
+    ``axes.axis_sources`` reads, every node that sets those axes to a number (more than 1) on the way to the
+    graph's outputs. Each (tensor, roles) is visited once."""
+    ranks = _ranks(scope, ranks)
+    readers: dict[str, list[tuple[onnx.NodeProto, int]]] = {}
+    for node in scope.nodes:
+        for k, name in enumerate(node.input):
+            readers.setdefault(name, []).append((node, k))
+    stack: list[tuple[str, dict[int, str], onnx.NodeProto, str]] = []
+    for node in scope.nodes:
+        if recurrent_cell(node.domain, node.op_type):
+            batch_major = any(a.name == "layout" and a.i == 1 for a in node.attribute)
+            state = {0: "batch"} if batch_major else {1: "batch"}
+            roles = [{0: "batch", 1: "seq"} if batch_major else {0: "seq", 2: "batch"}, state, state]
+            stack += [(out, axes, node, slot) for out, axes, slot in zip(node.output, roles, ("Y", "Y_h", "Y_c"))
+                      if out]
+    fixes: list[Fix] = []
+    seen = set()
+    while stack:
+        tensor, axes, site, slot = stack.pop()
+        key = (tensor, tuple(sorted(axes.items())))
+        if key in seen:
+            continue
+        seen.add(key)
+        for node, k in readers.get(tensor, []):
+            if node.domain not in ONNX_DOMAINS or node.op_type in RECURRENT_OPS:
+                continue
+            for o, out in enumerate(node.output):
+                sources = axis_sources(node, o, scope.constants, [ranks.get(t) for t in node.input], ranks.get(out))
+                mapped: dict[int, str] = {}
+                for j, source in enumerate(sources or []):
+                    role = next((axes[a] for i, a in source.inputs if i == k and a in axes), None)
+                    if role is None:
+                        continue
+                    if source.fixed is not None and role in FIXABLE:
+                        if source.fixed > 1:
+                            fixes.append(Fix(scope.where(node, scope.nodes.index(node)), node, role, source.fixed,
+                                             tensor, site.name or site.op_type, slot, True))
+                        continue
+                    mapped[j] = role
+                if mapped and out:
+                    stack.append((out, mapped, site, slot))
+    return fixes
+
+
+def cycles(scope: Scope) -> list[str]:
+    """Nodes of ``scope`` that depend on their own outputs (a cycle), by name; empty for a proper DAG. Kahn's
+    order over the nodes: what it cannot order is on or after a cycle; the nodes named are those on one."""
+    producers = _producers(scope)
+    needs = {i: {id(producers[t][0]) for t in node.input if t in producers} for i, node in enumerate(scope.nodes)}
+    ids = {id(node): i for i, node in enumerate(scope.nodes)}
+    needs = {i: {ids[n] for n in deps} for i, deps in needs.items()}
+    readers: dict[int, list[int]] = {}
+    for i, deps in needs.items():
+        for d in deps:
+            readers.setdefault(d, []).append(i)
+    waiting = {i: len(deps) for i, deps in needs.items()}
+    ready = [i for i, n in waiting.items() if n == 0]
+    while ready:
+        i = ready.pop()
+        for r in readers.get(i, []):
+            waiting[r] -= 1
+            if waiting[r] == 0:
+                ready.append(r)
+    left = {i for i, n in waiting.items() if n > 0}
+    on_cycle = _on_cycle(left, needs)
+    return [scope.where(scope.nodes[i], i) for i in sorted(on_cycle)]
+
+
+def _on_cycle(left: set[int], needs: dict[int, set[int]]) -> set[int]:
+    """Of the nodes Kahn's order left, those that reach themselves (the rest only read a cycle's outputs):
+    peel off, repeatedly, nodes none of the others read."""
+    left = set(left)
+    while True:
+        read = {d for i in left for d in needs[i] if d in left}
+        keep = left & read
+        if keep == left:
+            return left
+        left = keep
 
 
 def op_counts(model: onnx.ModelProto) -> dict[str, int]:
