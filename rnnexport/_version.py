@@ -9,7 +9,7 @@ def versions() -> dict[str, str]:
     from importlib import metadata
 
     found = {"rnnexport": __version__, "python": platform.python_version()}
-    for package in ("torch", "onnx", "onnxruntime", "openvino"):
+    for package in ("torch", "onnx", "onnxruntime", "openvino", "tract"):
         try:
             found[package] = metadata.version(package)
         except metadata.PackageNotFoundError:

@@ -207,3 +207,20 @@ def test_cli_runs_tract_when_named_and_requires_it_by_name(tmp_path):
     refused = runner.invoke(main, ["verify", str(artifact), "--runtimes", "ort", "--require", TRACT])
     assert (refused.exit_code, refused.output) == (
         2, f"Error: --require {TRACT}: the runner families run here (ort) leave out tract\n")
+
+
+def test_the_deploy_table_lists_every_shipped_config_and_form():
+    import importlib.util
+
+    from conftest import ROOT
+
+    from rnnexport.config import load_configs
+
+    spec = importlib.util.spec_from_file_location("deploy_doc", ROOT / "scripts" / "deploy_doc.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    text = (ROOT / "docs" / "deploy.md").read_text()
+    labels = [label for label, _ in script.forms(load_configs([ROOT / "configs"]))]
+    assert len(labels) == len(SHIPPED) + 2
+    assert all(f"| {label} |" in text for label in labels), "regenerate: python scripts/deploy_doc.py"
+    assert "| `gru_bidir_nobias_ragged`, reverse = \"GatherElements\" | 1e-05 / 1e-05 |" in text

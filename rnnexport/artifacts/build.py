@@ -56,7 +56,7 @@ def export_config(cfg: ModelConfig, module: torch.nn.Module | None = None, expor
 
 
 def versions(exporter: str = "native") -> dict[str, str]:
-    found = {k: v for k, v in _versions().items() if k != "openvino"}
+    found = {k: v for k, v in _versions().items() if k not in ("openvino", "tract")}  # runtimes, not the build
     return found if exporter == "native" else {**found, **exporter_versions()}
 
 
