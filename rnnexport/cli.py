@@ -445,8 +445,8 @@ def lint(paths: tuple[Path, ...], config_path: Path | None, run: bool | None) ->
             shown = file if file == path else path / file.name
             for finding in findings:
                 click.echo(f"{shown}: {finding}")
-            errors = sum(f.level == "error" for f in findings)
-            click.echo(f"{shown}: {errors} error(s), {len(findings) - errors} warning(s)")
+            errors, warned = (sum(f.level == level for f in findings) for level in ("error", "warning"))
+            click.echo(f"{shown}: {errors} error(s), {warned} warning(s)")
             failed = failed or has_errors(findings)
     sys.exit(1 if failed else 0)
 

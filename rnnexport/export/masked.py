@@ -72,8 +72,10 @@ class MaskedLayers:
         for name in ("m_valid", "m_last"):
             self._add_axis(f"{name}2", name, 2)
         g.node("Not", ["m_valid"], ["m_pad_bool"], "m_pad_bool")
-        g.node("Cast", ["m_pad_bool"], ["m_pad"], "m_pad", to=TensorProto.FLOAT)
-        g.const("m_zero_f", np.zeros(1, np.float32))
+        # Where between float constants, not a Cast to FLOAT: converters to float16 (onnxconverter-common's
+        # keep_io_types) retype the constants and the tensor but leave a Cast's `to`, which no runtime then loads
+        g.node("Where", ["m_pad_bool", g.const("m_one_f", np.ones(1, np.float32)),
+                         g.const("m_zero_f", np.zeros(1, np.float32))], ["m_pad"], "m_pad")
         g.node("Cast", ["sequence_lens"], ["m_lengths64"], "m_lengths64", to=TensorProto.INT64)  # ReverseSequence's
         if self.reverse == "GatherElements" and self.g.spec["dirs"] == 2:
             self._reverse_indices()

@@ -11,6 +11,7 @@ import onnx
 from rnnexport.artifacts.folders import Artifact, load_artifact
 from rnnexport.contract import MANIFEST_FILE, MODEL_FILE, ONNX_DOMAINS
 from rnnexport.errors import ArtifactError
+from rnnexport.graph.precision import model_precision, precision_words
 from rnnexport.graph.reader import load_model_bytes
 from rnnexport.graph.subgraphs import Scope, op_counts, recurrent_sites
 
@@ -100,6 +101,7 @@ def inspect_path(path: str | Path) -> dict[str, Any]:
         "ir_version": model.ir_version,
         "opset": next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None),
         "cell": sorted({layer["op"] for layer in layers}),
+        "precision": model_precision(model),
         "layers": layers,
         "inputs": [{"name": v.name, "dims": _dims(v)} for v in model.graph.input if v.name not in initializers],
         "outputs": [{"name": v.name, "dims": _dims(v)} for v in model.graph.output],
@@ -157,6 +159,8 @@ def render_inspect(info: dict[str, Any]) -> str:
         f"{first.get('direction', '-')}"
         + ("" if activations == "default" else f", activations {'/'.join(activations)}"),
     ]
+    if info.get("precision", "float32") != "float32":
+        lines.append(f"  precision   {info['precision']}: {precision_words(info['precision'])}")
     for layer in layers:
         lines.append(f"  layer       {layer['where']}: {layer['op_type']}, W {_shape(layer['W'])}, "
                      f"R {_shape(layer['R'])}"

@@ -14,6 +14,7 @@ from rnnexport.contract import MODEL_FILE, VARIANT_FILES
 from rnnexport.export.variants import source_config
 from rnnexport.graph.axes import what_it_does
 from rnnexport.graph.inspection import layer_summary
+from rnnexport.graph.precision import model_precision, precision_words, quantized_padding
 from rnnexport.graph.reader import contract_problems, read_model
 from rnnexport.graph.subgraphs import (
     cycles,
@@ -26,12 +27,13 @@ from rnnexport.graph.subgraphs import (
     walk_forward,
 )
 from rnnexport.verification.runners.ort_runner import first_line
+from rnnexport.verification.verdict import for_precision
 
 UNROLL_OPS = ("MatMul", "Gemm")
 
 
 class Finding(NamedTuple):
-    level: str  # "error" or "warning"
+    level: str  # "error", "warning" or "note" (what the file is, for the reader: its precision)
     code: str
     message: str
 
@@ -53,7 +55,7 @@ def lint_model(model: onnx.ModelProto, cfg: ModelConfig | None = None, run: bool
     for layer in layers:
         found += _node_findings(layer)
     cyclic = _cycles(model)
-    found += cyclic + _dynamic_dims(model) + _fixed_lengths(model)
+    found += cyclic + _dynamic_dims(model) + _fixed_lengths(model) + _precision(model)
     if run is not False and not cyclic:
         found += run_findings(model, explicit=bool(run))
     if cfg is not None:
@@ -227,6 +229,18 @@ def _fixed_lengths(model: onnx.ModelProto) -> list[Finding]:
                 done = what_it_does(fix.node, scope.constants, fix.tensor)
                 text = f"{fix.where}: {done} on its way to {fix.site}'s {fix.slot}, {fixing}"
             found.append(Finding("error", "static-reshape", text))
+    return found
+
+
+def _precision(model: onnx.ModelProto) -> list[Finding]:
+    """What the file computes in, when not float32 (a note: verify judges it at that precision's tolerance), and a
+    quantized masked LSTM whose padding column wipes out its weights (an error)."""
+    found = [Finding("error", "quantized-padding", text) for text in quantized_padding(model)]
+    precision = model_precision(model)
+    if precision != "float32":
+        tol = for_precision(precision)
+        found.append(Finding("note", "precision", f"{precision_words(precision)}: verify judges it as {precision} "
+                                                  f"(atol {tol.atol:g}, rtol {tol.rtol:g} at least)"))
     return found
 
 

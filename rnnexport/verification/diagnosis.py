@@ -22,7 +22,8 @@ import onnx
 from onnx import helper
 
 from rnnexport.config import ModelConfig, Tolerance
-from rnnexport.contract import C0, H0, INPUT, LENGTHS, recurrent_cell
+from rnnexport.contract import C0, H0, INPUT, LENGTHS
+from rnnexport.graph.precision import element_types
 from rnnexport.graph.subgraphs import recurrent_nodes
 from rnnexport.verification.runners.openvino_runner import OpenVinoRunner
 from rnnexport.verification.runners.ort_runner import OrtRunner
@@ -141,24 +142,6 @@ def _exposed(model: onnx.ModelProto, tensors: list[str]) -> bytes:
     copy.graph.output.extend(helper.make_tensor_value_info(t, types.get(t, onnx.TensorProto.FLOAT), None)
                              for t in tensors if t not in present)
     return copy.SerializeToString()
-
-
-def element_types(model: onnx.ModelProto) -> dict[str, int]:
-    """Tensor name → ONNX element type, as far as shape inference and the graph's declarations tell; a
-    recurrent node's outputs have the type of its X (the operator's one type T), also in contrib domains
-    that shape inference does not know."""
-    try:
-        inferred = onnx.shape_inference.infer_shapes(model).graph
-    except Exception:  # onnx raises its own errors for graphs it cannot infer; declarations remain
-        inferred = model.graph
-    types = {v.name: v.type.tensor_type.elem_type
-             for v in [*inferred.input, *inferred.value_info, *inferred.output] if v.type.tensor_type.elem_type}
-    types.update({t.name: t.data_type for t in model.graph.initializer})
-    for node in model.graph.node:
-        if recurrent_cell(node.domain, node.op_type) and node.input and node.input[0] in types:
-            for out in node.output:
-                types.setdefault(out, types[node.input[0]])
-    return types
 
 
 def _node_direction(y: np.ndarray, slot: int, reversed_input: bool, lengths: np.ndarray) -> np.ndarray:

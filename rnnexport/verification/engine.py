@@ -11,6 +11,7 @@ makes the verdict). Every front-end runs it, and differs only in its oracle, cas
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import time
@@ -24,6 +25,7 @@ from rnnexport.config import ModelConfig, Tolerance, config_for_module, parse_co
 from rnnexport.contract import C0, C_N, CASE_NAMES, H0, H_N, OUTPUT
 from rnnexport.errors import ConfigError, ProviderUnavailable, RunnerFailed, RunnerUnavailable
 from rnnexport.export.variants import float16_compute
+from rnnexport.graph.precision import coarsest, model_precision, quantized_padding
 from rnnexport.graph.reader import check_model_matches, contract_problems, model_from_source
 from rnnexport.verification.cases import LONG_SEQ, Case, make_cases, nonfinite_count, skipped_cases
 from rnnexport.verification.diagnosis import diagnose_results
@@ -97,6 +99,7 @@ def open_runners(stack: ExitStack, specs: list[RunnerSpec]) -> tuple[list[Runner
             continue
         runners.append(runner)
         results[runner.name] = RunnerResult.of(runner)
+        results[runner.name].precision = coarsest(runner.precision, spec.precision)  # the file's, if coarser
         results[runner.name].model_bytes = spec.model_bytes
     return runners, results
 
@@ -121,7 +124,8 @@ def runtime_specs(data: bytes, providers: tuple[str, ...], runtimes: tuple[str, 
     """The runtime runners of the chosen families for the serialized model ``data``: ONNX Runtime on each of
     ``providers``, OpenVINO, tract, then each deployment variant on ONNX Runtime, and the model computing in
     float16 on CUDA where CUDA is among the providers. No PyTorch: this is what a golden or whole-model check
-    runs."""
+    runs. Each runner of ``data`` computes at least as coarsely as the file does (``model_precision``: a float16
+    or quantized file is judged at that precision's tolerance)."""
     specs: list[RunnerSpec] = []
     if "ort" in runtimes:
         for provider in providers:
@@ -132,6 +136,8 @@ def runtime_specs(data: bytes, providers: tuple[str, ...], runtimes: tuple[str, 
         specs += openvino_specs(data, threads)
     if "tract" in runtimes:
         specs += tract_specs(data)
+    computes_in = model_precision(onnx.load_model_from_string(data))  # a float16 or quantized file, as it is
+    specs = [dataclasses.replace(s, precision=coarsest(s.precision, computes_in)) for s in specs]
     if "ort" in runtimes:
         specs += variant_specs(variants or {}, providers, threads)
         if CUDA in providers:  # half precision where it is deployed: on the GPU
@@ -217,9 +223,9 @@ def verify(
         data, providers or default_providers(), runtimes, threads, variants)
     skipped = {} if replayed else {k: v for k, v in skipped_cases(cfg).items() if case_names is None or k in case_names}
     with torch_threads(threads):  # PyTorch's runners and the oracle honour --threads as the runtimes do
+        problems = contract_problems(proto, cfg) + quantized_padding(proto)  # what every runtime would get
         report = run_engine(cfg.name, data, Float64Oracle(module), cases, specs, config=cfg.to_dict(),
-                            tolerances=tolerances, skipped=skipped, contract=contract_problems(proto, cfg),
-                            start=start)
+                            tolerances=tolerances, skipped=skipped, contract=problems, start=start)
         results = {r.name: r for r in report.runners}
         diagnose_results(module, data, variants or {}, cfg, cases, results, tolerances, per_layer)
     report.seconds = time.perf_counter() - start

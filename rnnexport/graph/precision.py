@@ -1,0 +1,134 @@
+"""What a model computes in, read from the file: float16 and bfloat16 recurrent nodes, float16 weights cast to
+float32, and quantized graphs (QDQ or dynamic). The names are those ``verification/verdict.py`` keeps a
+tolerance for, so a processed file is judged as what it is.
+
+    model_precision(onnx.load("model.onnx"))    # "float32", "f16", "bf16", "fp16-weights" or "int8"
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+
+from rnnexport.contract import recurrent_cell
+from rnnexport.graph.subgraphs import scopes
+
+FLOAT32 = "float32"
+# Ops that make a graph quantized: QDQ (quantize_static), integer kernels and ONNX Runtime's dynamic ones.
+QUANTIZED_OPS = ("QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MatMulInteger", "ConvInteger",
+                 "QLinearMatMul", "QLinearConv")
+ELEMENT_PRECISION: dict[int, str] = {onnx.TensorProto.FLOAT16: "f16", onnx.TensorProto.BFLOAT16: "bf16",
+                     onnx.TensorProto.DOUBLE: "float64", onnx.TensorProto.FLOAT: FLOAT32}
+# From the finest to the coarsest: a model with several is judged by its coarsest.
+ORDER = ("float64", FLOAT32, "fp16-weights", "f16", "bf16", "int8")
+
+
+def element_types(model: onnx.ModelProto) -> dict[str, int]:
+    """Tensor name → ONNX element type, as far as shape inference and the graph's declarations tell; a
+    recurrent node's outputs have the type of its X (the operator's one type T), also in contrib domains
+    that shape inference does not know."""
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model).graph
+    except Exception:  # onnx raises its own errors for graphs it cannot infer; declarations remain
+        inferred = model.graph
+    types = {v.name: v.type.tensor_type.elem_type
+             for v in [*inferred.input, *inferred.value_info, *inferred.output] if v.type.tensor_type.elem_type}
+    types.update({t.name: t.data_type for t in model.graph.initializer})
+    for node in model.graph.node:
+        if recurrent_cell(node.domain, node.op_type) and node.input and node.input[0] in types:
+            for out in node.output:
+                types.setdefault(out, types[node.input[0]])
+    return types
+
+
+def coarsest(*precisions: str) -> str:
+    """The coarsest of ``precisions`` (``ORDER``); names outside it count as coarser than all."""
+    return max(precisions, key=lambda p: ORDER.index(p) if p in ORDER else len(ORDER))
+
+
+def model_precision(model: onnx.ModelProto) -> str:
+    """What the model's recurrent computation runs in: "int8" when it holds quantize/dequantize or integer
+    kernels (``QUANTIZED_OPS``, ``DynamicQuantize*``) in any graph, else the recurrent nodes' element type ("f16",
+    "bf16", "float64"), "fp16-weights" when their W or R is a float16 constant cast to float32, else "float32"."""
+    ops = {node.op_type for scope in scopes(model) for node in scope.nodes}
+    if ops & set(QUANTIZED_OPS) or any(op.startswith("DynamicQuantize") for op in ops):
+        return "int8"
+    types = element_types(model)
+    producers = {out: node for node in model.graph.node for out in node.output}
+    found = [FLOAT32]
+    for node in model.graph.node:
+        if not recurrent_cell(node.domain, node.op_type) or not node.input:
+            continue
+        found.append(ELEMENT_PRECISION.get(types.get(node.input[0], onnx.TensorProto.FLOAT), FLOAT32))
+        for weight in node.input[1:3]:
+            cast = producers.get(weight)
+            if cast is not None and cast.op_type == "Cast" and types.get(cast.input[0]) == onnx.TensorProto.FLOAT16:
+                found.append("fp16-weights")
+    return coarsest(*found)
+
+
+def precision_words(precision: str) -> str:
+    """A sentence on what ``precision`` means for the file, for lint and inspect."""
+    return {
+        "f16": "the recurrent nodes compute in float16",
+        "bf16": "the recurrent nodes compute in bfloat16",
+        "fp16-weights": "the weights are stored in float16 and cast to float32",
+        "int8": "the graph is quantized (QuantizeLinear/DequantizeLinear nodes or int8 kernels such as "
+                "DynamicQuantizeLSTM)",
+        "float64": "the recurrent nodes compute in float64",
+    }.get(precision, f"the recurrent nodes compute in {precision}")
+
+
+# rnnexport's masked LSTM graphs carry a padding flag as X's last column, whose W column is ±GATE_SATURATION
+# (export/masked.py: 1e4); no trained weight comes near this.
+PADDING_WEIGHT = 1e3
+
+
+def quantized_padding(model: onnx.ModelProto) -> list[str]:
+    """A quantized LSTM (``DynamicQuantizeLSTM``, or an ``LSTM`` whose W comes from ``DequantizeLinear``) whose W
+    holds the masked graph's padding column: quantized per tensor with it, W's int8 step is ~1e4/127 and every
+    trained weight rounds to 0. One sentence per node."""
+    found = []
+    for scope in scopes(model):
+        producers = {out: node for node in scope.nodes for out in node.output}
+        for index, node in enumerate(scope.nodes):
+            weights = _dequantized_w(node, scope.constants, producers)
+            if weights is None:
+                continue
+            w, input_axis = weights
+            columns = np.abs(np.moveaxis(w, input_axis, -1)).reshape(-1, w.shape[input_axis]).max(axis=0)
+            padding = [int(k) for k in np.flatnonzero(columns >= PADDING_WEIGHT)]
+            if not padding:
+                continue
+            others = np.delete(np.moveaxis(w, input_axis, -1), padding, axis=-1)
+            zeros = float(np.mean(others == 0)) if others.size else 1.0
+            found.append(f"{scope.where(node, index)}: W's input column {padding[0]} holds ±{columns[padding[0]]:.3g}, "
+                         "the padding column of a masked ragged graph (variable_lengths = \"masked\"); quantized "
+                         f"with it, {zeros:.0%} of the other weights round to 0 and the model computes nothing "
+                         "like the original: quantize its sequence_lens form instead (rnnexport build --variants "
+                         "int8-dynamic does), or keep this graph in float")
+    return found
+
+
+def _dequantized_w(node: onnx.NodeProto, constants: dict[str, np.ndarray],
+                   producers: dict[str, onnx.NodeProto]) -> tuple[np.ndarray, int] | None:
+    """W of a quantized LSTM in float, with the axis of its input columns; None for anything else."""
+    if node.op_type.startswith("DynamicQuantize") and node.op_type.endswith("LSTM") and len(node.input) > 9:
+        w, scale, zero = (constants.get(node.input[k]) for k in (1, 8, 9))
+        axis = 1  # DynamicQuantizeLSTM's W is [D, input_size, 4H]
+    elif recurrent_cell(node.domain, node.op_type) == "LSTM" and len(node.input) > 1 and node.input[1] in producers:
+        dq = producers[node.input[1]]
+        if dq.op_type != "DequantizeLinear" or len(dq.input) < 2:
+            return None
+        w, scale = constants.get(dq.input[0]), constants.get(dq.input[1])
+        zero = constants.get(dq.input[2]) if len(dq.input) > 2 and dq.input[2] else np.zeros(1)
+        axis = 2  # ONNX's LSTM W is [D, 4H, input_size]
+    else:
+        return None
+    if w is None or scale is None or zero is None or w.ndim != 3:
+        return None
+    if scale.size > 1 and axis == 1:  # per output channel: [D, 4H]
+        scale, zero = scale.reshape(w.shape[0], 1, -1), zero.reshape(w.shape[0], 1, -1)
+    elif scale.size > 1:
+        return None  # a per-axis QDQ scale whose axis would need reading: not checked
+    return (w.astype(np.float64) - zero.astype(np.float64)) * scale.astype(np.float64), axis
