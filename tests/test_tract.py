@@ -224,3 +224,24 @@ def test_the_deploy_table_lists_every_shipped_config_and_form():
     assert len(labels) == len(SHIPPED) + 2
     assert all(f"| {label} |" in text for label in labels), "regenerate: python scripts/deploy_doc.py"
     assert "| `gru_bidir_nobias_ragged`, reverse = \"GatherElements\" | 1e-05 / 1e-05 |" in text
+
+
+@pytest.mark.slow
+def test_verify_runs_tract_on_every_shipped_config(tmp_path):
+    """`verify --runtimes ort,openvino,tract` over the shipped artifacts: tract runs every one; two fail, each for a
+    reason of tract's own said in words (no ReverseSequence; Tanh for a ReLU RNN), and the rest pass."""
+    out = tmp_path / "art"
+    assert CliRunner().invoke(main, ["build", str(SHIPPED[0].parent), "--out", str(out), "-q"]).exit_code == 0
+    result = CliRunner().invoke(main, ["verify", str(out), "--runtimes", "ort,openvino,tract", "--cases",
+                                       "example,ragged", "--json", str(tmp_path / "all.json")])
+    assert result.exit_code == 3, result.output  # a runtime failed: tract could not load one artifact
+    reports = {r["name"]: r for r in json.loads((tmp_path / "all.json").read_text())["reports"]}
+    assert set(reports) == set(CONFIGS)
+    tract = {name: next(r for r in report["runners"] if r["name"] == TRACT) for name, report in reports.items()}
+    assert tract["gru_bidir_nobias_ragged"]["status"] == "failed"
+    assert "tract has no ReverseSequence" in tract["gru_bidir_nobias_ragged"]["reason"]
+    assert tract["rnn_relu_batch_first"]["worst"]["max_abs"] > 0.1
+    assert any("tract computes Tanh for RNN activations Relu" in f for f in reports["rnn_relu_batch_first"]["failures"])
+    for name in set(CONFIGS) - {"gru_bidir_nobias_ragged", "rnn_relu_batch_first"}:
+        assert tract[name]["status"] == "ok" and 0 < tract[name]["worst"]["max_abs"] < 1e-5, name
+        assert reports[name]["passed"], reports[name]["failures"]
