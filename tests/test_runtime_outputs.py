@@ -187,3 +187,23 @@ def test_inf_inside_a_layer_is_named_at_that_layer():
     assert [x["ok"] for x in ort.localisation.layers] == [True, False]
     assert ort.localisation.diagnosis.startswith("layer 1, forward direction: ")
     assert ort.localisation.diagnosis.endswith(" NaN/Inf in rnn_l1's Y where PyTorch's layer output is finite")
+
+
+def test_golden_outputs_judge_every_kind_of_output_in_words_too(tmp_path):
+    from rnnexport.artifacts.build import build_artifact
+
+    config = next(p for p in SHIPPED if p.stem == "gru_ragged_batch_first")
+    artifact = build_artifact(load_config(config), tmp_path / "art")
+    golden = tmp_path / "golden"
+    saved = CliRunner().invoke(main, ["verify", str(artifact), "--cases", ",".join(CASES), "--runtimes", "torch,ort",
+                                      "--save-golden", str(golden), "-q"])
+    assert saved.exit_code == 0, saved.output
+    model = onnx.load(artifact / "model.onnx")
+    for how in ("output transpose removed", "output in int64", "h_n of rank 4", "NaN in output"):
+        path = tmp_path / f"{artifact.name}.onnx"  # golden outputs are found by the model file's stem
+        onnx.save(_mutant(model, how), path)
+        result = CliRunner().invoke(main, ["verify", str(path), "--golden", str(golden), "--runtimes", "ort",
+                                           "--threads", "1"])
+        assert result.exception is None or isinstance(result.exception, SystemExit)  # no traceback
+        assert result.exit_code == 1, (how, result.output)
+        assert MUTANTS[how][0].split(": ", 1)[-1] in result.output, (how, result.output)
