@@ -245,3 +245,19 @@ def test_verify_runs_tract_on_every_shipped_config(tmp_path):
     for name in set(CONFIGS) - {"gru_bidir_nobias_ragged", "rnn_relu_batch_first"}:
         assert tract[name]["status"] == "ok" and 0 < tract[name]["worst"]["max_abs"] < 1e-5, name
         assert reports[name]["passed"], reports[name]["failures"]
+
+
+def test_a_file_with_inferred_intermediate_shapes_is_refused_in_words():
+    """ONNX shape inference (onnxsim and onnxslim run it too) writes value_info with the symbolic dims, and tract
+    then cannot take a case's concrete sizes; the same graph without value_info runs."""
+    _, model = export_config(load_config(CONFIGS["lstm_3layer_bidir"]))
+    inferred = onnx.shape_inference.infer_shapes(model)
+    assert len(inferred.graph.value_info) > 0
+    with pytest.raises(RunnerFailed) as refused:
+        TractRunner(inferred.SerializeToString())
+    assert refused.value.reason.startswith("could not load the model: tract cannot bind the file's intermediate "
+                                           "shapes (value_info, as ONNX shape inference, onnxsim or onnxslim write")
+    assert "Impossible to unify Sym(batch) with Val(1)" in refused.value.reason
+    del inferred.graph.value_info[:]
+    with TractRunner(inferred.SerializeToString()) as runner:
+        assert runner.version.startswith("0.23.")

@@ -44,6 +44,9 @@ UNSUPPORTED = {
                             '[inputs] variable_lengths = "masked" for a graph that does not need it',
     "Unimplemented(ReverseSequence)": 'tract has no ReverseSequence; build with reverse = "GatherElements" for a '
                                       "masked bidirectional graph without it",
+    "Impossible to unify Sym(": "tract cannot bind the file's intermediate shapes (value_info, as ONNX shape "
+                                "inference, onnxsim or onnxslim write them) to this case's sizes; deploy the file "
+                                "without value_info (rnnexport's own files have none)",
 }
 
 
