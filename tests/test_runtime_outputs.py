@@ -70,6 +70,8 @@ def _mutant(model: onnx.ModelProto, how: str) -> onnx.ModelProto:
         _after(g, "output", [helper.make_node("Cast", ["output_in"], ["output"], to=to)], to)
     elif how == "h_n missing":
         g.output.remove(next(v for v in g.output if v.name == "h_n"))
+    elif how == "an extra output":
+        g.output.append(helper.make_tensor_value_info("Y_l0", TensorProto.FLOAT, ["t", "d", "b", "h"]))
     elif how == "h_n of rank 4":
         _after(g, "h_n", [helper.make_node("Unsqueeze", ["h_n_in", "axis0"], ["h_n"])],
                initializers=(numpy_helper.from_array(np.array([0], np.int64), "axis0"),), extra_axes=1)
@@ -95,6 +97,7 @@ MUTANTS = {
     "output in float16": ("output: element type FLOAT16 where the contract has FLOAT", None),
     "output in int64": ("example/output: element type int64 where PyTorch gives real numbers", None),
     "h_n missing": ("example/h_n: missing from the runner's outputs (it returned output)", None),
+    "an extra output": ("graph outputs ['output', 'h_n', 'Y_l0'] where the contract has ['output', 'h_n']", None),
     "h_n of rank 4": ("streaming/output: h_n (shape [1, 2, 4, 40]) cannot be fed back as h0 [2, 4, 40] for the "
                       "next chunk", None),
     "NaN in output": ("example/output: 72 NaN/Inf where the oracle is finite", None),
