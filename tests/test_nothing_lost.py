@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +22,7 @@ from click.testing import CliRunner
 from conftest import SHIPPED, tree_snapshot
 
 from rnnexport.artifacts.build import build_artifact
+from rnnexport.artifacts.folders import STAGING_MARK, STAGING_TEXT, TMP_PREFIX, load_artifact
 from rnnexport.cli import main
 from rnnexport.config import load_config
 
@@ -76,10 +79,26 @@ def test_export_test_data_never_replaces_a_user_folder(tmp_path):
 
 def test_build_over_an_artifact_still_works_and_cleans_a_killed_verify(tmp_path):
     artifact = build_artifact(load_config(GRU), tmp_path)
-    (artifact / ".rnnexport-tmp-999999999-file-x").write_bytes(b"left by a killed verify")
+    left = artifact / f"{TMP_PREFIX}999999999-out-x"  # pid 999999999: a process that is gone
+    left.mkdir()
+    (left / STAGING_MARK).write_text(STAGING_TEXT)
+    (left / "0-report.json").write_bytes(b"left by a killed verify")
     assert _run("verify", artifact, "--cases", "example", "--record")[0] == 0
-    assert not list(artifact.glob(".rnnexport-tmp-*"))
+    assert not list(artifact.glob(f"{TMP_PREFIX}*"))
     assert _run("build", GRU, "--out", tmp_path)[0] == 0
+
+
+def test_a_users_file_named_like_a_staging_folder_is_kept(tmp_path):
+    """Only folders that carry rnnexport's mark inside are ever removed as leftovers."""
+    artifact = build_artifact(load_config(GRU), tmp_path)
+    notes = tmp_path / f"{TMP_PREFIX}999999999-notes"
+    notes.write_text("mine")
+    lookalike = tmp_path / f"{TMP_PREFIX}999999999-out-y"
+    lookalike.mkdir()
+    (lookalike / "data.txt").write_text("also mine")
+    assert _run("verify", artifact, "--cases", "example", "--record", "--json", tmp_path / "all.json")[0] == 0
+    assert _run("build", GRU, "--out", tmp_path)[0] == 0
+    assert notes.read_text() == "mine" and (lookalike / "data.txt").read_text() == "also mine"
 
 
 RACE = r"""
@@ -364,3 +383,90 @@ def test_a_full_disk_is_one_error_line_and_leaves_every_file_as_it_was(tmp_path,
     assert command == "build" or errors[0].startswith(f"Error: {tmp_path / 'report.html'}: ")
     assert tree_snapshot(tmp_path) == before
     assert not [p for p in tmp_path.rglob(".rnnexport-tmp-*")]
+
+
+KILLED_AT_COMMIT_STEP = r"""
+import os, shutil, signal, sys
+import rnnexport.artifacts.folders as folders
+from rnnexport.cli import main
+
+step, steps, committing = int(sys.argv[1]), [0], [False]
+def counted(fn):
+    def call(*args, **kwargs):
+        if committing[0]:
+            steps[0] += 1
+            if steps[0] == step:
+                os.kill(os.getpid(), signal.SIGKILL)
+        return fn(*args, **kwargs)
+    return call
+exit_staged = folders.StagedWrites.__exit__
+def commit(self, *exc):
+    committing[0] = True
+    return exit_staged(self, *exc)
+folders.StagedWrites.__exit__ = commit
+os.replace, os.rename, shutil.rmtree = counted(os.replace), counted(os.rename), counted(shutil.rmtree)
+folders._exchange = counted(folders._exchange)
+try:
+    main(sys.argv[2:])
+finally:
+    print("steps", steps[0], file=sys.stderr)
+"""
+
+
+@pytest.mark.slow
+def test_a_sigkill_at_each_step_of_verifys_commit_leaves_every_output_folder_whole(tmp_path):
+    """Kill verify at each rename or removal of its final commit: each output folder is then the old or the
+    new one, whole, and the next verify leaves no staging behind."""
+    artifact = build_artifact(load_config(GRU), tmp_path / "out")
+    outputs = {"data": tmp_path / "data", "golden": tmp_path / "golden"}
+    args = [str(artifact), "--record", "--export-test-data", str(outputs["data"]), "--save-golden",
+            str(outputs["golden"]), "--json", str(tmp_path / "all.json")]
+
+    def run(step: int, cases: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-c", KILLED_AT_COMMIT_STEP, str(step), "verify", *args, "--cases",
+                               cases], capture_output=True, text=True)
+
+    def contents(folder: Path) -> dict[str, object]:
+        """.npz by their arrays (a zip stamps the time it was written), golden.json without the oracle's time."""
+        found: dict[str, object] = {}
+        for name, data in tree_snapshot(folder).items():
+            if name.endswith(".npz"):
+                found[name] = {k: v.tobytes() for k, v in np.load(folder / name).items()}
+            elif name == "golden.json":
+                found[name] = {**json.loads(data), "oracle": None}
+            else:
+                found[name] = data
+        return found
+
+    def folders() -> dict[str, dict[str, object]]:
+        return {kind: contents(path / "gru_2layer") for kind, path in outputs.items()}
+
+    assert run(0, "example,seq1").returncode == 0
+    new = folders()
+    first = run(0, "example")
+    assert first.returncode == 0
+    old = folders()
+    assert all(old[kind] != new[kind] for kind in outputs)
+    kept = tmp_path / "kept"
+    for kind, path in outputs.items():
+        shutil.copytree(path / "gru_2layer", kept / kind)
+    total = int(first.stderr.split()[-1])
+    assert total >= 8, first.stderr  # files, folder exchanges and staging removals
+    outcomes = set()
+    for step in range(1, total + 1):
+        killed = run(step, "example,seq1")
+        assert killed.returncode == -signal.SIGKILL, (step, killed.stderr)
+        now = folders()
+        for kind in outputs:
+            assert now[kind] in (old[kind], new[kind]), (step, kind)
+            outcomes.add((kind, "old" if now[kind] == old[kind] else "new"))
+        load_artifact(artifact)  # whole and untampered
+        json.loads((tmp_path / "all.json").read_text())
+        for kind, path in outputs.items():  # the old outputs again for the next step; leftovers stay
+            shutil.rmtree(path / "gru_2layer")
+            shutil.copytree(kept / kind, path / "gru_2layer")
+    assert {("data", "old"), ("data", "new"), ("golden", "old"), ("golden", "new")} <= outcomes
+    final = run(0, "example,seq1")
+    assert final.returncode == 0, final.stderr
+    assert folders() == new
+    assert not list(tmp_path.rglob(f"{TMP_PREFIX}*"))

@@ -46,7 +46,7 @@ def _wait_for(condition, limit: float = 60.0) -> None:
 
 def _staged(out: Path, name: str = "") -> list[Path]:
     return [p for p in out.glob(f"{TMP_PREFIX}*") if p.is_dir() and "-lstm_large-" in p.name and
-            (not name or (p / name).exists())]
+            (not name or (p / "lstm_large" / name).exists())]
 
 
 # Points at which the rewrite is killed: before it writes, while each file is staged, and at once.

@@ -1,6 +1,6 @@
 """Artifact folders: ``<out>/<name>/{model.onnx, weights.pt, manifest.json}``, written atomically.
 
-A new artifact is written into a hidden temporary folder beside the target and swapped in with one
+A new artifact is written into a marked, hidden staging folder beside the target and swapped in with one
 atomic rename (Linux ``renameat2(RENAME_EXCHANGE)`` when the target exists), so a reader or a killed
 build never sees a half-written folder: either the old artifact or the new one is there, whole.
 """
@@ -47,6 +47,32 @@ def staging_prefix(label: str) -> str:
     return f"{TMP_PREFIX}{os.getpid()}-{label}-"
 
 
+STAGING_MARK = ".rnnexport-staging"  # the file inside every staging folder; only marked folders are removed
+STAGING_TEXT = "rnnexport staging folder: what a killed run left; removed by the next run once its pid is gone\n"
+
+
+def make_staging(parent: Path, label: str) -> Path:
+    """A new hidden staging folder in ``parent`` (made if needed), marked as rnnexport's by a file inside, so
+    that a later run removes it when its process is gone and never removes a user's file of a similar name.
+    Raises ``ArtifactError`` when the folder cannot be written."""
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=staging_prefix(label), dir=parent))
+        (staging / STAGING_MARK).write_text(STAGING_TEXT)
+    except OSError as exc:
+        raise ArtifactError(f"{parent}: cannot write: {exc.strerror or exc}") from None
+    return staging
+
+
+def is_staging(path: Path) -> bool:
+    """True for a folder ``make_staging`` made: the hidden name and the mark inside."""
+    try:
+        return (path.name.startswith(TMP_PREFIX) and path.is_dir() and not path.is_symlink()
+                and STAGING_TEXT.startswith((path / STAGING_MARK).read_text()))  # a kill may cut the mark short
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
 def write_bytes_atomic(path: str | Path, data: bytes) -> None:
     """Write ``data`` to a hidden temporary file beside ``path``, fsync it, then ``os.replace``."""
     with StagedWrites() as staged:
@@ -54,28 +80,41 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> None:
 
 
 class StagedWrites:
-    """Files and folders written to hidden temporaries first and moved into place together when the
-    ``with`` block ends; when anything fails before that, every temporary is removed and nothing is
-    replaced. A failed write (a full disk, a quota) is an ``ArtifactError`` naming the file."""
+    """Files and folders written into marked staging folders (one per parent folder, ``make_staging``) first,
+    and moved into place together when the ``with`` block ends; when anything fails before that, the staging
+    folders are removed and nothing is replaced. A failed write (a full disk, a quota) is an ``ArtifactError``
+    naming the file.
+
+    Every move is one atomic rename: a file by ``os.replace``, a folder by an exchange with the old one
+    (``_swap_into_place``), so a kill at any step leaves each output whole, old or new. What a killed run left
+    is inside a marked staging folder, which the next run writing to the same folder removes."""
 
     def __init__(self) -> None:
-        self._files: list[tuple[Path, Path]] = []
-        self._folders: list[tuple[Path, Path]] = []
+        self._staging: dict[Path, Path] = {}  # parent folder → its staging folder
+        self._moves: list[tuple[Path, Path, bool]] = []  # (staged, target, is a folder)
 
     def __enter__(self) -> StagedWrites:
         return self
 
+    def _slot(self, path: Path) -> Path:
+        """A fresh name inside the staging folder beside ``path``."""
+        parent = path.parent
+        if parent not in self._staging:
+            if parent.is_dir():
+                remove_stale_temporaries(parent)
+            self._staging[parent] = make_staging(parent, "out")
+        return self._staging[parent] / f"{len(self._moves)}-{path.name}"
+
     def add(self, path: str | Path, data: bytes) -> None:
         path = Path(path)
-        tmp = None
+        slot = self._slot(path)
+        self._moves.append((slot, path, False))
         try:
-            fd, tmp = tempfile.mkstemp(prefix=staging_prefix("file"), dir=path.parent)
-            self._files.append((Path(tmp), path))
-            with os.fdopen(fd, "wb") as f:
+            with open(slot, "wb") as f:
                 f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
-            os.chmod(tmp, 0o644)
+            os.chmod(slot, 0o644)
         except OSError as exc:
             raise ArtifactError(f"{path}: cannot write: {exc.strerror or exc}") from None
 
@@ -87,29 +126,24 @@ class StagedWrites:
         self.add_text(path, json.dumps(data, indent=2, allow_nan=False) + "\n")
 
     def add_folder(self, path: Path) -> Path:
-        """A new hidden folder beside ``path`` (its parent made if needed), to be filled by the caller and to
-        replace ``path`` (checked to be ours by the caller) when the block ends."""
+        """A new empty folder (its parent made if needed), to be filled by the caller and to replace ``path``
+        (checked to be ours by the caller) when the block ends."""
+        slot = self._slot(path)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            staging = Path(tempfile.mkdtemp(prefix=staging_prefix(path.name), dir=path.parent))
+            slot.mkdir()
         except OSError as exc:
             raise ArtifactError(f"{path.parent}: cannot write: {exc.strerror or exc}") from None
-        self._folders.append((staging, path))
-        return staging
+        self._moves.append((slot, path, True))
+        return slot
 
     def __exit__(self, kind: Any, exc: Any, tb: Any) -> None:
-        if kind is not None:
-            for tmp, _ in self._files:
-                tmp.unlink(missing_ok=True)
-            for staging, _ in self._folders:
+        try:
+            if kind is None:
+                for slot, path, folder in self._moves:
+                    _swap_into_place(slot, path) if folder else os.replace(slot, path)
+        finally:
+            for staging in self._staging.values():  # the new files' slots, and the old folders swapped out
                 shutil.rmtree(staging, ignore_errors=True)
-            return
-        for tmp, path in self._files:
-            os.replace(tmp, path)
-        for staging, path in self._folders:
-            if path.exists():
-                shutil.rmtree(path)
-            os.rename(staging, path)
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:
@@ -165,11 +199,10 @@ def write_artifact(out: str | Path, cfg: ModelConfig, files: dict[str, bytes], m
     target = artifact_dir(out, cfg.name)
     refuse_foreign(target)
     remove_stale_temporaries(out)
+    holder = make_staging(out, cfg.name)
+    staging = holder / cfg.name
     try:
-        staging = Path(tempfile.mkdtemp(prefix=staging_prefix(cfg.name), dir=out))
-    except OSError as exc:
-        raise ArtifactError(f"{out}: cannot write: {exc.strerror or exc}") from None
-    try:
+        staging.mkdir()
         entries = {}
         for fname, data in files.items():
             _write_synced(staging / fname, data)
@@ -182,7 +215,7 @@ def write_artifact(out: str | Path, cfg: ModelConfig, files: dict[str, bytes], m
     except OSError as exc:  # a full disk, a quota: the previous artifact stays whole
         raise ArtifactError(f"{target}: cannot write: {exc.strerror or exc}") from None
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(holder, ignore_errors=True)  # the old artifact, swapped out, or the new one, unused
     return out / cfg.name
 
 
@@ -202,7 +235,7 @@ def is_own_artifact(path: Path) -> bool:
     if manifest["schema_version"] != SCHEMA_VERSION or not isinstance(files, dict) or MODEL_FILE not in files:
         return False
     ours = {MANIFEST_FILE, *files, *REPORT_FILES}
-    return all(n in ours or n.startswith(TMP_PREFIX) for n in names)
+    return all(n in ours or is_staging(path / n) for n in names)
 
 
 def refuse_foreign(target: Path) -> None:
@@ -247,22 +280,29 @@ def _exchange(a: Path, b: Path) -> bool:
             raise ArtifactError(f"{b}: cannot replace: {os.strerror(ctypes.get_errno())}")
     # No atomic exchange on this system: a kill between these two renames leaves the old
     # artifact in a hidden folder beside the target, never a half-written one at the target.
-    aside = Path(tempfile.mkdtemp(prefix=staging_prefix("old"), dir=b.parent))
-    os.replace(b, aside)
+    aside = make_staging(b.parent, "old") / "old"
+    os.rename(b, aside)
     os.rename(a, b)
     os.rename(aside, a)
     return True
 
 
 def remove_stale_temporaries(out: Path) -> None:
-    """Remove hidden staging folders left by killed builds: those whose process is gone (the pid is in
-    the name), or older than an hour."""
-    for entry in out.glob(f"{TMP_PREFIX}*"):
+    """Remove the staging folders (``make_staging``: hidden name and mark) that killed runs left in ``out``:
+    those whose process is gone (the pid is in the name), or older than a day. Anything unmarked stays, but
+    for an empty folder of such a name (a kill before the mark was written)."""
+    try:
+        entries = list(out.glob(f"{TMP_PREFIX}*"))
+    except OSError:
+        return
+    for entry in entries:
         pid = entry.name.removeprefix(TMP_PREFIX).split("-", 1)[0]
         try:
-            stale = not (pid.isdigit() and _alive(int(pid))) or time.time() - entry.stat().st_mtime > 3600
-            if stale:
-                shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink()
+            stale = not (pid.isdigit() and _alive(int(pid))) or time.time() - entry.stat().st_mtime > 86400
+            if stale and is_staging(entry):
+                shutil.rmtree(entry, ignore_errors=True)
+            elif stale and entry.is_dir() and not entry.is_symlink() and not any(entry.iterdir()):
+                entry.rmdir()  # killed between making a staging folder and marking it: empty, nothing to lose
         except OSError:
             pass
 
