@@ -6,6 +6,7 @@ Exit codes: 0 success · 1 drift over tolerance · 2 bad input (nothing written)
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import warnings
 from collections.abc import Callable, Iterator
@@ -16,6 +17,7 @@ import click
 
 from rnnexport._version import __version__
 from rnnexport.contract import CASE_NAMES, DEFAULT_FAMILIES, EXPORTERS, FAMILIES, WHOLE_MODEL_CASES
+from rnnexport.errors import NOTES
 
 if TYPE_CHECKING:  # for annotations only: each command imports what it runs
     from rnnexport.config import ModelConfig
@@ -80,6 +82,24 @@ def main() -> None:
     Example:
       rnnexport build configs/ && rnnexport verify artifacts/
     """
+    for handler in [h for h in NOTES.handlers if isinstance(h, _NoteLines)]:
+        NOTES.removeHandler(handler)
+    NOTES.addHandler(_NoteLines())
+    NOTES.propagate = False
+
+
+class _NoteLines(logging.Handler):
+    """Prints each of the library's notes (``errors.NOTES``) once per command as a ``note:`` line."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.seen: set[str] = set()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = record.getMessage()
+        if text not in self.seen:
+            self.seen.add(text)
+            click.echo(f"note: {text}")
 
 
 class _Progress:

@@ -6,6 +6,12 @@ caller ever reads a decision out of the message text.
 
 from __future__ import annotations
 
+import logging
+
+# Things a user should know that are no error (a neighbour skipped, a file left as it was): the CLI prints
+# each as a ``note:`` line; a library caller sees them through logging (WARNING, logger "rnnexport.notes").
+NOTES = logging.getLogger("rnnexport.notes")
+
 
 class RnnExportError(Exception):
     """Base class: the CLI prints ``Error: <message>`` and exits with ``exit_code``."""

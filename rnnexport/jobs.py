@@ -16,7 +16,7 @@ from pathlib import Path
 import onnxruntime
 
 from rnnexport.artifacts.folders import StagedWrites, remove_stale_temporaries, sha256_file, write_json_atomic
-from rnnexport.artifacts.index import write_index
+from rnnexport.artifacts.index import check_index_target, write_index
 from rnnexport.artifacts.targets import Target
 from rnnexport.config import Tolerance
 from rnnexport.contract import (
@@ -195,6 +195,8 @@ def verify_targets(targets: list[Target], options: VerifyOptions, outputs: Outpu
         if outputs.golden is not None:
             check_golden_target(outputs.golden / target.cfg.name)
         _check_some_case_applies(target, options)
+        if target.folder and (options.record or not options.what_if()):
+            check_index_target(target.folder.parent)
     policy = Policy(strict_placement=options.strict_placement, require=options.require)
     judged = []
     for target in each(targets):

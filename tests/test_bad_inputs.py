@@ -28,6 +28,7 @@ from rnnexport.cli import main
 from rnnexport.config import load_config, newest_opset
 
 # computed from the inputs, so an export change never breaks a tamper test
+MODEL_BYTES = len(export_config(load_config(SHIPPED[0]))[1].SerializeToString())
 MODEL_SHA = hashlib.sha256(export_config(load_config(SHIPPED[0]))[1].SerializeToString()).hexdigest()
 BASE = 'name = "m"\ncell = "gru"\ninput_size = 4\nhidden_size = 8\n'
 GRU = SHIPPED[0]  # gru_2layer
@@ -211,6 +212,21 @@ def _edit_manifest(**changes) -> Callable[[Path], None]:
     return change
 
 
+def _edit_file_entry(name: str, **changes) -> Callable[[Path], None]:
+    def change(artifact: Path) -> None:
+        manifest = json.loads((artifact / "manifest.json").read_text())
+        manifest["files"][name].update(changes)
+        (artifact / "manifest.json").write_text(json.dumps(manifest))
+    return change
+
+
+def _index_folder(tmp: Path) -> list[str]:
+    _artifact(tmp)
+    (tmp / "out" / "index.json").unlink(missing_ok=True)
+    (tmp / "out" / "index.json").mkdir()
+    return ["build", str(GRU), "--out", str(tmp / "out")]
+
+
 def _inputs_file(arrays: dict[str, np.ndarray] | None, raw: bytes | None = None) -> Callable[[Path], list[str]]:
     def setup(tmp: Path) -> list[str]:
         artifact = _artifact(tmp)
@@ -307,6 +323,15 @@ CATALOGUE = [Bad(f"config_{name}", _config(text), CFG_PREFIX + message) for name
     Bad("artifact_manifest_not_json", _artifact_then(lambda a: (a / "manifest.json").write_text("{oops")),
         "{tmp}/out/gru_2layer/manifest.json: unreadable manifest: Expecting property name enclosed in double "
         "quotes: line 1 column 2 (char 1)"),
+    Bad("artifact_manifest_bytes_negative", _artifact_then(_edit_file_entry("model.onnx", bytes=-1)),
+        "{tmp}/out/gru_2layer/model.onnx: " + f"{MODEL_BYTES:,}" + " bytes, but the manifest records -1; the file or "
+        "the manifest was changed after it was built"),
+    Bad("index_json_a_folder", _index_folder,
+        "{tmp}/out/index.json: is not a file; rnnexport writes its index of the artifacts there (move it away, or "
+        "choose another --out)"),
+    Bad("index_json_a_folder_verify", lambda t: (_index_folder(t), ["verify", str(t / "out" / "gru_2layer")])[1],
+        "{tmp}/out/index.json: is not a file; rnnexport writes its index of the artifacts there (move it away, or "
+        "choose another --out)"),
     Bad("artifact_missing_weights", _artifact_then(lambda a: (a / "weights.pt").unlink()),
         "{tmp}/out/gru_2layer/weights.pt: missing from the artifact"),
     Bad("verify_missing_path", lambda t: ["verify", str(t / "nothing")], "{tmp}/nothing: no such file or folder"),
@@ -383,3 +408,22 @@ def test_nonfinite_inputs_are_reported_not_a_crash(tmp_path, value, code):
     assert result.exit_code == code, result.output
     if ort_mismatches:
         assert "✗ ort-cpu: odd/output: " in result.output
+
+
+def test_malformed_neighbours_are_left_out_of_the_index_with_a_note(tmp_path):
+    """A sibling artifact whose manifest lists its files as a list, and one whose report has runners ['x']:
+    build and verify of another artifact beside them go on, say so, and index only what they can read."""
+    out = tmp_path / "out"
+    for config in SHIPPED[:3]:
+        build_artifact(load_config(config), out)
+    broken, odd_report, ours = (out / load_config(c).name for c in SHIPPED[:3])
+    manifest = json.loads((broken / "manifest.json").read_text())
+    (broken / "manifest.json").write_text(json.dumps({**manifest, "files": ["model.onnx"]}))
+    (odd_report / "report.json").write_text(json.dumps({"model_sha256": "x", "runners": ["x"]}))
+    note = f"note: {broken}: left out of index.json: its manifest.json has no 'files' table with model.onnx and its sha256"
+    for args in (["verify", str(ours), "--cases", "example", "--record"], ["build", str(SHIPPED[2]), "--out", str(out)]):
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 0, result.output
+        assert result.output.count(note) == 1, result.output
+        index = json.loads((out / "index.json").read_text())
+        assert [e["name"] for e in index["artifacts"]] == sorted([odd_report.name, ours.name])

@@ -15,7 +15,7 @@ import torch
 
 from rnnexport._version import versions as _versions
 from rnnexport.artifacts.folders import artifact_dir, refuse_foreign, sha256_file, write_artifact
-from rnnexport.artifacts.index import write_index
+from rnnexport.artifacts.index import check_index_target, write_index
 from rnnexport.config import ModelConfig
 from rnnexport.contract import MANIFEST_FILE, MODEL_FILE, VARIANT_FILES, VARIANTS, WEIGHTS_FILE
 from rnnexport.errors import ArtifactError
@@ -209,6 +209,7 @@ def build_configs(configs: Iterable[ModelConfig], options: BuildOptions) -> Iter
         target = artifact_dir(options.out, cfg.name)
         refuse_foreign(target)
         _refuse_reseed(cfg, target, WeightsSource.of(cfg, options.weights, options.prefix), options.reseed)
+    check_index_target(options.out)
     if configs and options.out.is_dir():
         write_index(options.out)
     for cfg in configs:

@@ -140,7 +140,10 @@ class StagedWrites:
         try:
             if kind is None:
                 for slot, path, folder in self._moves:
-                    _swap_into_place(slot, path) if folder else os.replace(slot, path)
+                    try:
+                        _swap_into_place(slot, path) if folder else os.replace(slot, path)
+                    except OSError as exc:
+                        raise ArtifactError(f"{path}: cannot write: {exc.strerror or exc}") from None
         finally:
             for staging in self._staging.values():  # the new files' slots, and the old folders swapped out
                 shutil.rmtree(staging, ignore_errors=True)
@@ -361,3 +364,7 @@ def _check_file(path: Path, entry: Any) -> None:
             f"{path}: sha256 {actual[:12]}… does not match the manifest's {str(expected)[:12]}…; "
             "the file was changed after it was built"
         )
+    size = entry.get("bytes") if isinstance(entry, dict) else None
+    if type(size) is not int or size != path.stat().st_size:
+        raise ArtifactError(f"{path}: {path.stat().st_size:,} bytes, but the manifest records {size!r:.40}; "
+                            "the file or the manifest was changed after it was built")
