@@ -17,8 +17,6 @@ import onnx
 
 # Ops that pass a tensor on with the same axes.
 SAME_AXES = ("Identity", "Cast", "CastLike", "Relu", "Tanh", "Sigmoid", "Neg", "Abs", "Dropout", "ReverseSequence")
-FOLLOWED = SAME_AXES + ("Transpose", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Split", "Slice", "Expand",
-                        "Tile", "ConstantOfShape", "Gather", "Concat", "Where", "Conv", "ConvTranspose")
 OPEN_END = 2**31 - 1  # a Slice end at or past this reads to the end of the axis (INT_MAX, INT64_MAX)
 
 
