@@ -62,6 +62,19 @@ def test_a_float16_file_is_verified_at_the_f16_tolerance_with_per_layer_localisa
     assert [(x["layer"], x["ok"]) for x in layers] == [(0, True), (1, True)] and all(x["max_abs"] > 0 for x in layers)
 
 
+def test_openvino_runs_a_float16_file_at_the_file_precision_or_its_own_if_coarser():
+    pytest.importorskip("openvino")
+    cfg, module, model = _built("gru_2layer")
+    report = verify(module, _float16(model), cfg=cfg, runtimes=("openvino",), case_names=("example",), threads=1,
+                    per_layer=True)
+    precisions = {r.name: r.precision for r in report.runners if r.status == "ok"}
+    assert precisions["openvino-cpu-f32"] == "f16"  # forced f32 inference, but the file's weights are float16
+    assert precisions["openvino-cpu-default"] in ("f16", "bf16")  # bf16 where the CPU computes in it
+    assert report.passed(), report.failures()
+    assert all(r.localisation.summary().startswith("every layer within tolerance") for r in report.runners
+               if r.status == "ok")
+
+
 @pytest.mark.parametrize("name", ["lstm_dropout_ragged", "gru_ragged_batch_first", "gru_bidir_nobias_ragged"])
 def test_masked_graphs_converted_to_float16_load_and_pass_at_the_f16_tolerance(name):
     cfg, module, model = _built(name)
