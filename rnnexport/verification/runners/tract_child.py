@@ -38,7 +38,8 @@ def write_frame(stream: IO[bytes], arrays: dict[str, Any]) -> None:
 
 
 def decode_frame(data: bytes) -> dict[str, np.ndarray]:
-    with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+    buffer = io.BytesIO(data)
+    with np.load(buffer, allow_pickle=False) as npz:
         return {k: npz[k] for k in npz.files}
 
 
