@@ -227,6 +227,14 @@ def _index_folder(tmp: Path) -> list[str]:
     return ["build", str(GRU), "--out", str(tmp / "out")]
 
 
+def _golden_with_unknown_case(tmp: Path) -> list[str]:
+    artifact = _artifact(tmp)
+    assert CliRunner().invoke(main, ["verify", str(artifact), "--cases", "example", "--save-golden",
+                                     str(tmp / "g")]).exit_code == 0
+    np.savez(tmp / "g" / "gru_2layer" / "inputs.npz", **{"bogus/input": np.zeros((3, 2, 16), np.float32)})
+    return ["verify", str(artifact), "--golden", str(tmp / "g")]
+
+
 def _inputs_file(arrays: dict[str, np.ndarray] | None, raw: bytes | None = None) -> Callable[[Path], list[str]]:
     def setup(tmp: Path) -> list[str]:
         artifact = _artifact(tmp)
@@ -332,6 +340,8 @@ CATALOGUE = [Bad(f"config_{name}", _config(text), CFG_PREFIX + message) for name
     Bad("index_json_a_folder_verify", lambda t: (_index_folder(t), ["verify", str(t / "out" / "gru_2layer")])[1],
         "{tmp}/out/index.json: is not a file; rnnexport writes its index of the artifacts there (move it away, or "
         "choose another --out)"),
+    Bad("golden_inputs_only_an_unknown_case", _golden_with_unknown_case,
+        "{tmp}/g/gru_2layer: inputs.npz holds cases ['bogus'], but golden.json lists ['example']"),
     Bad("artifact_missing_weights", _artifact_then(lambda a: (a / "weights.pt").unlink()),
         "{tmp}/out/gru_2layer/weights.pt: missing from the artifact"),
     Bad("verify_missing_path", lambda t: ["verify", str(t / "nothing")], "{tmp}/nothing: no such file or folder"),

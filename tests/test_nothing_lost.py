@@ -226,13 +226,13 @@ CATALOGUE = [
     ("manifest_schema_true", lambda t: _manifest_edit(t, schema_version=True),
      "{tmp}/out/gru_2layer/manifest.json: schema_version True is not supported; this rnnexport reads 1", 2),
     ("lint_external_absolute", lambda t: ["lint", _external_data_model(t, "/etc/passwd")],
-     "{tmp}/m.onnx: tensor 'W_0' keeps its data at '/etc/passwd', outside the model's folder; only files beside "
+     "{tmp}/m.onnx: initializer 'W_0' keeps its data at '/etc/passwd', outside the model's folder; only files beside "
      "the model are read", 2),
     ("lint_external_parent", lambda t: ["lint", _external_data_model(t, "../x.bin")],
-     "{tmp}/m.onnx: tensor 'W_0' keeps its data at '../x.bin', outside the model's folder; only files beside "
+     "{tmp}/m.onnx: initializer 'W_0' keeps its data at '../x.bin', outside the model's folder; only files beside "
      "the model are read", 2),
     ("lint_external_missing", lambda t: ["lint", _external_data_model(t, "w.bin")],
-     "{tmp}/m.onnx: tensor 'W_0': external data file 'w.bin' is missing", 2),
+     "{tmp}/m.onnx: initializer 'W_0': external data file 'w.bin' is missing", 2),
     ("lint_huge_initializer", lambda t: ["lint", _huge_initializer(t)],
      "{tmp}/m.onnx: initializer 'W_0' declares 536,870,912 elements (dims [536870912]) but holds 0", 2),
     ("checkpoint_colliding_keys", lambda t: ["init", "--from-checkpoint",

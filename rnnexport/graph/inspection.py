@@ -12,7 +12,7 @@ from rnnexport.artifacts.folders import Artifact, load_artifact
 from rnnexport.contract import MANIFEST_FILE, MODEL_FILE, ONNX_DOMAINS
 from rnnexport.errors import ArtifactError
 from rnnexport.graph.precision import model_precision, precision_words
-from rnnexport.graph.reader import load_model_bytes
+from rnnexport.graph.reader import read_model
 from rnnexport.graph.subgraphs import Scope, op_counts, recurrent_sites
 
 
@@ -90,7 +90,7 @@ def inspect_path(path: str | Path) -> dict[str, Any]:
         data = model_path.read_bytes()
     except OSError as exc:
         raise ArtifactError(f"{model_path}: cannot read: {exc.strerror or exc}") from None
-    model = load_model_bytes(data, str(model_path))
+    model = read_model(model_path)[0]  # external data checked and read, wherever it is referenced
     layers = layer_summary(model)
     initializers = {i.name for i in model.graph.initializer}
     return {

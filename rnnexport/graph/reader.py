@@ -8,10 +8,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import onnx
+from onnx.external_data_helper import load_external_data_for_model
 
 from rnnexport.config import ModelConfig, input_names
 from rnnexport.contract import BATCH, LENGTHS, MANIFEST_FILE, MODEL_FILE, SEQ, output_names
 from rnnexport.errors import ArtifactError
+from rnnexport.graph.checks import check_model, check_tensor, external_location, tensors
 from rnnexport.graph.subgraphs import recurrent_nodes
 
 MAX_MODEL_BYTES = 2 << 30  # protobuf's limit for one message
@@ -43,27 +45,26 @@ def read_model(path: str | Path) -> tuple[onnx.ModelProto, bytes]:
 
 
 def _has_external_data(proto: onnx.ModelProto) -> bool:
-    return any(t.data_location == onnx.TensorProto.EXTERNAL for t in proto.graph.initializer)
+    return any(t.data_location == onnx.TensorProto.EXTERNAL for _, t in tensors(proto, ""))
 
 
 def _load_external(proto: onnx.ModelProto, path: Path) -> None:
+    """Read every external tensor (initializers, ``Constant`` values, in subgraphs too) from files beside the
+    model, then check each against its dims again."""
     folder = path.resolve().parent
-    for tensor in proto.graph.initializer:
+    for label, tensor in tensors(proto, str(path)):
         if tensor.data_location != onnx.TensorProto.EXTERNAL:
             continue
-        location = next((e.value for e in tensor.external_data if e.key == "location"), "")
-        target = (folder / location).resolve()
-        if not location or Path(location).is_absolute() or not target.is_relative_to(folder):
-            raise ArtifactError(f"{path}: tensor {tensor.name!r} keeps its data at {location!r}, outside the "
-                                "model's folder; only files beside the model are read")
+        target = external_location(tensor, folder, f"{path}: {label}")
         if not target.is_file():
-            raise ArtifactError(f"{path}: tensor {tensor.name!r}: external data file {location!r} is missing")
+            location = next((e.value for e in tensor.external_data if e.key == "location"), "")
+            raise ArtifactError(f"{path}: {label}: external data file {location!r} is missing")
     try:
-        from onnx.external_data_helper import load_external_data_for_model
-
         load_external_data_for_model(proto, str(folder))
     except Exception as exc:  # onnx raises ValueError, OSError, ... for short or unreadable data files
         raise ArtifactError(f"{path}: cannot read its external data: {exc}") from None
+    for label, tensor in tensors(proto, str(path)):
+        check_tensor(tensor, f"{path}: {label}")
 
 
 def model_from_source(model: onnx.ModelProto | str | Path | bytes) -> tuple[onnx.ModelProto, bytes]:
@@ -83,32 +84,8 @@ def load_model_bytes(data: bytes, source: str) -> onnx.ModelProto:
         raise ArtifactError(f"{source}: not an ONNX model (it does not parse)") from None
     if not proto.graph.node:
         raise ArtifactError(f"{source}: not an ONNX model (it has no graph)")
-    _check_initializers(proto, source)
+    check_model(proto, source)
     return proto
-
-
-def _check_initializers(proto: onnx.ModelProto, source: str) -> None:
-    """Refuse an initializer whose stored data is not the size its dims declare (reading it would allocate
-    what the dims claim, or fail deep inside a runtime)."""
-    import math
-
-    from onnx import helper
-
-    for tensor in proto.graph.initializer:
-        if tensor.data_location == onnx.TensorProto.EXTERNAL or not tensor.raw_data:
-            stored = None if tensor.data_location == onnx.TensorProto.EXTERNAL else _typed_count(tensor)
-        else:
-            itemsize = helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
-            stored = len(tensor.raw_data) // itemsize
-        declared = math.prod(tensor.dims)
-        if stored is not None and stored != declared:
-            raise ArtifactError(f"{source}: initializer {tensor.name!r} declares {declared:,} elements "
-                                f"(dims {list(tensor.dims)}) but holds {stored:,}")
-
-
-def _typed_count(tensor: onnx.TensorProto) -> int:
-    fields = ("float_data", "int32_data", "int64_data", "double_data", "uint64_data", "string_data")
-    return max(len(getattr(tensor, f)) for f in fields)
 
 
 def graph_inputs(model: onnx.ModelProto) -> list[str]:

@@ -102,6 +102,10 @@ def load_golden(folder: Path) -> tuple[dict[str, Any], list[Case], dict[str, dic
                 expected.setdefault(case, {})[output] = data[key]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ArtifactError(f"{folder}: not readable golden outputs: {exc}") from None
+    listed = index.get("cases")
+    if sorted(c.name for c in cases) != sorted(listed if isinstance(listed, list) else []):
+        raise ArtifactError(f"{folder}: {INPUTS_FILE} holds cases {sorted(c.name for c in cases)}, but {GOLDEN_FILE} "
+                            f"lists {listed!r:.200}")
     missing = [c.name for c in cases if c.name not in expected]
     if missing:
         raise ArtifactError(f"{folder}: no expected outputs for case {missing[0]}")
