@@ -166,3 +166,16 @@ def test_external_data_inside_the_folder_still_reads_everywhere(tmp_path, artifa
                                           str(artifact / "weights.pt"), "--cases", "example"]):
         result = CliRunner().invoke(main, args)
         assert result.exit_code == 0, result.output
+
+
+def test_lint_never_feeds_a_huge_fixed_dim(tmp_path, artifact):
+    """A fixed sequence length of 2**30 is reported, and the run is skipped in words instead of allocating 64 GiB."""
+    model = onnx.load(artifact / "model.onnx")
+    _dim(0, 2**30)(model)
+    path = tmp_path / "m.onnx"
+    onnx.save(model, path)
+    result = CliRunner().invoke(main, ["lint", str(path), "--run"])
+    assert result.exit_code == 1, result.output
+    assert f"{path}: error: static-dims: input input: axis 0 (seq) fixed to 1073741824" in result.output
+    assert (f"{path}: warning: run: not run: input input: its declared shape [1073741824, 1, 16] holds "
+            f"{2**30 * 16:,} elements, more than the {2**26:,} lint feeds a run") in result.output

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from pathlib import Path
 from typing import NamedTuple
@@ -259,6 +260,9 @@ def _cycles(model: onnx.ModelProto) -> list[Finding]:
 RUN_SHAPES = ((2, 1), (2, 3), (7, 1), (7, 3))  # (seq, batch): neither is likely to be the example's
 
 
+MAX_FEED_ELEMENTS = 2**26  # per input of lint's run: 256 MiB of float32, far beyond any real fixed dim
+
+
 def synthesised_feeds(model: onnx.ModelProto, seq: int, batch: int) -> dict[str, np.ndarray] | str:
     """Feeds for every graph input at this sequence length and batch size, from the roles the graph gives them
     (declared fixed sizes are kept); or why they cannot be made (an axis whose size nothing determines)."""
@@ -287,6 +291,9 @@ def synthesised_feeds(model: onnx.ModelProto, seq: int, batch: int) -> dict[str,
             if role == "seq":
                 lengths.append(shape[-1])
         shapes[value.name] = (value.type.tensor_type.elem_type, shape)
+        if math.prod(shape) > MAX_FEED_ELEMENTS:
+            return (f"input {value.name}: its declared shape {shape} holds {math.prod(shape):,} elements, more "
+                    f"than the {MAX_FEED_ELEMENTS:,} lint feeds a run")
     feeds = {}
     for name, (elem_type, shape) in shapes.items():
         integer = elem_type in (onnx.TensorProto.INT32, onnx.TensorProto.INT64)
