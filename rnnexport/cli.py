@@ -16,7 +16,14 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from rnnexport._version import __version__
-from rnnexport.contract import CASE_NAMES, DEFAULT_FAMILIES, EXPORTERS, FAMILIES, WHOLE_MODEL_CASES
+from rnnexport.contract import (
+    CASE_NAMES,
+    DEFAULT_FAMILIES,
+    DEFAULT_THREADS,
+    EXPORTERS,
+    FAMILIES,
+    WHOLE_MODEL_CASES,
+)
 from rnnexport.errors import NOTES
 
 if TYPE_CHECKING:  # for annotations only: each command imports what it runs
@@ -250,8 +257,9 @@ def _run_options(cases: tuple[str, ...]) -> Callable:
                      help="Fail when a recurrent node falls back to another provider."),
         click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
                      help="Seed of the input cases."),
-        click.option("--threads", type=click.IntRange(min=0, max=1024), default=0, show_default=True,
-                     help="Intra-op threads of every runtime and of PyTorch (0: as they are)."),
+        click.option("--threads", type=click.IntRange(min=0, max=1024), default=DEFAULT_THREADS, show_default=True,
+                     help="Threads of PyTorch and of every runtime (0: each one's own default, all cores; one "
+                          "thread is fastest on a shared machine)."),
         click.option("--shape", "shapes", multiple=True, metavar="seq=N,batch=M",
                      help="Add a case of this shape to the standard set (repeatable)."),
         QUIET_VERBOSE)

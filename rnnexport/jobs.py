@@ -21,6 +21,7 @@ from rnnexport.artifacts.targets import Target
 from rnnexport.config import Tolerance
 from rnnexport.contract import (
     CASE_NAMES,
+    DEFAULT_THREADS,
     INPUTS_FILE,
     MANIFEST_FILE,
     MARKDOWN_FILE,
@@ -57,7 +58,7 @@ class VerifyOptions:
     rtol: float | None = None
     seed: int = 0
     long_seq: int = LONG_SEQ
-    threads: int = 0
+    threads: int = DEFAULT_THREADS
     inputs: Path | None = None
     strict_placement: bool = False
     require: tuple[str, ...] = ()

@@ -22,7 +22,7 @@ import numpy as np
 import onnx
 
 from rnnexport.config import ModelConfig, Tolerance, config_for_module, parse_config
-from rnnexport.contract import C0, C_N, CASE_NAMES, H0, H_N, OUTPUT
+from rnnexport.contract import C0, C_N, CASE_NAMES, DEFAULT_THREADS, H0, H_N, OUTPUT
 from rnnexport.errors import ConfigError, ProviderUnavailable, RunnerFailed, RunnerUnavailable
 from rnnexport.export.variants import float16_compute
 from rnnexport.graph.precision import coarsest, model_precision, quantized_padding
@@ -188,7 +188,7 @@ def verify(
     seed: int = 0,
     long_seq: int = LONG_SEQ,
     cases: list[Case] | None = None,
-    threads: int = 0,
+    threads: int = DEFAULT_THREADS,
     variants: dict[str, bytes | str] | None = None,
     per_layer: bool = False,
     shapes: tuple[tuple[int, int], ...] = (),

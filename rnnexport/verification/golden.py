@@ -23,7 +23,7 @@ from rnnexport._version import versions
 from rnnexport.artifacts.folders import load_artifact
 from rnnexport.artifacts.targets import Target
 from rnnexport.config import parse_config
-from rnnexport.contract import INPUTS_FILE, MANIFEST_FILE
+from rnnexport.contract import DEFAULT_THREADS, INPUTS_FILE, MANIFEST_FILE
 from rnnexport.errors import ArtifactError
 from rnnexport.graph.reader import check_model_matches, contract_problems, model_from_source
 from rnnexport.verification.cases import Case, cases_to_npz, load_cases
@@ -127,7 +127,7 @@ class GoldenOracle:
 
 
 def verify_golden(model: Any, folder: Path, *, providers: tuple[str, ...] | None = None,
-                  runtimes: tuple[str, ...] = ("ort", "openvino"), threads: int = 0,
+                  runtimes: tuple[str, ...] = ("ort", "openvino"), threads: int = DEFAULT_THREADS,
                   atol: float | None = None, rtol: float | None = None, case_names: tuple[str, ...] = (),
                   variants: dict[str, bytes | str] | None = None) -> VerifyReport:
     """Run the golden cases (those of ``case_names``, default all) through every runtime runner and compare

@@ -24,7 +24,7 @@ from torch import nn
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
 from rnnexport.config import Tolerance
-from rnnexport.contract import WHOLE_MODEL_CASES
+from rnnexport.contract import DEFAULT_THREADS, WHOLE_MODEL_CASES
 from rnnexport.errors import ExportError
 from rnnexport.export.probe import probe_model
 from rnnexport.export.whole_model import check_dims, dim_name
@@ -229,8 +229,8 @@ def _case(name: str, specs: list[InputSpec], seq: int, batch: int, seed: int, de
 def verify_model(model: nn.Module, onnx_model: onnx.ModelProto, example_inputs: tuple, *, dynamic_shapes: Any = None,
                  specs: list[InputSpec] | None = None, tolerance: Tolerance | Tolerances | None = None,
                  seed: int = 0, runtimes: tuple[str, ...] = DEFAULT_FAMILIES, providers: tuple[str, ...] | None = None,
-                 threads: int = 0, case_names: tuple[str, ...] = (), shapes: tuple[tuple[int, int], ...] = ()
-                 ) -> VerifyReport:
+                 threads: int = DEFAULT_THREADS, case_names: tuple[str, ...] = (),
+                 shapes: tuple[tuple[int, int], ...] = ()) -> VerifyReport:
     """The standard cases (from the declared dynamic dims; ``case_names`` picks some; ``shapes`` adds one per
     (seq, batch)) through PyTorch float32, the float64 oracle and every runtime of ``runtimes`` (ONNX Runtime on
     ``providers``, OpenVINO): a ``VerifyReport`` judged as ``verify``'s are. ``tolerance`` defaults to
