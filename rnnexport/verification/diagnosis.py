@@ -323,17 +323,29 @@ def _swapped_axes(result: Any) -> str | None:
     return None
 
 
+def _failed_cases(cases: list[Any], drift: dict[str, dict[str, Any]], tol: Tolerance) -> list[Any]:
+    """The cases (not streamed) where some output of ``drift`` is over ``tol`` or of another shape."""
+    return [c for c in cases if not c.chunks and any(d.shape_mismatch or not tol.allows(d.max_abs, d.expected_max_abs)
+                                                     for d in drift.get(c.name, {}).values())]
+
+
 def diagnose_results(module: Any, data: bytes, variants: dict[str, Any], cfg: ModelConfig, cases: list[Any],
-                     results: dict[str, Any], tolerances: Any, per_layer: bool) -> None:
+                     results: dict[str, Any], tolerances: Any, per_layer: bool,
+                     own: dict[str, Any] | None = None) -> None:
     """Set ``localisation`` on every runtime runner that failed its tolerance (every one with ``per_layer``):
-    per-layer errors on the first case it failed (else the first case), and the diagnosis."""
+    per-layer errors on the first case it failed (else the first case), and the diagnosis. A runner with an oracle
+    of its own precision (``own``: runner name → that oracle's module) that fails it is localised against that
+    module at that oracle's tolerance: the export bug, not the precision's rounding."""
+    own = own or {}
     for result in results.values():
         if result.status != "ok" or result.kind == "torch":
             continue
-        tol = tolerances.for_runner(result.device, result.precision)
-        failed = [c for c in cases if not c.chunks and any(
-            d.shape_mismatch or not tol.allows(d.max_abs, d.expected_max_abs)
-            for d in result.drift.get(c.name, {}).values())]
+        reference, tol = module, tolerances.for_runner(result.device, result.precision)
+        failed = _failed_cases(cases, result.drift, tol)
+        if result.name in own:
+            own_tol = tolerances.for_own_oracle(result.device, result.precision)
+            if failed_own := _failed_cases(cases, result.vs_precision, own_tol):
+                reference, tol, failed = own[result.name], own_tol, failed_own
         if not (failed or per_layer):
             continue
         swapped = _swapped_axes(result)
@@ -345,7 +357,7 @@ def diagnose_results(module: Any, data: bytes, variants: dict[str, Any], cfg: Mo
             continue
         model = next((v for k, v in variants.items() if result.name.endswith(f"-{k}") and isinstance(v, bytes)), data)
         try:
-            result.localisation = localise(module, model, cfg, case.feeds, tol, _reopen(result, model))
+            result.localisation = localise(reference, model, cfg, case.feeds, tol, _reopen(result, model))
         except Exception as exc:  # a runtime that refuses the exposed copy: say so, keep the verdict
             result.localisation = Localisation(note=f"per-layer outputs could not be read: {str(exc)[:200]}")
         result.localisation.case = case.name

@@ -33,6 +33,9 @@ class RunnerResult:
     ``drift[case][output]``: against the float64 oracle; ``vs_float32[case][output]``: a runtime's
     runner against PyTorch float32 on CPU, for comparison. ``precision``: what it computed in.
     ``hints[case][output]``: a sentence on what a failure there likely means (set by the runner's family).
+    ``vs_precision[case][output]``: against the oracle of the runner's own precision (``precision_oracle``, named
+    by ``precision_oracle``: whether the export is right, where ``drift`` says what the user deploys);
+    ``weight_problems``: what the file's quantized weights get wrong against the quantization rule.
     """
 
     name: str
@@ -51,6 +54,9 @@ class RunnerResult:
     model_bytes: int | None = None  # the size of the model file a runtime runner ran
     localisation: Any = None  # diagnosis.Localisation: per-layer errors and the likely bug, when it failed
     hints: dict[str, dict[str, str]] = field(default_factory=dict)
+    vs_precision: dict[str, dict[str, OutputDrift]] = field(default_factory=dict)
+    precision_oracle: str | None = None
+    weight_problems: list[str] = field(default_factory=list)
 
     @classmethod
     def of(cls, runner: Runner) -> RunnerResult:
@@ -79,7 +85,9 @@ class RunnerResult:
         data["worst"] = None if worst is None else {
             "case": worst[0], "output": worst[1], "max_abs": worst[2].max_abs,
             "index": list(worst[2].worst_index), "nonfinite_mismatches": worst[2].nonfinite_mismatches}
-        for key in ("drift", "vs_float32"):
+        if self.precision_oracle:
+            data["precision_oracle"], data["weight_problems"] = self.precision_oracle, self.weight_problems
+        for key in ("drift", "vs_float32") + (("vs_precision",) if self.precision_oracle else ()):
             data[key] = {c: {o: d.to_dict() for o, d in outs.items()} for c, outs in getattr(self, key).items()}
         return data
 
@@ -156,7 +164,12 @@ class VerifyReport:
     @staticmethod
     def _judged_at(runner: RunnerResult, tolerances: Tolerances) -> dict[str, Any]:
         tol = tolerances.for_runner(runner.device, runner.precision)
-        return {"atol": tol.atol, "rtol": tol.rtol, "rule": tolerances.rule(runner.device, runner.precision)}
+        found: dict[str, Any] = {"atol": tol.atol, "rtol": tol.rtol,
+                                 "rule": tolerances.rule(runner.device, runner.precision)}
+        if runner.precision_oracle:
+            own = tolerances.for_own_oracle(runner.device, runner.precision)
+            found["precision_oracle"] = {"atol": own.atol, "rtol": own.rtol}
+        return found
 
     def min_passing(self, tolerances: Tolerances) -> dict[str, dict[str, MinPassing]]:
         """Per runner and output, the smallest ``atol`` that would pass at the configured ``rtol``, and the
