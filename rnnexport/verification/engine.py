@@ -30,6 +30,7 @@ from rnnexport.graph.reader import check_model_matches, contract_problems, model
 from rnnexport.verification.cases import LONG_SEQ, Case, make_cases, nonfinite_count, skipped_cases
 from rnnexport.verification.diagnosis import diagnose_results
 from rnnexport.verification.drift import OutputDrift
+from rnnexport.verification.precision_oracle import own_oracles
 from rnnexport.verification.ragged import ragged_hints
 from rnnexport.verification.results import RunnerResult, VerifyReport
 from rnnexport.verification.runners import DEFAULT_FAMILIES, FAMILIES, TORCH_CPU, TORCH_CUDA, Runner, RunnerSpec
@@ -66,17 +67,19 @@ class Oracle(Protocol):
 
 def run_engine(name: str, data: bytes, oracle: Oracle, cases: list[Case], specs: list[RunnerSpec], *,
                config: dict[str, Any], tolerances: Tolerances, skipped: dict[str, str] | None = None,
-               contract: list[str] | None = None, start: float | None = None) -> VerifyReport:
+               contract: list[str] | None = None, start: float | None = None,
+               own: dict[str, Oracle] | None = None) -> VerifyReport:
     """Run every case through ``oracle`` and every runner of ``specs`` (in that order; one that cannot run here
     is reported as such) and gather the drift against the oracle into a report. ``data``: the serialized
     model the runtimes run (its sha256 names the report). ``start``: ``time.perf_counter()`` when the caller
-    began, so that ``seconds`` includes its own preparation."""
+    began, so that ``seconds`` includes its own preparation. ``own``: runner name → the oracle of that runner's
+    precision (``precision_oracle.py``), whose drift is recorded as well (``vs_precision``)."""
     start = time.perf_counter() if start is None else start
     oracle_seconds = 0.0
     with ExitStack() as stack:
         runners, results = open_runners(stack, specs)
         for case in cases:
-            oracle_seconds += _run_case(case, oracle, runners, results)
+            oracle_seconds += _run_case(case, oracle, runners, results, own or {})
         for runner in runners:
             if isinstance(runner, OrtRunner):
                 results[runner.name].placement, results[runner.name].fallbacks = runner.placement, runner.fallbacks()
@@ -202,9 +205,10 @@ def verify(
     the config's for CPU and ``CUDA_TOLERANCE`` (or the config's, if larger) for CUDA; a single
     ``Tolerance`` applies to both. ``threads``: intra-op threads of every runtime (0: all cores).
     ``variants`` (variant name → serialized model, see ``export/variants.py``) run on ONNX Runtime as runners
-    of their own, judged at their precision's tolerance; ``shapes`` add a case per (seq, batch). A variant
-    given as a sentence is reported as not available with that reason. A runtime runner that fails its
-    tolerance (every one, with ``per_layer``) gets a ``localisation``: each layer's error up to the first
+    of their own, judged at their precision's tolerance against the float oracle and, for fp16-weights and int8,
+    against the oracle of their own precision too (``precision_oracle.py``); ``shapes`` add a case per (seq,
+    batch). A variant given as a sentence is reported as not available with that reason. A runtime runner that
+    fails its tolerance (every one, with ``per_layer``) gets a ``localisation``: each layer's error up to the first
     failing one, and a diagnosis of the likely bug.
     """
     from rnnexport.verification.runners.torch_runner import Float64Oracle, torch_threads
@@ -224,10 +228,16 @@ def verify(
     skipped = {} if replayed else {k: v for k, v in skipped_cases(cfg).items() if case_names is None or k in case_names}
     with torch_threads(threads):  # PyTorch's runners and the oracle honour --threads as the runtimes do
         problems = contract_problems(proto, cfg) + quantized_padding(proto)  # what every runtime would get
+        own = own_oracles(module, specs, data, variants or {})
         report = run_engine(cfg.name, data, Float64Oracle(module), cases, specs, config=cfg.to_dict(),
-                            tolerances=tolerances, skipped=skipped, contract=problems, start=start)
+                            tolerances=tolerances, skipped=skipped, contract=problems, start=start,
+                            own={name: o.oracle for name, o in own.items()})
         results = {r.name: r for r in report.runners}
-        diagnose_results(module, data, variants or {}, cfg, cases, results, tolerances, per_layer)
+        for name, o in own.items():
+            if results[name].status == "ok":
+                results[name].weight_problems = o.problems
+        diagnose_results(module, data, variants or {}, cfg, cases, results, tolerances, per_layer,
+                         own={name: o.module for name, o in own.items()})
     report.seconds = time.perf_counter() - start
     return report
 
@@ -236,13 +246,16 @@ class UnusableOutputs(Exception):
     """A runner's outputs that cannot be compared at all (a streaming case whose state cannot be carried)."""
 
 
-def _run_case(case: Case, oracle: Oracle, runners: list[Runner], results: dict[str, RunnerResult]) -> float:
-    """Run one case everywhere and record the drift against the oracle; returns the oracle's run time. Whatever
-    a runner returns (another shape, type, rank or count, NaN/Inf) is recorded as drift in words, never raised."""
+def _run_case(case: Case, oracle: Oracle, runners: list[Runner], results: dict[str, RunnerResult],
+              own: dict[str, Oracle]) -> float:
+    """Run one case everywhere and record the drift against the oracle (and a runner's own precision's oracle,
+    where ``own`` has one); returns the oracle's run time. Whatever a runner returns (another shape, type, rank or
+    count, NaN/Inf) is recorded as drift in words, never raised."""
     t0 = time.perf_counter()
     expected = oracle.expected(case)
     oracle_seconds = time.perf_counter() - t0
     reference = None
+    own_expected: dict[str, dict[str, np.ndarray]] = {}
     for runner in runners:
         result = results[runner.name]
         t0 = time.perf_counter()
@@ -258,6 +271,12 @@ def _run_case(case: Case, oracle: Oracle, runners: list[Runner], results: dict[s
         if runner.name == TORCH_CPU:
             reference = actual
         result.drift[case.name] = _compare(expected, actual, case)
+        if runner.name in own:
+            precise = own[runner.name]
+            if precise.name not in own_expected:
+                own_expected[precise.name] = precise.expected(case)
+            result.vs_precision[case.name] = _compare(own_expected[precise.name], actual, case)
+            result.precision_oracle = precise.name
         if result.kind != "torch" and (hints := ragged_hints(case, actual, expected)):
             result.hints[case.name] = hints
         explain = getattr(runner, "explain", None)  # what a runner's family knows of its own wrong results
