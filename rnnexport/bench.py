@@ -5,10 +5,12 @@ the one-step shape), each with its worst drift
 against the float64 oracle; export times, verification time, and this machine's float32 GEMM peak.
 
 Timing: one warm-up call per runner, then ``rounds`` rounds; in each round every runner runs in a rotated
-order, ``repeat`` calls each (calibrated so one sample lasts ~20 ms). The median over rounds is quoted with
-its spread ((p90 - p10) / median); a runner whose spread is 20% or more gets more rounds (up to 3×) and is
-marked noisy if it still is. ONNX Runtime's threads do not spin after a call, so no runner takes CPU from
-the next; eager PyTorch is also timed alone first, and the two figures are printed side by side.
+order, about 20 ms of calls each, every call timed on its own (wall clock, with the calling thread's CPU time
+beside it as a cross-check). The median over calls is quoted with its spread ((p90 - p10) / median). The even
+and the odd rounds make two passes: a figure is trusted only when their medians agree within 20%; a runner
+whose passes do not gets more rounds (up to 3×) and is marked noisy if they still do not, wherever it is shown.
+ONNX Runtime's threads do not spin after a call, so no runner takes CPU from the next; eager PyTorch is also
+timed alone first, and the two figures are printed side by side.
 Like for like: every runner is measured at 1 thread and at all cores, and ratios compare equal thread counts.
 """
 
@@ -42,7 +44,8 @@ from rnnexport.verification.runners.tract_runner import TRACT, TractRunner
 
 CORES = os.cpu_count() or 1
 THREADS = tuple(dict.fromkeys((1, CORES)))
-SAMPLE_SECONDS = 0.02
+SAMPLE_SECONDS = 0.02  # of calls per runner and round, each call timed on its own
+CALLS_PER_ROUND = 200
 NOISY = 0.20  # a spread at or above this is not quoted as a plain median
 PEAK_SIZES = (1024, 2048, 4096)
 REFERENCE = "ort-cpu"  # ratios are to ONNX Runtime float32 on our graph, full optimisation, same threads
@@ -91,43 +94,73 @@ def _seconds(call: Callable[[], Any], repeat: int = 1) -> float:
 
 @dataclass
 class Timing:
+    """Per-call latency: ``median_ms`` of individually timed calls, their ``spread`` ((p90 - p10) / median), how
+    many ``rounds`` were run, ``cpu_ms``: the median CPU time of the calling thread per call (a cross-check: on a
+    loaded machine wall time grows while a single-threaded call's CPU time does not), and ``passes``: the medians of
+    the even and the odd rounds. ``noisy``: the two passes differ by ``NOISY`` or more, so the figure does not
+    repeat."""
+
     median_ms: float
-    spread: float  # (p90 - p10) / median over rounds
+    spread: float
     rounds: int = 0
-    noisy: bool = False  # the spread stayed at or above NOISY after the extra rounds
+    noisy: bool = False
+    cpu_ms: float | None = None
+    passes: tuple[float, float] | None = None
 
     @classmethod
-    def of(cls, samples: list[float]) -> Timing:
+    def of(cls, samples: list[float], cpu: list[float] | None = None, parity: list[int] | None = None) -> Timing:
+        """From per-call seconds; ``cpu``: the same calls' thread CPU seconds; ``parity``: each call's round
+        number (two passes: even and odd rounds). Without passes, noisy means a spread of ``NOISY`` or more."""
         ordered = sorted(samples)
         p10, p90 = ordered[len(ordered) // 10], ordered[-1 - len(ordered) // 10]
         median = statistics.median(ordered)
         spread = (p90 - p10) / median if median else 0.0
-        return cls(median * 1e3, spread, len(ordered), spread >= NOISY)
+        rounds = len(set(parity)) if parity else len(ordered)
+        passes = None
+        if parity and rounds >= 2:
+            halves = [[t for t, r in zip(samples, parity) if r % 2 == k] for k in (0, 1)]
+            passes = (statistics.median(halves[0]) * 1e3, statistics.median(halves[1]) * 1e3)
+        noisy = _disagree(*passes) if passes else spread >= NOISY
+        return cls(median * 1e3, spread, rounds, noisy, statistics.median(cpu) * 1e3 if cpu else None, passes)
+
+
+def _disagree(a: float, b: float) -> bool:
+    return abs(a - b) >= NOISY * min(a, b)
 
 
 def time_interleaved(calls: Mapping[str, Callable[[], Any]], rounds: int,
                      warmed: dict[str, float] | None = None, max_rounds: int | None = None) -> dict[str, Timing]:
-    """Median and spread of each call, measured in rotated order within each round. Calls whose spread is
-    at or above ``NOISY`` get more rounds (rotated among themselves) up to ``max_rounds`` (default 3×).
-    ``warmed`` gives, for calls that already ran once, how long that took: they are neither warmed up nor
-    timed again to choose how many calls make one sample."""
+    """Per-call timing of each call: after one warm-up call, ``rounds`` rounds in rotated order; in each round every
+    call runs ``CALLS_PER_ROUND``-bounded times (about ``SAMPLE_SECONDS`` worth), each timed on its own, wall and
+    thread CPU. Even and odd rounds make two passes; a call whose passes differ by ``NOISY`` or more gets more
+    rounds (rotated among such calls) up to ``max_rounds`` (default 3×) and stays marked noisy if they still do.
+    ``warmed`` gives, for calls that already ran once, how long that took: they are not warmed up again."""
     if not calls:
         return {}
-    repeat = {}
+    per_round = {}
     for name, call in calls.items():
         if warmed is None or name not in warmed:
             call()  # warm-up
         once = warmed[name] if warmed and name in warmed else _seconds(call)
-        repeat[name] = max(1, int(SAMPLE_SECONDS / max(once, 1e-6)))
-    samples: dict[str, list[float]] = {name: [] for name in calls}
+        per_round[name] = max(1, min(CALLS_PER_ROUND, int(SAMPLE_SECONDS / max(once, 1e-6))))
+    wall: dict[str, list[float]] = {name: [] for name in calls}
+    cpu: dict[str, list[float]] = {name: [] for name in calls}
+    parity: dict[str, list[int]] = {name: [] for name in calls}
+    done = dict.fromkeys(calls, 0)
     limit = max_rounds or 3 * rounds
     names = list(calls)
     while names:
         for r in range(rounds):
             for name in names[r % len(names):] + names[: r % len(names)]:
-                samples[name].append(_seconds(calls[name], repeat[name]))
-        names = [n for n in names if Timing.of(samples[n]).noisy and len(samples[n]) + rounds <= limit]
-    return {name: Timing.of(values) for name, values in samples.items()}
+                for _ in range(per_round[name]):
+                    start, start_cpu = time.perf_counter(), time.thread_time()
+                    calls[name]()
+                    wall[name].append(time.perf_counter() - start)
+                    cpu[name].append(time.thread_time() - start_cpu)
+                    parity[name].append(done[name])
+                done[name] += 1
+        names = [n for n in names if Timing.of(wall[n], parity=parity[n]).noisy and done[n] + rounds <= limit]
+    return {name: Timing.of(wall[name], cpu[name], parity[name]) for name in calls}
 
 
 @dataclass
@@ -319,11 +352,29 @@ def _measure(cfg: ModelConfig, module: torch.nn.Module, entries: list[Entry], mi
             except RunnerFailed as exc:
                 results[shape][e.key] = f"does not run: {exc.reason[:120]}"
                 continue
+            wrong = output_problem(expected, actual)
+            if wrong:  # a wrong-shaped graph is a failed runner, never a crash or a timed figure
+                results[shape][e.key] = f"wrong output: {wrong}"
+                continue
             drift[shape][e.key] = max(float(np.abs(actual[k].astype(np.float64) - expected[k]).max())
-                                      for k in expected if k in actual)
+                                      for k in expected)
             calls[e.key] = functools.partial(e.infer, feeds)
         results[shape].update(time_interleaved(calls, rounds))
     return results, drift, {e.runner: e.precision for e in entries}, alone
+
+
+def output_problem(expected: dict[str, np.ndarray], actual: dict[str, np.ndarray]) -> str | None:
+    """Why ``actual`` cannot be compared with the oracle's ``expected`` (a missing output, another shape, not
+    real numbers), or None."""
+    for name, want in expected.items():
+        got = actual.get(name)
+        if got is None:
+            return f"no {name} among its outputs {sorted(actual)}"
+        if not np.issubdtype(np.asarray(got).dtype, np.floating):
+            return f"{name} is {np.asarray(got).dtype}, not real numbers"
+        if np.shape(got) != want.shape:
+            return f"{name} has shape {list(np.shape(got))} where PyTorch gives {list(want.shape)}"
+    return None
 
 
 def _recommend(runtime: dict[str, dict]) -> dict[str, dict[str, Any]]:

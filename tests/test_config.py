@@ -44,3 +44,15 @@ def test_every_shipped_config_loads():
     assert any(c.inputs.initial_state for c in configs) and any(c.inputs.variable_lengths for c in configs)
     assert any(c.dropout > 0 for c in configs)
     assert any(c.hidden_size >= 512 and c.num_layers >= 4 for c in configs)
+
+
+def test_the_large_configs_comment_says_its_true_size():
+    """The first line of configs/lstm_large.toml states its weight count and bytes: computed here, not trusted."""
+    import re
+
+    from rnnexport.export.builders import build_model
+
+    path = next(p for p in SHIPPED if p.stem == "lstm_large")
+    stated = re.search(r"about ([\d.]+) M weights, ([\d.]+) MB", path.read_text().splitlines()[0])
+    count = sum(p.numel() for p in build_model(load_config(path)).parameters())
+    assert stated and (float(stated[1]), float(stated[2])) == (round(count / 1e6, 1), round(count * 4 / 1e6, 1))
