@@ -53,7 +53,7 @@ RESERVED_NAMES = (INDEX_FILE, MODEL_FILE, WEIGHTS_FILE, MANIFEST_FILE, *REPORT_F
 # What the CLI offers by name (here, so that `rnnexport --help` imports neither numpy nor torch).
 WHOLE_MODEL_CASES = ("example", "seq1", "batch1", "long", "other_batch")  # what verify_model runs
 CASE_NAMES = ("example", "seq1", "batch1", "long", "other_batch", "saturating", "tiny", "zero_state", "ragged",
-              "streaming")
+              "ragged_saturating", "streaming")
 EXPORTERS = ("native", "torch-dynamo", "torch-script")
 DEFAULT_FAMILIES = ("torch", "ort", "openvino")  # what verify runs without --runtimes
 FAMILIES = (*DEFAULT_FAMILIES, "tract")  # runner families `verify --runtimes` picks from; tract only when named

@@ -351,7 +351,7 @@ CATALOGUE = [Bad(f"config_{name}", _config(text), CFG_PREFIX + message) for name
         f"unknown provider 'FooExecutionProvider'; known: {', '.join(ort.get_all_providers())}"),
     Bad("unknown_case", _verify_args("--cases", "example,huge"),
         "unknown case 'huge'; known: example, seq1, batch1, long, other_batch, saturating, tiny, zero_state, ragged, "
-        "streaming"),
+        "ragged_saturating, streaming"),
     Bad("bad_shard", _verify_args("--shard", "3/2"), "--shard '3/2': expected K/N with 1 <= K <= N, for example 2/4"),
     Bad("inputs_not_npz", _inputs_file(None, raw=b"plain text"), "{tmp}/in.npz: not a .npz file of inputs"),
     Bad("inputs_pickled", _inputs_file({"example/input": np.array([{"a": 1}], dtype=object)}),

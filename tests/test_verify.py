@@ -313,3 +313,34 @@ def test_report_json_summarises_each_runner(tmp_path):
     torch_cpu = next(r for r in data["runners"] if r["name"] == "torch-float32-cpu")
     own = torch_cpu["drift"]["example"][ort_cpu["worst"]["output"]]["max_abs"]
     assert ratio == pytest.approx(ort_cpu["worst"]["max_abs"] / own)
+
+
+def test_a_masked_lstm_whose_padding_flag_is_weakened_fails_only_the_ragged_saturating_case(tmp_path):
+    """The masked graph's padding flag (a ±1e4 W column: forget gate to 1, input gate to 0 on padded steps)
+    weakened to ±30 in a built artifact: |x| ≈ 1 and the saturating case without padding pass it, the ragged case
+    at saturating inputs does not."""
+    cfg = load_config(CONFIG["lstm_dropout_ragged"])
+    assert cfg.inputs.variable_lengths == "masked"
+    artifact = build_artifact(cfg, tmp_path)
+    broken = onnx.load(artifact / "model.onnx")
+    weakened = 0
+    for tensor in broken.graph.initializer:
+        w = numpy_helper.to_array(tensor)
+        if tensor.name.startswith("W_") and w.ndim == 3 and np.abs(w[..., -1]).max() >= 1e3:
+            w = w.copy()
+            w[..., -1] = np.sign(w[..., -1]) * 30.0
+            tensor.CopyFrom(numpy_helper.from_array(w, tensor.name))
+            weakened += 1
+    assert weakened == cfg.num_layers * cfg.num_directions
+    module = export_config(cfg)[0]
+    names = tuple(c.name for c in make_cases(cfg))
+    assert "ragged_saturating" in names
+    report = rnnexport.verify(module, broken, cfg=cfg, runtimes=("ort",), providers=("CPUExecutionProvider",))
+    failing_cases = {case for runner, case in report.judge().failing_cells()}
+    assert failing_cases == {"ragged_saturating"}, report.judge().failures()
+    worst = max(d.max_abs for d in next(r for r in report.runners if r.name == "ort-cpu").drift["ragged_saturating"]
+                .values())
+    assert worst > 0.1
+    clean = rnnexport.verify(module, onnx.load(artifact / "model.onnx"), cfg=cfg, runtimes=("ort",),
+                             providers=("CPUExecutionProvider",), case_names=("ragged_saturating",))
+    assert clean.judge().passed, clean.judge().failures()

@@ -76,6 +76,10 @@ def _lengths(seq_len: int, batch: int, rng: np.random.Generator) -> np.ndarray:
 # its inputs are made large enough to exercise any clip threshold a runtime might apply (clip = 20 gave an
 # h_n error of 17.5 at |x| ≈ 30 and passed at 10).
 SATURATING_SCALE = {"gru": 10.0, "lstm": 10.0, "rnn_tanh": 10.0, "rnn_relu": 100.0}
+# The ragged case of a masked graph (variable_lengths = "masked") at saturating inputs: the padding flag's W column
+# (export/masked.py, ±1e4) must outweigh what the inputs add to the gates on padded steps. Weakened to ±30 in
+# lstm_dropout_ragged, it passed every case at |x| ≈ 1 and 10 and failed this one (|x| ≈ 30) by 2.0 in c_n.
+RAGGED_SATURATING_SCALE = 30.0
 
 
 def shape_case_name(seq: int, batch: int) -> str:
@@ -87,11 +91,13 @@ def make_cases(cfg: ModelConfig, seed: int = 0, names: tuple[str, ...] | None = 
     """The cases that apply to ``cfg`` (all of ``CASE_NAMES`` by default), in that order, then one case per
     (seq, batch) of ``shapes`` (``verify --shape``).
 
-    ``zero_state`` needs initial-state inputs, ``ragged`` needs ``sequence_lens``; ``streaming``
+    ``zero_state`` needs initial-state inputs, ``ragged`` needs ``sequence_lens`` (``ragged_saturating``, a
+    masked graph); ``streaming``
     needs initial-state inputs and a unidirectional model (the backward direction needs the whole
     sequence at once). Cases that do not apply are left out (see ``skipped_cases``).
     """
     seq, batch = cfg.example.seq_len, cfg.example.batch
+    ragged_scale = max(RAGGED_SATURATING_SCALE, SATURATING_SCALE[cfg.cell])
     plans: dict[str, tuple[int, int, dict[str, Any], str]] = {
         "example": (seq, batch, {}, f"the example shape (seq {seq}, batch {batch})"),
         "seq1": (1, batch, {}, "a single time step"),
@@ -103,6 +109,9 @@ def make_cases(cfg: ModelConfig, seed: int = 0, names: tuple[str, ...] | None = 
         "tiny": (seq, batch, {"scale": 1e-3}, "inputs with |x| ≈ 1e-3"),
         "zero_state": (seq, batch, {"state": "zero"}, "zero initial states"),
         "ragged": (seq, max(batch, 3), {"lengths": "ragged"}, "ragged, unsorted sequence lengths"),
+        "ragged_saturating": (seq, max(batch, 3), {"lengths": "ragged", "scale": ragged_scale},
+                              f"ragged lengths with |x| ≈ {ragged_scale:g}: the padding must hold against saturated "
+                              "gates"),
         "streaming": (3 * seq, batch, {}, "the sequence fed in 3 chunks, the state carried between calls"),
     }
     skipped = skipped_cases(cfg)
@@ -134,6 +143,9 @@ def skipped_cases(cfg: ModelConfig) -> dict[str, str]:
         skipped["streaming"] = "bidirectional: needs the whole sequence at once"
     if not cfg.inputs.variable_lengths:
         skipped["ragged"] = "no sequence_lens input"
+        skipped["ragged_saturating"] = "no sequence_lens input"
+    elif cfg.inputs.variable_lengths != "masked":
+        skipped["ragged_saturating"] = 'for masked graphs (variable_lengths = "masked"), whose padding it stresses'
     return skipped
 
 
