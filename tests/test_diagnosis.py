@@ -133,7 +133,7 @@ BUGS = {
     "initial_state": ("lstm_3layer_bidir", _other_layers_state, "example",
                       "layer 1, forward direction: the initial state of row 0 (layer 0, forward) is used"),
     "sequence_lens": ("gru_bidir_nobias_ragged", _ignore_lengths, "ragged",
-                      "layer 0, backward direction: sequence_lens is not honoured (every row runs all steps)"),
+                      "layer 0, forward direction: sequence_lens is not honoured (every row runs all steps)"),
 }
 
 

@@ -30,8 +30,8 @@ from rnnexport.graph.reader import check_model_matches, contract_problems, model
 from rnnexport.verification.cases import LONG_SEQ, Case, make_cases, nonfinite_count, skipped_cases
 from rnnexport.verification.diagnosis import diagnose_results
 from rnnexport.verification.drift import OutputDrift
-from rnnexport.verification.precision_oracle import own_oracles
-from rnnexport.verification.ragged import ragged_hints
+from rnnexport.verification.precision_oracle import model_of, own_oracles
+from rnnexport.verification.ragged import ragged_hints, reads_sequence_lens
 from rnnexport.verification.results import RunnerResult, VerifyReport
 from rnnexport.verification.runners import DEFAULT_FAMILIES, FAMILIES, TORCH_CPU, TORCH_CUDA, Runner, RunnerSpec
 from rnnexport.verification.runners.openvino_runner import openvino_specs
@@ -68,18 +68,19 @@ class Oracle(Protocol):
 def run_engine(name: str, data: bytes, oracle: Oracle, cases: list[Case], specs: list[RunnerSpec], *,
                config: dict[str, Any], tolerances: Tolerances, skipped: dict[str, str] | None = None,
                contract: list[str] | None = None, start: float | None = None,
-               own: dict[str, Oracle] | None = None) -> VerifyReport:
+               own: dict[str, Oracle] | None = None, no_lengths: frozenset[str] = frozenset()) -> VerifyReport:
     """Run every case through ``oracle`` and every runner of ``specs`` (in that order; one that cannot run here
     is reported as such) and gather the drift against the oracle into a report. ``data``: the serialized
     model the runtimes run (its sha256 names the report). ``start``: ``time.perf_counter()`` when the caller
     began, so that ``seconds`` includes its own preparation. ``own``: runner name → the oracle of that runner's
-    precision (``precision_oracle.py``), whose drift is recorded as well (``vs_precision``)."""
+    precision (``precision_oracle.py``), whose drift is recorded as well (``vs_precision``). ``no_lengths``: runners
+    whose graphs' recurrent nodes do not read ``sequence_lens`` (masked graphs): no hint says they ignore it."""
     start = time.perf_counter() if start is None else start
     oracle_seconds = 0.0
     with ExitStack() as stack:
         runners, results = open_runners(stack, specs)
         for case in cases:
-            oracle_seconds += _run_case(case, oracle, runners, results, own or {})
+            oracle_seconds += _run_case(case, oracle, runners, results, own or {}, no_lengths)
         for runner in runners:
             if isinstance(runner, OrtRunner):
                 results[runner.name].placement, results[runner.name].fallbacks = runner.placement, runner.fallbacks()
@@ -229,9 +230,11 @@ def verify(
     with torch_threads(threads):  # PyTorch's runners and the oracle honour --threads as the runtimes do
         problems = contract_problems(proto, cfg) + quantized_padding(proto)  # what every runtime would get
         own = own_oracles(module, specs, data, variants or {})
+        no_lengths = frozenset(s.name for s in specs if s.kind != "torch" and not reads_sequence_lens(
+            proto if (m := model_of(s.name, data, variants or {})) is data else onnx.load_model_from_string(m)))
         report = run_engine(cfg.name, data, Float64Oracle(module), cases, specs, config=cfg.to_dict(),
                             tolerances=tolerances, skipped=skipped, contract=problems, start=start,
-                            own={name: o.oracle for name, o in own.items()})
+                            own={name: o.oracle for name, o in own.items()}, no_lengths=no_lengths)
         results = {r.name: r for r in report.runners}
         for name, o in own.items():
             if results[name].status == "ok":
@@ -247,7 +250,7 @@ class UnusableOutputs(Exception):
 
 
 def _run_case(case: Case, oracle: Oracle, runners: list[Runner], results: dict[str, RunnerResult],
-              own: dict[str, Oracle]) -> float:
+              own: dict[str, Oracle], no_lengths: frozenset[str] = frozenset()) -> float:
     """Run one case everywhere and record the drift against the oracle (and a runner's own precision's oracle,
     where ``own`` has one); returns the oracle's run time. Whatever a runner returns (another shape, type, rank or
     count, NaN/Inf) is recorded as drift in words, never raised."""
@@ -277,7 +280,7 @@ def _run_case(case: Case, oracle: Oracle, runners: list[Runner], results: dict[s
                 own_expected[precise.name] = precise.expected(case)
             result.vs_precision[case.name] = _compare(own_expected[precise.name], actual, case)
             result.precision_oracle = precise.name
-        if result.kind != "torch" and (hints := ragged_hints(case, actual, expected)):
+        if result.kind != "torch" and runner.name not in no_lengths and (hints := ragged_hints(case, actual, expected)):
             result.hints[case.name] = hints
         explain = getattr(runner, "explain", None)  # what a runner's family knows of its own wrong results
         if explain and (said := explain(case, actual)):

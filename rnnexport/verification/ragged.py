@@ -9,11 +9,19 @@ state taken at the padded end.
 from __future__ import annotations
 
 import numpy as np
+import onnx
 
 from rnnexport.contract import H_N, LENGTHS, OUTPUT
+from rnnexport.graph.subgraphs import recurrent_nodes
 from rnnexport.verification.cases import Case
 
 PORTABLE = 'rebuild with [inputs] variable_lengths = "masked" for a graph that does not depend on it'
+
+
+def reads_sequence_lens(model: onnx.ModelProto) -> bool:
+    """Whether a recurrent node of ``model`` reads ``sequence_lens``: only then can a runtime's ignoring it explain
+    a ragged case (a masked graph's nodes never read it)."""
+    return any(len(n.input) > 4 and n.input[4] for n in recurrent_nodes(model))
 
 
 def ragged_hints(case: Case, actual: dict[str, np.ndarray], expected: dict[str, np.ndarray]) -> dict[str, str]:
