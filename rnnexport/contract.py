@@ -24,6 +24,10 @@ SEQ, BATCH = "seq", "batch"
 # ReverseSequence, or GatherElements with indices computed from sequence_lens (for runtimes without
 # ReverseSequence, such as tract). The first is the default.
 REVERSE_OPS = ("ReverseSequence", "GatherElements")
+# A masked LSTM's padding flag (X's last column, 1 on padded steps) has this weight: +GATE_SATURATION on the forget
+# rows, −GATE_SATURATION on the input rows, so sigmoid saturates to exactly 1 and 0 in float32, bf16 and f16 and c
+# is held through the padded steps (export/masked.py writes it, verification/hypotheses.py recomputes it).
+GATE_SATURATION = 1e4
 # Deployment variants an artifact may carry beside model.onnx, as model.<variant>.onnx (see variants.py).
 VARIANTS = ("fp16-weights", "int8-dynamic")
 

@@ -161,7 +161,7 @@ def test_cli_verify_artifacts_writes_report_and_inputs(tmp_path):
     assert runners["ort-cpu"]["status"] == "ok"
     assert runners["ort-cpu"]["settings"]["graph_optimization_level"] == "ORT_ENABLE_ALL"
     assert set(runners["ort-cpu"]["drift"]) == {"example", "seq1", "batch1", "long", "other_batch", "saturating",
-                                                 "tiny", "zero_state", "ragged", "streaming"}
+                                                 "tiny", "zero_state", "ragged", "ragged_saturating", "streaming"}
     worst = max(d["max_abs"] for outs in runners["ort-cpu"]["drift"].values() for d in outs.values())
     assert 0 < worst < 1e-5
     curve = runners["ort-cpu"]["drift"]["long"]["output"]["per_step"]
@@ -344,6 +344,9 @@ def test_a_masked_lstm_whose_padding_flag_is_weakened_fails_only_the_ragged_satu
     assert [f.split(": ")[:2] for f in report.judge().failures()] == [["ort-cpu", "ragged_saturating/c_n"]]
     # c_n alone fails: localisation compares each node's Y_c too, and finds it in the first layer
     assert ort_cpu.localisation.summary().startswith("first failing: layer 0, forward direction, Y_c (max |Δ| ")
+    assert ort_cpu.localisation.diagnosis == ("layer 0, forward direction: the padding flag's W column holds up to ±30 "
+                                              "where the masked graph needs ±10000: the gates are not held through "
+                                              "the padded steps")
     clean = rnnexport.verify(module, onnx.load(artifact / "model.onnx"), cfg=cfg, runtimes=("ort",),
                              providers=("CPUExecutionProvider",), case_names=("ragged_saturating",))
     assert clean.judge().passed, clean.judge().failures()

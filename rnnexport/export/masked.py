@@ -23,14 +23,11 @@ import numpy as np
 from onnx import TensorProto
 from torch import nn
 
-from rnnexport.contract import REVERSE_OPS
+from rnnexport.contract import GATE_SATURATION, REVERSE_OPS
 from rnnexport.errors import ExportError
 from rnnexport.export.gates import ONNX_OP, trim_optional
 
 MIN_MASKED_OPSET = 11
-# Pre-activation added to the LSTM's forget gate (and subtracted from its input gate) on padded steps:
-# sigmoid saturates to exactly 1 and 0 in float32, bf16 and f16 far below this.
-GATE_SATURATION = 1e4
 
 
 def check_opset(opset: int) -> None:

@@ -135,7 +135,8 @@ def localise(module: Any, data: bytes, cfg: ModelConfig, feeds: dict[str, np.nda
             found.layers.append(entry)
             if nonfinite:
                 found.diagnosis = (f"layer {layer}, {DIRECTIONS[direction]} direction: {nonfinite} NaN/Inf in "
-                                   f"{node.name or node.op_type}'s {entry['output']} where PyTorch's layer output is finite")
+                                   f"{node.name or node.op_type}'s {entry['output']} where PyTorch's layer output "
+                                   "is finite")
                 return found
             if not entry["ok"]:
                 site = Site(module, ref, layer, direction, node, slot, masked, model)

@@ -20,7 +20,7 @@ import onnx
 from onnx import numpy_helper
 
 from rnnexport.config import Tolerance
-from rnnexport.contract import LENGTHS
+from rnnexport.contract import GATE_SATURATION, LENGTHS
 from rnnexport.export.gates import GATE_ORDER
 from rnnexport.verification.recompute import (
     ACTIVATION_DEFAULTS,
@@ -76,6 +76,8 @@ class Change:
     reverse: bool
     state_row: int | None
     full_length: bool = False
+    flag: np.ndarray | None = None  # a masked LSTM's padding-flag column of W [4H], PyTorch's order (None: the graph's
+    # contract, ±GATE_SATURATION)
 
 
 def _onnx_to_torch(a: np.ndarray, mode: str) -> np.ndarray:
@@ -227,6 +229,31 @@ def order_hypotheses(site: Site, base: Change) -> list[tuple[str, Change]]:
     return found
 
 
+def _within_lengths(x: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """``x`` [T, B, F] with each row reversed within its length (its own inverse)."""
+    out = x.copy()
+    for b, length in enumerate(lengths):
+        out[:length, b] = x[:length, b][::-1]
+    return out
+
+
+def _masked_lstm(site: Site, change: Change, h: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, ...]:
+    """A masked LSTM node as the graph runs it: every step, the padding flag appended to X with its W column, the
+    backward direction over X reversed within each row's length (export/masked.py)."""
+    ref, w, hidden = site.ref, change.weights, site.module.hidden_size
+    x = _within_lengths(ref.inputs[site.layer], ref.lengths) if change.reverse else ref.inputs[site.layer]
+    steps = x.shape[0]
+    pad = (np.arange(steps)[:, None] >= ref.lengths[None, :]).astype(np.float64)[..., None]
+    flag = change.flag
+    if flag is None:  # PyTorch's order i, f, g, o: the input gate shut, the forget gate open
+        flag = np.concatenate([np.full(hidden, -GATE_SATURATION), np.full(hidden, GATE_SATURATION),
+                               np.zeros(2 * hidden)])
+    flagged = Weights(np.concatenate([w.w_ih, flag[:, None]], axis=1), w.w_hh, w.b_ih, w.b_hh)
+    y, h_n, c_n = run_direction("LSTM", np.concatenate([x, pad], axis=2), flagged, h, c,
+                                np.full_like(ref.lengths, steps), False, change.cell)
+    return (_within_lengths(y, ref.lengths) if change.reverse else y), h_n, c_n
+
+
 def recompute(site: Site, change: Change) -> dict[str, np.ndarray]:
     """Y (valid steps), Y_h and Y_c of the site under ``change``."""
     ref = site.ref
@@ -234,11 +261,30 @@ def recompute(site: Site, change: Change) -> dict[str, np.ndarray]:
     h = ref.h0[change.state_row] if change.state_row is not None else zeros
     c = ref.c0[change.state_row] if change.state_row is not None else zeros
     steps = ref.inputs[site.layer].shape[0]
-    lengths = np.full_like(ref.lengths, steps) if change.full_length else ref.lengths
-    y, h_n, c_n = run_direction(site.module.mode, ref.inputs[site.layer], change.weights, h, c, lengths,
-                                change.reverse, change.cell)
+    if site.masked and site.module.mode == "LSTM":
+        y, h_n, c_n = _masked_lstm(site, change, h, c)
+    else:
+        lengths = np.full_like(ref.lengths, steps) if change.full_length else ref.lengths
+        y, h_n, c_n = run_direction(site.module.mode, ref.inputs[site.layer], change.weights, h, c, lengths,
+                                    change.reverse, change.cell)
     valid = (np.arange(steps)[:, None] < ref.lengths[None, :])[..., None]
     return {"Y": np.where(valid, y, 0.0), "Y_h": h_n, "Y_c": c_n}
+
+
+def flag_hypotheses(site: Site, base: Change) -> list[tuple[str, Change]]:
+    """A masked LSTM's padding-flag column as the graph holds it, where it is not ±GATE_SATURATION."""
+    if not (site.masked and site.module.mode == "LSTM"):
+        return []
+    w = _constant(site.model, site.node.input[1])
+    if w is None or w.shape[2] != site.ref.inputs[site.layer].shape[2] + 1:
+        return []
+    column = _onnx_to_torch(w[site.slot][:, -1], "LSTM")
+    hidden = site.module.hidden_size
+    if np.array_equal(column[:2 * hidden], np.repeat([-GATE_SATURATION, GATE_SATURATION], hidden)):
+        return []
+    return [(f"the padding flag's W column holds up to ±{float(np.abs(column).max()):.3g} where the masked graph "
+             f"needs ±{GATE_SATURATION:g}: the gates are not held through the padded steps",
+             replace(base, flag=column))]
 
 
 def misfit(site: Site, change: Change, actual: dict[str, np.ndarray], tol: Tolerance) -> float:
@@ -277,7 +323,8 @@ def diagnose(site: Site, actual: dict[str, np.ndarray], tol: Tolerance) -> str:
     where = f"layer {site.layer}, {DIRECTIONS[site.direction]} direction"
     base = Change(module_weights(site.module, site.layer, site.direction), Cell.torch(site.module.mode),
                   site.direction == 1, site.row if site.ref.given_state else None)
-    tried = cell_hypotheses(site, base) + weight_hypotheses(site, base) + order_hypotheses(site, base)
+    tried = (cell_hypotheses(site, base) + weight_hypotheses(site, base) + order_hypotheses(site, base)
+             + flag_hypotheses(site, base))
     scored = sorted(((misfit(site, change, actual, tol), k, words) for k, (words, change) in enumerate(tried)))
     if scored and scored[0][0] <= 1.0:
         return f"{where}: {scored[0][2]}"

@@ -2,7 +2,8 @@
 with other attributes would: the reference of per-layer localisation and the hypotheses of the diagnosis.
 
 The equations are ONNX's (onnx/reference/ops/op_lstm.py, op_gru.py, op_rnn.py) with PyTorch's gate order:
-activations f, g, h at their positions, ``clip`` applied to every activation's input, LSTM's ``input_forget``
+activations f, g, h at their positions, ``clip`` applied to the gates' pre-activations (as ONNX Runtime reads
+it: an LSTM's c is not clipped before h, measured against ONNX Runtime 1.32), LSTM's ``input_forget``
 (f = 1 − i), GRU's ``linear_before_reset``; ragged rows as ``pack_padded_sequence`` runs them.
 """
 
@@ -33,8 +34,8 @@ def activate(name: str, x: np.ndarray, alpha: float, beta: float) -> np.ndarray:
         return np.maximum(x, 0.0)
     if name == "Tanh":
         return np.tanh(x)
-    if name == "Sigmoid":
-        return 1.0 / (1.0 + np.exp(-x))
+    if name == "Sigmoid":  # without overflow at a masked graph's ±1e4
+        return np.exp(-np.logaddexp(0.0, -x))
     if name == "Affine":
         return alpha * x + beta
     if name == "LeakyRelu":
@@ -68,8 +69,8 @@ class Cell:
     def torch(cls, mode: str) -> Cell:
         return cls(tuple((name, *ACTIVATION_DEFAULTS[name]) for name in TORCH_ACTIVATIONS[mode]))
 
-    def act(self, position: int, x: np.ndarray) -> np.ndarray:
-        if self.clip is not None:
+    def act(self, position: int, x: np.ndarray, clipped: bool = True) -> np.ndarray:
+        if self.clip is not None and clipped:
             x = np.clip(x, -self.clip, self.clip)
         name, alpha, beta = self.activations[position]
         return activate(name, x, alpha, beta)
@@ -119,7 +120,7 @@ def run_direction(mode: str, x: np.ndarray, w: Weights, h: np.ndarray, c: np.nda
             i, o, g = cell.act(0, i), cell.act(0, o), cell.act(1, g)
             f = 1.0 - i if cell.input_forget else cell.act(0, f)
             new_c = f * c + i * g
-            new_h = o * cell.act(2, new_c)
+            new_h = o * cell.act(2, new_c, clipped=False)  # ONNX Runtime clips the gates, not c before h
         else:
             new_h, new_c = cell.act(0, gi + h @ w.w_hh.T + w.b_hh), c
         h, c = np.where(live, new_h, h), np.where(live, new_c, c)
