@@ -83,3 +83,21 @@ def test_weights_that_do_not_fit_are_one_short_line_that_says_how_to_get_a_fitti
     code, output = _run("build", tmp_path / "ck.toml", "--out", tmp_path / "out")
     assert code == 2 and len(output.splitlines()) == 1 and len(output) < 300
     assert output.endswith("; and 9 more (rnnexport init --from-checkpoint ck.pt writes a config that fits them)\n")
+
+
+def test_verify_runs_every_runtime_at_one_thread_unless_told(tmp_path):
+    """One thread by default (on a shared machine the runtimes' own defaults made verify 6× slower); --threads 2
+    reaches PyTorch, ONNX Runtime and OpenVINO alike. Read back from what each runner recorded."""
+    from rnnexport.artifacts.build import build_artifact
+    from rnnexport.config import load_config
+
+    artifact = build_artifact(load_config(SHIPPED[0]), tmp_path)
+    for args, threads in (([], 1), (["--threads", "2"], 2)):
+        result = CliRunner().invoke(main, ["verify", str(artifact), "--cases", "example", "--json",
+                                           str(tmp_path / "r.json"), *args])
+        assert result.exit_code == 0, result.output
+        report = json.loads((tmp_path / "r.json").read_text())["reports"][0]
+        assert report["oracle"]["threads"] == threads
+        ran = {r["name"]: r["settings"] for r in report["runners"] if r["status"] == "ok"}
+        assert ran["torch-float32-cpu"]["threads"] == threads and ran["ort-cpu"]["intra_op_num_threads"] == threads
+        assert ran["openvino-cpu-f32"]["threads"] == threads
