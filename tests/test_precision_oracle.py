@@ -113,6 +113,8 @@ def test_fp16_weights_with_one_weight_block_scaled_by_1_01_fails_naming_the_laye
     assert failures and all(f.startswith("ort-cpu-fp16-weights: ") for f in failures)
     assert any("against torch-float64-oracle-fp16-weights" in f for f in failures)
     assert _first_failing(result) == (0, "forward"), result.localisation.summary()
+    assert result.localisation.diagnosis.startswith("layer 0, forward direction: weights differ by ~")
+    assert result.localisation.diagnosis.endswith("of their largest value (W), not a structural bug")
 
 
 @pytest.mark.parametrize("name", LSTMS)
