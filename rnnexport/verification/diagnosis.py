@@ -280,3 +280,12 @@ def diagnose_results(module: Any, data: bytes, variants: dict[str, Any], cfg: Mo
             result.localisation = Localisation(note=f"localisation failed ({type(exc).__name__}: {str(exc)[:200]}); "
                                                     "this is a bug of rnnexport")
         result.localisation.case = case.name
+        if failed and _all_nodes_right(result.localisation):
+            result.localisation.diagnosis = (
+                "every recurrent node computes PyTorch's layer (Y, Y_h, Y_c) on this case: the error is in the graph "
+                "around them" + (" (the padding mask, the reversal within lengths or the pick of h_n)"
+                                 if cfg.inputs.variable_lengths == "masked" else ""))
+
+
+def _all_nodes_right(found: Localisation) -> bool:
+    return bool(found.layers) and all(x["ok"] for x in found.layers) and not (found.diagnosis or found.note)

@@ -42,6 +42,7 @@ USES_BETA = ("Affine", "ScaledTanh", "HardSigmoid")
 # Weights that differ from the module's by at most this share of their largest value are a perturbation (a
 # rounding, a scale); beyond it the difference is no known bug, said with the share.
 PERTURBATION = 0.2
+SAME_WEIGHTS = 1e-6  # below this share, a tensor is the module's (float32 rounding of a dequantized int8 weight)
 # (tensors permuted together, their name in the diagnosis)
 GROUPS = ((("W", "R", "Wb", "Rb"), "W, R and B"), (("W",), "W"), (("R",), "R"), (("Wb", "Rb"), "B"), (("Wb",), "Wb"),
           (("Rb",), "Rb"))
@@ -304,7 +305,7 @@ def _perturbation(site: Site, base: Change) -> tuple[str, Change] | None:
         if got.shape != want.shape:
             return None
         scale = float(np.abs(want).max()) or 1.0
-        if (share := float(np.abs(got - want).max()) / scale) > 0:
+        if (share := float(np.abs(got - want).max()) / scale) > SAME_WEIGHTS:
             parts.append((share, label))
     if not parts:
         return None
