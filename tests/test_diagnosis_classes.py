@@ -226,3 +226,18 @@ def test_no_sequence_lens_hypothesis_or_hint_on_a_masked_graph():
     assert runner.localisation.diagnosis == ("every recurrent node computes PyTorch's layer (Y, Y_h, Y_c) on this "
                                              "case: the error is in the graph around them (the padding mask, the "
                                              "reversal within lengths or the pick of h_n)")
+
+
+def test_runners_of_masked_graphs_get_no_sequence_lens_hint_on_either_front_end():
+    """verify and verify --golden both ask lengths_unread which runners' graphs never read sequence_lens."""
+    from rnnexport.verification.engine import lengths_unread, runtime_specs
+
+    cfg = load_config(CONFIG["lstm_dropout_ragged"])
+    module, masked = export_config(cfg)
+    node_form = export_config(cfg.with_variable_lengths(True), module)[1]
+    int8 = make_variant(node_form, "int8-dynamic", cfg.cell)  # quantized from the sequence_lens form
+    data = masked.SerializeToString()
+    specs = runtime_specs(data, CPU, ("ort",), variants={"int8-dynamic": int8})
+    assert lengths_unread(specs, masked, data, {"int8-dynamic": int8}) == {"ort-cpu"}
+    data = node_form.SerializeToString()
+    assert lengths_unread(runtime_specs(data, CPU, ("ort",)), node_form, data, {}) == frozenset()

@@ -230,8 +230,7 @@ def verify(
     with torch_threads(threads):  # PyTorch's runners and the oracle honour --threads as the runtimes do
         problems = contract_problems(proto, cfg) + quantized_padding(proto)  # what every runtime would get
         own = own_oracles(module, specs, data, variants or {})
-        no_lengths = frozenset(s.name for s in specs if s.kind != "torch" and not reads_sequence_lens(
-            proto if (m := model_of(s.name, data, variants or {})) is data else onnx.load_model_from_string(m)))
+        no_lengths = lengths_unread(specs, proto, data, variants or {})
         report = run_engine(cfg.name, data, Float64Oracle(module), cases, specs, config=cfg.to_dict(),
                             tolerances=tolerances, skipped=skipped, contract=problems, start=start,
                             own={name: o.oracle for name, o in own.items()}, no_lengths=no_lengths)
@@ -243,6 +242,14 @@ def verify(
                          own={name: o.module for name, o in own.items()})
     report.seconds = time.perf_counter() - start
     return report
+
+
+def lengths_unread(specs: list[RunnerSpec], proto: onnx.ModelProto, data: bytes,
+                   variants: dict[str, bytes | str]) -> frozenset[str]:
+    """The runtime runners whose graphs' recurrent nodes do not read ``sequence_lens`` (masked graphs): ``run_engine``
+    hints no ignored ``sequence_lens`` for them. ``proto`` is ``data`` parsed; a variant's file is parsed here."""
+    return frozenset(s.name for s in specs if s.kind != "torch" and not reads_sequence_lens(
+        proto if (m := model_of(s.name, data, variants)) is data else onnx.load_model_from_string(m)))
 
 
 class UnusableOutputs(Exception):

@@ -27,7 +27,7 @@ from rnnexport.contract import DEFAULT_THREADS, INPUTS_FILE, MANIFEST_FILE
 from rnnexport.errors import ArtifactError
 from rnnexport.graph.reader import check_model_matches, contract_problems, model_from_source
 from rnnexport.verification.cases import Case, cases_to_npz, load_cases
-from rnnexport.verification.engine import default_providers, run_engine, runtime_specs
+from rnnexport.verification.engine import default_providers, lengths_unread, run_engine, runtime_specs
 from rnnexport.verification.results import VerifyReport
 from rnnexport.verification.verdict import Tolerances
 
@@ -153,7 +153,8 @@ def verify_golden(model: Any, folder: Path, *, providers: tuple[str, ...] | None
                           threads, variants)
     return run_engine(cfg.name, data, GoldenOracle(folder, index, expected), cases, specs, config=cfg.to_dict(),
                       tolerances=Tolerances(cfg.tolerance, atol=atol, rtol=rtol),
-                      contract=contract_problems(proto, cfg), start=start)
+                      contract=contract_problems(proto, cfg), start=start,
+                      no_lengths=lengths_unread(specs, proto, data, variants or {}))
 
 
 def golden_targets(paths: list[Path], golden: Path) -> list[Target]:
