@@ -42,6 +42,7 @@ USES_BETA = ("Affine", "ScaledTanh", "HardSigmoid")
 # Weights that differ from the module's by at most this share of their largest value are a perturbation (a
 # rounding, a scale); beyond it the difference is no known bug, said with the share.
 PERTURBATION = 0.2
+COMMON_ACTIVATIONS = ("Sigmoid", "Tanh", "Relu", "HardSigmoid")  # tried at every position, whatever the node says
 SAME_WEIGHTS = 1e-6  # below this share, a tensor is the module's (float32 rounding of a dequantized int8 weight)
 # (tensors permuted together, their name in the diagnosis)
 GROUPS = ((("W", "R", "Wb", "Rb"), "W, R and B"), (("W",), "W"), (("R",), "R"), (("Wb", "Rb"), "B"), (("Wb",), "Wb"),
@@ -160,7 +161,8 @@ def _activation_words(mode: str, position: int, got: tuple[str, float, float], w
 
 
 def cell_hypotheses(site: Site, base: Change) -> list[tuple[str, Change]]:
-    """The node's attributes where they differ from PyTorch's, one at a time, then all together."""
+    """The node's attributes where they differ from PyTorch's, one at a time, then all together; then each common
+    activation at each position (a runtime that computes another than the node names: tract's RNN)."""
     mode = site.module.mode
     mine, torch_cell = node_cell(site.node, mode, site.slot), Cell.torch(mode)
     found = [(_activation_words(mode, k, got, want), torch_cell.with_activation(k, got))
@@ -175,6 +177,12 @@ def cell_hypotheses(site: Site, base: Change) -> list[tuple[str, Change]]:
         found.append(("linear_before_reset=0 (PyTorch's GRU needs 1)", replace(torch_cell, linear_before_reset=False)))
     if len(found) > 1:
         found.append(("; ".join(words for words, _ in found), mine))
+    said = {words for words, _ in found}
+    for k, want in enumerate(torch_cell.activations):  # what a runtime may compute whatever the node says
+        for name in COMMON_ACTIVATIONS:
+            got = (name, *ACTIVATION_DEFAULTS[name])
+            if name != want[0] and (words := _activation_words(mode, k, got, want)) not in said:
+                found.append((words, torch_cell.with_activation(k, got)))
     return [(words, replace(base, cell=cell)) for words, cell in found]
 
 
