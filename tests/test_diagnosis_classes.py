@@ -241,3 +241,23 @@ def test_runners_of_masked_graphs_get_no_sequence_lens_hint_on_either_front_end(
     assert lengths_unread(specs, masked, data, {"int8-dynamic": int8}) == {"ort-cpu"}
     data = node_form.SerializeToString()
     assert lengths_unread(runtime_specs(data, CPU, ("ort",)), node_form, data, {}) == frozenset()
+
+
+@pytest.mark.parametrize("name,index", [("lstm_3layer_bidir", 1), ("lstm_dropout_ragged", 0)])
+def test_peepholes_are_named(name, index):
+    cfg = load_config(CONFIG[name])
+    masked = cfg.inputs.variable_lengths == "masked"
+
+    def mutate(model, cfg):
+        node = recurrent_nodes(model)[index]
+        dirs = 1 if masked else cfg.num_directions
+        peepholes = np.random.default_rng(0).uniform(-0.5, 0.5, (dirs, 3 * cfg.hidden_size)).astype(np.float32)
+        model.graph.initializer.append(numpy_helper.from_array(peepholes, "P_mutant"))
+        inputs = list(node.input) + [""] * (8 - len(node.input))
+        inputs[7] = "P_mutant"
+        del node.input[:]
+        node.input.extend(inputs)
+
+    diagnosis, summary = _diagnosis(name, mutate, "ragged" if masked else "example")
+    assert diagnosis == f"layer {index}, forward direction: peepholes: the node has a P input, PyTorch's LSTM has none", \
+        summary

@@ -3,10 +3,11 @@ one that fits the node's outputs best, named only when it brings them within the
 tolerance: never the loose one of a reduced precision), else an honest "no known export bug".
 
 Bugs tried: the node's own attributes where they differ from PyTorch's (each activation, ``clip``, ``input_forget``,
-``linear_before_reset``), gate blocks of W, R, Wb, Rb and B permuted, GRU's Wb and Rb exchanged, directions and
-their weights swapped, a layer run backward in time, the initial state of another row or none, missing biases,
-``sequence_lens`` ignored (only where the node reads it); and when no structural bug fits, the node's own weights
-read from the graph: "weights differ by ~X%, not a structural bug".
+``linear_before_reset``) and its peepholes, each common activation at each position, gate blocks of W, R, Wb, Rb
+and B permuted, GRU's Wb and Rb exchanged, directions and their weights swapped, a layer run backward in time, the
+initial state of another row or none, missing biases, ``sequence_lens`` ignored (only where the graph has it and
+the nodes are not masked), a masked LSTM's padding-flag column; and when no structural bug fits, the node's own
+weights read from the graph: "weights differ by ~X%, not a structural bug".
 """
 
 from __future__ import annotations
@@ -183,7 +184,12 @@ def cell_hypotheses(site: Site, base: Change) -> list[tuple[str, Change]]:
             got = (name, *ACTIVATION_DEFAULTS[name])
             if name != want[0] and (words := _activation_words(mode, k, got, want)) not in said:
                 found.append((words, torch_cell.with_activation(k, got)))
-    return [(words, replace(base, cell=cell)) for words, cell in found]
+    changes = [(words, replace(base, cell=cell)) for words, cell in found]
+    peepholes = _constant(site.model, site.node.input[7]) if len(site.node.input) > 7 and site.node.input[7] else None
+    if mode == "LSTM" and peepholes is not None and np.any(peepholes[site.slot]):
+        changes.append(("peepholes: the node has a P input, PyTorch's LSTM has none",
+                        replace(base, weights=replace(base.weights, peepholes=peepholes[site.slot]))))
+    return changes
 
 
 def _gate_words(mode: str, perm: tuple[int, ...]) -> str:
@@ -257,7 +263,7 @@ def _masked_lstm(site: Site, change: Change, h: np.ndarray, c: np.ndarray) -> tu
     if flag is None:  # PyTorch's order i, f, g, o: the input gate shut, the forget gate open
         flag = np.concatenate([np.full(hidden, -GATE_SATURATION), np.full(hidden, GATE_SATURATION),
                                np.zeros(2 * hidden)])
-    flagged = Weights(np.concatenate([w.w_ih, flag[:, None]], axis=1), w.w_hh, w.b_ih, w.b_hh)
+    flagged = replace(w, w_ih=np.concatenate([w.w_ih, flag[:, None]], axis=1))
     y, h_n, c_n = run_direction("LSTM", np.concatenate([x, pad], axis=2), flagged, h, c,
                                 np.full_like(ref.lengths, steps), False, change.cell)
     return (_within_lengths(y, ref.lengths) if change.reverse else y), h_n, c_n

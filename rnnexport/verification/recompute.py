@@ -89,12 +89,13 @@ class Weights:
     w_hh: np.ndarray
     b_ih: np.ndarray
     b_hh: np.ndarray
+    peepholes: np.ndarray | None = None  # an LSTM node's P for this direction [3H], ONNX's order i, o, f
 
     def permuted(self, which: tuple[str, ...], perm: tuple[int, ...]) -> Weights:
         """The gate blocks of the tensors ``which`` (among "W", "R", "Wb", "Rb") in the order ``perm``."""
         def p(a: np.ndarray, name: str) -> np.ndarray:
             return np.concatenate([np.split(a, len(perm))[k] for k in perm]) if name in which else a
-        return Weights(p(self.w_ih, "W"), p(self.w_hh, "R"), p(self.b_ih, "Wb"), p(self.b_hh, "Rb"))
+        return Weights(p(self.w_ih, "W"), p(self.w_hh, "R"), p(self.b_ih, "Wb"), p(self.b_hh, "Rb"), self.peepholes)
 
 
 def run_direction(mode: str, x: np.ndarray, w: Weights, h: np.ndarray, c: np.ndarray, lengths: np.ndarray,
@@ -117,9 +118,11 @@ def run_direction(mode: str, x: np.ndarray, w: Weights, h: np.ndarray, c: np.nda
             new_h, new_c = (1 - z) * cell.act(1, i_n + recurrent) + z * h, c
         elif mode == "LSTM":
             i, f, g, o = np.split(gi + h @ w.w_hh.T + w.b_hh, 4, axis=1)
-            i, o, g = cell.act(0, i), cell.act(0, o), cell.act(1, g)
-            f = 1.0 - i if cell.input_forget else cell.act(0, f)
+            p_i, p_o, p_f = np.split(w.peepholes, 3) if w.peepholes is not None else (0.0, 0.0, 0.0)
+            i, g = cell.act(0, i + p_i * c), cell.act(1, g)
+            f = 1.0 - i if cell.input_forget else cell.act(0, f + p_f * c)
             new_c = f * c + i * g
+            o = cell.act(0, o + p_o * new_c)
             new_h = o * cell.act(2, new_c, clipped=False)  # ONNX Runtime clips the gates, not c before h
         else:
             new_h, new_c = cell.act(0, gi + h @ w.w_hh.T + w.b_hh), c
