@@ -261,3 +261,16 @@ def test_peepholes_are_named(name, index):
     diagnosis, summary = _diagnosis(name, mutate, "ragged" if masked else "example")
     assert diagnosis == f"layer {index}, forward direction: peepholes: the node has a P input, PyTorch's LSTM has none", \
         summary
+
+
+def test_initial_h_and_c_exchanged_are_named():
+    def mutate(model, cfg):
+        node = recurrent_nodes(model)[1]
+        inputs = list(node.input)
+        inputs[5], inputs[6] = inputs[6], inputs[5]
+        del node.input[:]
+        node.input.extend(inputs)
+
+    diagnosis, summary = _diagnosis("lstm_3layer_bidir", mutate)
+    assert diagnosis == "layer 1, forward direction: initial_h and initial_c exchanged (h0 read as c0 and c0 as h0)", \
+        summary

@@ -79,6 +79,7 @@ class Change:
     reverse: bool
     state_row: int | None
     full_length: bool = False
+    states_exchanged: bool = False  # initial_h and initial_c in each other's place
     flag: np.ndarray | None = None  # a masked LSTM's padding-flag column of W [4H], PyTorch's order (None: the graph's
     # contract, ±GATE_SATURATION)
 
@@ -238,6 +239,9 @@ def order_hypotheses(site: Site, base: Change) -> list[tuple[str, Change]]:
         found.append(("the initial state is ignored (zeros used)", replace(base, state_row=None)))
         found += [(f"the initial state of row {k} (layer {k // dirs}, {DIRECTIONS[k % dirs]}) is used",
                    replace(base, state_row=k)) for k in range(module.num_layers * dirs) if k != site.row]
+        if module.mode == "LSTM":
+            found.append(("initial_h and initial_c exchanged (h0 read as c0 and c0 as h0)",
+                          replace(base, states_exchanged=True)))
     takes_lengths = any(i.name == LENGTHS for i in site.model.graph.input)  # a masked graph's nodes never do
     if takes_lengths and not site.masked and (ref.lengths < ref.inputs[0].shape[0]).any():
         found.append(("sequence_lens is not honoured (every row runs all steps)", replace(base, full_length=True)))
@@ -275,6 +279,7 @@ def recompute(site: Site, change: Change) -> dict[str, np.ndarray]:
     zeros = np.zeros_like(ref.h0[0])
     h = ref.h0[change.state_row] if change.state_row is not None else zeros
     c = ref.c0[change.state_row] if change.state_row is not None else zeros
+    h, c = (c, h) if change.states_exchanged else (h, c)
     steps = ref.inputs[site.layer].shape[0]
     if site.masked and site.module.mode == "LSTM":
         y, h_n, c_n = _masked_lstm(site, change, h, c)
