@@ -136,6 +136,8 @@ def test_a_qdq_file_is_verified_as_int8(tmp_path):
     assert report.judge().tolerances.for_runner("cpu", "int8") == PRECISION_TOLERANCE["int8"]
     tiny = _ort_result(report).drift["tiny"]["output"]  # |x| ≈ 1e-3 rounds to 0 in steps of 4/127: it shows
     assert tiny.max_abs > 1e-4
+    # quantized by its own rule, not int8-dynamic's: no oracle of its own precision, no weight check against that rule
+    assert _ort_result(report).precision_oracle is None and not any("rule" in f for f in report.failures())
 
 
 def test_lint_and_inspect_name_the_precision(tmp_path):

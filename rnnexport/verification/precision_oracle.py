@@ -143,10 +143,20 @@ def model_of(runner: str, data: bytes, variants: dict[str, Any]) -> bytes:
     return next((v for k, v in variants.items() if runner.endswith(f"-{k}") and isinstance(v, bytes)), data)
 
 
+def _dynamic_lstm(model: bytes, checked: dict[bytes, list[str]]) -> bool:
+    """Whether ``model`` is quantized as ``int8-dynamic`` makes it: every recurrent node a DynamicQuantizeLSTM."""
+    if model in checked:
+        return True
+    graph = onnx.load_model_from_string(model).graph
+    ops = [n.op_type for n in graph.node if n.op_type in ("LSTM", "GRU", "RNN", QUANTIZED_LSTM)]
+    return bool(ops) and all(op == QUANTIZED_LSTM for op in ops)
+
+
 def own_oracles(module: Any, specs: list[Any], data: bytes, variants: dict[str, Any]) -> dict[str, OwnOracle]:
     """Runner name → the oracle of its precision, for every spec that computes in one of ``OWN_ORACLES`` (the
-    variants' runners, and any runner of a file that is itself fp16-weights or int8); one oracle per precision,
-    and the int8 weight check once per file."""
+    variants' runners, and any runner of a file that is itself fp16-weights or int8; int8 only where its recurrent
+    nodes are ONNX Runtime's DynamicQuantizeLSTM, whose rule is known); one oracle per precision, and the int8
+    weight check once per file."""
     from rnnexport.verification.runners.torch_runner import Float64Oracle
 
     made: dict[str, OwnOracle] = {}
@@ -155,6 +165,9 @@ def own_oracles(module: Any, specs: list[Any], data: bytes, variants: dict[str, 
     for spec in specs:
         if spec.precision not in OWN_ORACLES or spec.kind == "torch":
             continue
+        model = model_of(spec.name, data, variants)
+        if spec.precision == "int8" and not _dynamic_lstm(model, checked):
+            continue  # quantized by another rule (QDQ, a quantize_static): no oracle of its own here
         if spec.precision not in made:
             own = precision_module(module, spec.precision)
             oracle = Float64Oracle(own)
@@ -162,7 +175,6 @@ def own_oracles(module: Any, specs: list[Any], data: bytes, variants: dict[str, 
             made[spec.precision] = OwnOracle(spec.precision, oracle, own)
         problems: list[str] = []
         if spec.precision == "int8":
-            model = model_of(spec.name, data, variants)
             if model not in checked:
                 checked[model] = int8_weight_problems(onnx.load_model_from_string(model), module)
             problems = checked[model]
