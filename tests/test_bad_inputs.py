@@ -196,6 +196,16 @@ def _deep_dict(depth: int) -> Callable[[Path], None]:
     return make
 
 
+def _shared_dicts(levels: int) -> Callable[[Path], None]:
+    """A few KB on disk: a pickle stores each dict once, however often it is referenced."""
+    def make(path: Path) -> None:
+        state: dict = {"rnn": torch.nn.GRU(3, 4).state_dict()}
+        for _ in range(levels):
+            state = {"a": state, "b": state}
+        torch.save(state, path)
+    return make
+
+
 def _artifact_then(change: Callable[[Path], None], *extra: str) -> Callable[[Path], list[str]]:
     def setup(tmp: Path) -> list[str]:
         artifact = _artifact(tmp)
@@ -313,6 +323,14 @@ CATALOGUE = [Bad(f"config_{name}", _config(text), CFG_PREFIX + message) for name
     Bad("weights_fifo", _weights_setup(os.mkfifo),
         "{tmp}/w.pt: not a regular file (a pipe, socket or device), expected a weights file"),
     Bad("weights_nested_3000_deep", _weights_setup(_deep_dict(3000)), "{tmp}/w.pt: dicts nested more than 64 deep"),
+    Bad("weights_shared_dicts_2_40", _weights_setup(_shared_dicts(40)),
+        "{tmp}/w.pt: more than 1,000,000 entries once nested dicts are flattened (the same dict referenced from "
+        "several places counts each time)"),
+    Bad("init_nan_weights", lambda t: (torch.save(_gru_state(weight_hh_l1=torch.full((96, 32), float("inf")))(),
+                                                  t / "w.pt"),
+                                       ["init", "--from-checkpoint", str(t / "w.pt"), "--out", str(t / "m.toml")])[1],
+        "{tmp}/w.pt: weight_hh_l1 holds 3,072 NaN or infinite value(s) of 3,072; every output would be NaN, so "
+        "there is nothing to export or verify"),
     Bad("weights_nan", _verify_weights(_gru_state(weight_hh_l1=torch.full((96, 32), float("nan")))),
         "{tmp}/w.pt: weight_hh_l1 holds 3,072 NaN or infinite value(s) of 3,072; every output would be NaN, so "
         "there is nothing to export or verify"),
@@ -437,3 +455,27 @@ def test_malformed_neighbours_are_left_out_of_the_index_with_a_note(tmp_path):
         assert result.output.count(note) == 1, result.output
         index = json.loads((out / "index.json").read_text())
         assert [e["name"] for e in index["artifacts"]] == sorted([odd_report.name, ours.name])
+
+
+SCRIPTED = """
+import sys, torch, warnings
+warnings.simplefilter("ignore")
+class Tagger(torch.nn.Module):  # defined in a script: TorchScript names its class __torch__.Tagger
+    def __init__(self):
+        super().__init__()
+        self.rnn = torch.nn.GRU(3, 4)
+    def forward(self, x):
+        return self.rnn(x)[0]
+torch.jit.script(Tagger()).save(sys.argv[1])
+"""
+
+
+def test_a_torchscript_archive_of_a_class_defined_in_a_script_is_read(tmp_path):
+    import subprocess
+
+    (tmp_path / "make.py").write_text(SCRIPTED)  # TorchScript reads the class's source from its file
+    subprocess.run([sys.executable, str(tmp_path / "make.py"), str(tmp_path / "ts.pt")], check=True)
+    result = CliRunner().invoke(main, ["init", "--from-checkpoint", str(tmp_path / "ts.pt"), "--out",
+                                       str(tmp_path / "m.toml")])
+    assert result.exit_code == 0, result.output
+    assert 'cell = "gru"' in (tmp_path / "m.toml").read_text()

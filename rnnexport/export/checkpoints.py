@@ -26,6 +26,7 @@ from rnnexport.export.torchscript import MAX_DEPTH, read_archive
 PARAM = re.compile(r"(weight|bias)_(ih|hh)_l(\d+)(_reverse)?")
 CELL_PARAMS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
 STACK_ITEM = re.compile(r"(.*?)(\d+)\.$")
+MAX_ENTRIES = 1_000_000  # keys and nested dicts of one file; a large model's state_dict has thousands
 MAX_WEIGHTS_BYTES = 16 * 2**30  # a file larger than this is not one recurrent model's weights
 FLOAT32_MAX = float(torch.finfo(torch.float32).max)
 FLOAT_TYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
@@ -96,12 +97,18 @@ def _torch_load(path: Path) -> Any:
 
 
 def _flatten(data: dict, path: Path) -> list[tuple[str, torch.Tensor]]:
-    """(dotted key, tensor) of every tensor in nested dicts; iterative, and at most ``MAX_DEPTH`` deep."""
-    found, todo = [], [(data, "", 0)]
+    """(dotted key, tensor) of every tensor in nested dicts; iterative, at most ``MAX_DEPTH`` deep and
+    ``MAX_ENTRIES`` entries in all (a pickle stores a dict once however often it is referenced, so 40 levels
+    of ``{"a": d, "b": d}`` in a 3 KB file would flatten to 2**40 keys)."""
+    found, todo, entries = [], [(data, "", 0)], 0
     while todo:
         node, prefix, depth = todo.pop()
         if depth > MAX_DEPTH:
             raise ArtifactError(f"{path}: dicts nested more than {MAX_DEPTH} deep")
+        entries += len(node)
+        if entries > MAX_ENTRIES:
+            raise ArtifactError(f"{path}: more than {MAX_ENTRIES:,} entries once nested dicts are flattened (the "
+                                "same dict referenced from several places counts each time)")
         for key, value in node.items():
             if isinstance(value, torch.Tensor):
                 found.append((f"{prefix}{key}", value))
@@ -310,6 +317,7 @@ def write_init_config(checkpoint: Path, prefix: str | None, name: str | None, ou
     if out is not None and not out.parent.is_dir():
         raise ArtifactError(f"{out}: the folder {out.parent} does not exist")
     found = select_module(load_tensors(checkpoint), prefix, str(checkpoint))
+    _check_dtypes(found.state, str(checkpoint))  # what build would refuse, refused before a config is written
     raw, notes = infer_config(found, str(checkpoint))
     name = name or (out.stem if out is not None else checkpoint.stem)
     parse_config({"name": name, **raw}, f"--name {name!r}")  # the same checks a config file gets

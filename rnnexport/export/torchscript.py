@@ -75,7 +75,7 @@ class _Unpickler(pickle.Unpickler):
         self.archive, self.root = archive, root
 
     def find_class(self, module: str, name: str) -> Any:
-        if module.startswith("__torch__."):
+        if module == "__torch__" or module.startswith("__torch__."):  # bare: a class defined in a script
             return type(name, (_Record,), {})
         if (module, name) == ("torch._utils", "_rebuild_tensor_v2"):
             return _rebuild_tensor
