@@ -470,3 +470,33 @@ def test_a_sigkill_at_each_step_of_verifys_commit_leaves_every_output_folder_who
     assert final.returncode == 0, final.stderr
     assert folders() == new
     assert not list(tmp_path.rglob(f"{TMP_PREFIX}*"))
+
+
+KILLED_AT_THE_MARK = r"""
+import os, pathlib, signal, sys
+from rnnexport.artifacts.folders import STAGING_MARK
+from rnnexport.cli import main
+
+unlink = pathlib.Path.unlink
+def unlink_or_die(self, *args, **kwargs):
+    if self.name == STAGING_MARK:  # the last thing removed: everything else of the staging folder is gone
+        os.kill(os.getpid(), signal.SIGKILL)
+    return unlink(self, *args, **kwargs)
+pathlib.Path.unlink = unlink_or_die
+main(sys.argv[1:])
+"""
+
+
+def test_a_kill_while_staging_is_removed_leaves_what_the_next_run_removes(tmp_path):
+    """The mark goes last: a kill during the clean-up leaves a marked folder, never an unmarked one no run
+    would touch again; an empty staging folder (a kill before the mark was written) does not stop a build."""
+    artifact = build_artifact(load_config(GRU), tmp_path / "out")
+    args = ["verify", str(artifact), "--cases", "example", "--export-test-data", str(tmp_path / "data")]
+    killed = subprocess.run([sys.executable, "-c", KILLED_AT_THE_MARK, *args], capture_output=True)
+    assert killed.returncode == -signal.SIGKILL
+    left = list(tmp_path.rglob(f"{TMP_PREFIX}*"))
+    assert left and all((p / STAGING_MARK).is_file() for p in left)
+    (artifact / f"{TMP_PREFIX}999999999-out-abc").mkdir()
+    assert _run(*args)[0] == 0
+    assert _run("build", GRU, "--out", tmp_path / "out")[0] == 0
+    assert not list(tmp_path.rglob(f"{TMP_PREFIX}*"))

@@ -7,6 +7,7 @@ build never sees a half-written folder: either the old artifact or the new one i
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import errno
@@ -70,6 +71,32 @@ def is_staging(path: Path) -> bool:
         return (path.name.startswith(TMP_PREFIX) and path.is_dir() and not path.is_symlink()
                 and STAGING_TEXT.startswith((path / STAGING_MARK).read_text()))  # a kill may cut the mark short
     except (OSError, UnicodeDecodeError):
+        return False
+
+
+def remove_staging(staging: Path) -> None:
+    """Remove a staging folder, its mark last: a kill on the way leaves it marked (or empty), so the next run
+    still recognises it as rnnexport's and finishes the removal."""
+    try:
+        entries = [e for e in staging.iterdir() if e.name != STAGING_MARK]
+    except OSError:
+        return
+    for entry in entries:
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+    (staging / STAGING_MARK).unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        staging.rmdir()
+
+
+def _empty_staging_name(path: Path) -> bool:
+    """An empty folder of a staging name: a kill between making a staging folder and marking it."""
+    try:
+        return (path.name.startswith(TMP_PREFIX) and path.is_dir() and not path.is_symlink()
+                and not any(path.iterdir()))
+    except OSError:
         return False
 
 
@@ -146,7 +173,7 @@ class StagedWrites:
                         raise ArtifactError(f"{path}: cannot write: {exc.strerror or exc}") from None
         finally:
             for staging in self._staging.values():  # the new files' slots, and the old folders swapped out
-                shutil.rmtree(staging, ignore_errors=True)
+                remove_staging(staging)
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:
@@ -218,7 +245,7 @@ def write_artifact(out: str | Path, cfg: ModelConfig, files: dict[str, bytes], m
     except OSError as exc:  # a full disk, a quota: the previous artifact stays whole
         raise ArtifactError(f"{target}: cannot write: {exc.strerror or exc}") from None
     finally:
-        shutil.rmtree(holder, ignore_errors=True)  # the old artifact, swapped out, or the new one, unused
+        remove_staging(holder)  # the old artifact, swapped out, or the new one, unused
     return out / cfg.name
 
 
@@ -238,7 +265,7 @@ def is_own_artifact(path: Path) -> bool:
     if manifest["schema_version"] != SCHEMA_VERSION or not isinstance(files, dict) or MODEL_FILE not in files:
         return False
     ours = {MANIFEST_FILE, *files, *REPORT_FILES}
-    return all(n in ours or is_staging(path / n) for n in names)
+    return all(n in ours or is_staging(path / n) or _empty_staging_name(path / n) for n in names)
 
 
 def refuse_foreign(target: Path) -> None:
@@ -303,8 +330,8 @@ def remove_stale_temporaries(out: Path) -> None:
         try:
             stale = not (pid.isdigit() and _alive(int(pid))) or time.time() - entry.stat().st_mtime > 86400
             if stale and is_staging(entry):
-                shutil.rmtree(entry, ignore_errors=True)
-            elif stale and entry.is_dir() and not entry.is_symlink() and not any(entry.iterdir()):
+                remove_staging(entry)
+            elif stale and _empty_staging_name(entry):
                 entry.rmdir()  # killed between making a staging folder and marking it: empty, nothing to lose
         except OSError:
             pass
