@@ -196,6 +196,7 @@ def verify_targets(targets: list[Target], options: VerifyOptions, outputs: Outpu
         if outputs.golden is not None:
             check_golden_target(outputs.golden / target.cfg.name)
         _check_some_case_applies(target, options)
+        _check_shapes_fit(target, options)
         if target.folder and (options.record or not options.what_if()):
             check_index_target(target.folder.parent)
     policy = Policy(strict_placement=options.strict_placement, require=options.require)
@@ -223,6 +224,23 @@ def _check_golden_options(options: VerifyOptions, outputs: Outputs) -> None:
                                  "comparison runs without PyTorch")
     if options.seed != 0 or options.long_seq != LONG_SEQ:
         raise RnnExportError("--seed and --long-seq do not go with --golden: the golden outputs fix the cases")
+
+
+SHAPE_BYTES_PER_VALUE = 48  # per float of a --shape case's input and output: the float32 feeds, the float64
+# oracle's input and outputs, each runner's float32 outputs and a runtime's own buffers (measured: gru_2layer at
+# seq=100000, batch=4 peaked 976 MB above the example's run, for 20.8 M values of input and output)
+
+
+def _check_shapes_fit(target: Target, options: VerifyOptions) -> None:
+    """Refuse, before any work, a ``--shape`` case whose inputs and outputs would not fit in half this machine's
+    memory (the bound of ``parse_shape`` counts steps × rows whatever the model's sizes)."""
+    cfg, memory = target.cfg, os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    for seq, batch in options.shapes:
+        values = seq * batch * (cfg.input_size + cfg.num_directions * cfg.hidden_size)
+        if values * SHAPE_BYTES_PER_VALUE > memory / 2:
+            raise RnnExportError(f"--shape seq={seq},batch={batch}: {cfg.name}'s inputs and outputs at this shape "
+                                 f"need about {values * SHAPE_BYTES_PER_VALUE / 2**30:.0f} GiB to verify, more than "
+                                 f"half of this machine's {memory / 2**30:.0f} GiB")
 
 
 def _check_some_case_applies(target: Target, options: VerifyOptions) -> None:

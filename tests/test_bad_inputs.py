@@ -479,3 +479,21 @@ def test_a_torchscript_archive_of_a_class_defined_in_a_script_is_read(tmp_path):
                                        str(tmp_path / "m.toml")])
     assert result.exit_code == 0, result.output
     assert 'cell = "gru"' in (tmp_path / "m.toml").read_text()
+
+
+def test_a_shape_too_large_for_this_machines_memory_is_refused_before_any_work(tmp_path):
+    """The parser bounds steps × rows; what that costs depends on the model: lstm_large at 10 M steps × rows."""
+    from rnnexport.jobs import SHAPE_BYTES_PER_VALUE
+
+    cfg_path = next(p for p in SHIPPED if p.stem == "lstm_large")
+    cfg = load_config(cfg_path)
+    need = 1_000_000 * 10 * (cfg.input_size + cfg.hidden_size) * SHAPE_BYTES_PER_VALUE
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if need <= memory / 2:
+        pytest.skip(f"this machine has {memory / 2**30:.0f} GiB: the shape fits")
+    before = tree_snapshot(tmp_path)
+    result = CliRunner().invoke(main, ["verify", str(cfg_path), "--shape", "seq=1000000,batch=10", "--runtimes", "ort"])
+    assert (result.exit_code, result.output) == (2, f"Error: --shape seq=1000000,batch=10: lstm_large's inputs and "
+                                                 f"outputs at this shape need about {need / 2**30:.0f} GiB to verify, "
+                                                 f"more than half of this machine's {memory / 2**30:.0f} GiB\n")
+    assert tree_snapshot(tmp_path) == before
