@@ -447,14 +447,17 @@ def test_malformed_neighbours_are_left_out_of_the_index_with_a_note(tmp_path):
     broken, odd_report, ours = (out / load_config(c).name for c in SHIPPED[:3])
     manifest = json.loads((broken / "manifest.json").read_text())
     (broken / "manifest.json").write_text(json.dumps({**manifest, "files": ["model.onnx"]}))
-    (odd_report / "report.json").write_text(json.dumps({"model_sha256": "x", "runners": ["x"]}))
+    model_sha = json.loads((odd_report / "manifest.json").read_text())["files"]["model.onnx"]["sha256"]
+    (odd_report / "report.json").write_text(json.dumps({"model_sha256": model_sha, "passed": True, "runners": ["x"]}))
     note = f"note: {broken}: left out of index.json: its manifest.json has no 'files' table with model.onnx and its sha256"
+    odd = f"note: {odd_report}: its report.json is listed as not verified in index.json: 'runners' is not a list of runners"
     for args in (["verify", str(ours), "--cases", "example", "--record"], ["build", str(SHIPPED[2]), "--out", str(out)]):
         result = CliRunner().invoke(main, args)
         assert result.exit_code == 0, result.output
-        assert result.output.count(note) == 1, result.output
+        assert result.output.count(note) == 1 and result.output.count(odd) == 1, result.output
         index = json.loads((out / "index.json").read_text())
         assert [e["name"] for e in index["artifacts"]] == sorted([odd_report.name, ours.name])
+        assert next(e for e in index["artifacts"] if e["name"] == odd_report.name)["verified"] is False
 
 
 SCRIPTED = """

@@ -57,6 +57,18 @@ def _report_of(folder: Path, model_sha256: str | None) -> dict[str, Any] | None:
     return report if isinstance(report, dict) and report.get("model_sha256") == model_sha256 else None
 
 
+def _report_problem(report: dict[str, Any]) -> str | None:
+    """What keeps a report.json from being one verify wrote: ``passed`` true or false, ``runners`` a list of
+    tables each with a ``name``."""
+    if not isinstance(report.get("passed"), bool):
+        return f"'passed' is {report.get('passed')!r:.40}, not true or false"
+    runners = report.get("runners")
+    if not isinstance(runners, list) or not all(isinstance(r, dict) and isinstance(r.get("name"), str)
+                                                for r in runners):
+        return "'runners' is not a list of runners"
+    return None
+
+
 def _sha(files: dict[str, Any], name: str) -> str | None:
     entry = files.get(name)
     value = entry.get("sha256") if isinstance(entry, dict) else None
@@ -77,6 +89,9 @@ def _entry(folder: Path) -> dict[str, Any] | str | None:
         return f"its {MANIFEST_FILE} has no 'files' table with {MODEL_FILE} and its sha256"
     model_sha256 = _sha(files, MODEL_FILE)
     report = _report_of(folder, model_sha256)
+    if report is not None and (problem := _report_problem(report)):
+        NOTES.warning(f"{folder}: its {REPORT_FILE} is listed as not verified in {INDEX_FILE}: {problem}")
+        report = None
     passed = report.get("passed") if report else None
     config_sha256 = manifest.get("config_sha256")
     return {
