@@ -17,6 +17,8 @@ FLOAT32 = "float32"
 # Ops that make a graph quantized: QDQ (quantize_static), integer kernels and ONNX Runtime's dynamic ones.
 QUANTIZED_OPS = ("QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MatMulInteger", "ConvInteger",
                  "QLinearMatMul", "QLinearConv")
+# Ops whose output holds dims, not values: what the values went through stops mattering there.
+VALUE_FREE = ("Shape", "Size")
 ELEMENT_PRECISION: dict[int, str] = {onnx.TensorProto.FLOAT16: "f16", onnx.TensorProto.BFLOAT16: "bf16",
                      onnx.TensorProto.DOUBLE: "float64", onnx.TensorProto.FLOAT: FLOAT32}
 # From the finest to the coarsest: a model with several is judged by its coarsest.
@@ -47,11 +49,11 @@ def coarsest(*precisions: str) -> str:
 
 
 def model_precision(model: onnx.ModelProto) -> str:
-    """What the model's recurrent computation runs in: "int8" when it holds quantize/dequantize or integer
-    kernels (``QUANTIZED_OPS``, ``DynamicQuantize*``) in any graph, else the recurrent nodes' element type ("f16",
+    """What the model's recurrent computation runs in: "int8" when a recurrent node is a quantized kernel
+    (``DynamicQuantizeLSTM``) or its inputs, or its outputs on their way to a graph output, went through
+    quantize/dequantize or integer kernels (``quantized_path``), else the recurrent nodes' element type ("f16",
     "bf16", "float64"), "fp16-weights" when their W or R is a float16 constant cast to float32, else "float32"."""
-    ops = {node.op_type for scope in scopes(model) for node in scope.nodes}
-    if ops & set(QUANTIZED_OPS) or any(op.startswith("DynamicQuantize") for op in ops):
+    if quantized_path(model):
         return "int8"
     types = element_types(model)
     producers = {out: node for node in model.graph.node for out in node.output}
@@ -65,6 +67,75 @@ def model_precision(model: onnx.ModelProto) -> str:
             if cast is not None and cast.op_type == "Cast" and types.get(cast.input[0]) == onnx.TensorProto.FLOAT16:
                 found.append("fp16-weights")
     return coarsest(*found)
+
+
+def _quantizing(node: onnx.NodeProto) -> bool:
+    return node.op_type in QUANTIZED_OPS or node.op_type.startswith("DynamicQuantize")
+
+
+def _reads(node: onnx.NodeProto) -> list[str]:
+    """What a node's outputs are computed from: its inputs, and for If/Loop/Scan the outputs of its bodies."""
+    bodies = [a.g for a in node.attribute if a.type == onnx.AttributeProto.GRAPH]
+    bodies += [g for a in node.attribute for g in a.graphs]
+    return [*node.input, *(v.name for body in bodies for v in body.output)]
+
+
+def _upstream(tensors: list[str], producers: dict[str, list[onnx.NodeProto]]) -> set[int]:
+    """ids of the nodes whose values reach ``tensors``, in any graph (sibling bodies may each make a tensor of the
+    same name); each tensor is visited once. A Shape or Size passes on dims, not values: the walk stops there."""
+    found: set[int] = set()
+    seen: set[str] = set()
+    stack = list(tensors)
+    while stack:
+        tensor = stack.pop()
+        if tensor in seen:
+            continue
+        seen.add(tensor)
+        for node in producers.get(tensor, []):
+            found.add(id(node))
+            if node.op_type not in VALUE_FREE:
+                stack += _reads(node)
+    return found
+
+
+def _downstream(tensors: list[str], readers: dict[str, list[onnx.NodeProto]]) -> set[int]:
+    """ids of the nodes computed from the values of ``tensors`` (a body's output counts as read by its parent
+    If/Loop/Scan); each tensor is visited once. The walk stops at a Shape or Size, as ``_upstream`` does."""
+    found: set[int] = set()
+    seen: set[str] = set()
+    stack = list(tensors)
+    while stack:
+        tensor = stack.pop()
+        if tensor in seen:
+            continue
+        seen.add(tensor)
+        for node in readers.get(tensor, []):
+            if node.op_type not in VALUE_FREE:
+                found.add(id(node))
+                stack += [out for out in node.output if out]
+    return found
+
+
+def quantized_path(model: onnx.ModelProto) -> list[str]:
+    """The quantizing ops (``QUANTIZED_OPS``, ``DynamicQuantize*``) the recurrent computation goes through, by op
+    type: a recurrent node that is one, those its X, W, R, B and states are computed from (a QDQ pair before X, a
+    DequantizeLinear of int8 weights, through Cast, Reshape or anything else), and those between its outputs and a
+    graph output. A quantize/dequantize pair whose result nothing reads, or that reaches neither a recurrent node
+    nor, from one, a graph output, does not make the recurrent model int8. Linear in the graph's size."""
+    nodes = [node for scope in scopes(model) for node in scope.nodes]
+    producers: dict[str, list[onnx.NodeProto]] = {}
+    readers: dict[str, list[onnx.NodeProto]] = {}
+    for node in nodes:
+        for out in node.output:
+            producers.setdefault(out, []).append(node)
+        for name in _reads(node):
+            readers.setdefault(name, []).append(node)
+    recurrent = [node for node in nodes if recurrent_cell(node.domain, node.op_type)]
+    feeding = _upstream([t for node in recurrent for t in node.input if t], producers)
+    live = _upstream([v.name for v in model.graph.output], producers)
+    after = _downstream([out for node in recurrent for out in node.output if out], readers)
+    on_path = {id(node) for node in recurrent} | feeding | (after & live)
+    return sorted({node.op_type for node in nodes if id(node) in on_path and _quantizing(node)})
 
 
 def precision_words(precision: str) -> str:
