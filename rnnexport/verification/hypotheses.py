@@ -118,9 +118,10 @@ def graph_weights(site: Site) -> Weights | None:
         scales = [_constant(site.model, inputs[k]) for k in (8, 9, 10, 11)]
         if any(s is None for s in scales):
             return None
-        w_scale, w_zero, r_scale, r_zero = (np.asarray(s).reshape(-1) for s in scales)
-        w = ((w - w_zero[:, None, None]) * w_scale[:, None, None]).transpose(0, 2, 1)
-        r = ((r - r_zero[:, None, None]) * r_scale[:, None, None]).transpose(0, 2, 1)
+        # per direction [D] or per output channel [D, 4H]: either broadcasts as [D, 1, 1 or 4H]
+        w_scale, w_zero, r_scale, r_zero = (np.asarray(s).reshape(w.shape[0], 1, -1) for s in scales)
+        w = ((w - w_zero) * w_scale).transpose(0, 2, 1)
+        r = ((r - r_zero) * r_scale).transpose(0, 2, 1)
     slot = site.slot
     w_ih = w[slot]
     if site.masked and mode == "LSTM" and w_ih.shape[1] == site.ref.inputs[site.layer].shape[2] + 1:
