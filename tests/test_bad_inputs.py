@@ -32,6 +32,7 @@ MODEL_BYTES = len(export_config(load_config(SHIPPED[0]))[1].SerializeToString())
 MODEL_SHA = hashlib.sha256(export_config(load_config(SHIPPED[0]))[1].SerializeToString()).hexdigest()
 BASE = 'name = "m"\ncell = "gru"\ninput_size = 4\nhidden_size = 8\n'
 GRU = SHIPPED[0]  # gru_2layer
+GRU_CFG = load_config(GRU)
 assert GRU.stem == "gru_2layer"
 CFG_PREFIX = "{tmp}/model.toml: "
 
@@ -245,6 +246,18 @@ def _golden_with_unknown_case(tmp: Path) -> list[str]:
     return ["verify", str(artifact), "--golden", str(tmp / "g")]
 
 
+def _golden_with_wrong_shape(tmp: Path) -> list[str]:
+    artifact = _artifact(tmp)
+    assert CliRunner().invoke(main, ["verify", str(artifact), "--cases", "example", "--save-golden",
+                                     str(tmp / "g")]).exit_code == 0
+    path = tmp / "g" / "gru_2layer" / "expected.npz"
+    with np.load(path) as saved:
+        arrays = dict(saved)
+    arrays["example/output"] = arrays["example/output"][:, :1]  # one row of the batch kept
+    np.savez(path, **arrays)
+    return ["verify", str(artifact), "--golden", str(tmp / "g")]
+
+
 def _inputs_file(arrays: dict[str, np.ndarray] | None, raw: bytes | None = None) -> Callable[[Path], list[str]]:
     def setup(tmp: Path) -> list[str]:
         artifact = _artifact(tmp)
@@ -360,6 +373,10 @@ CATALOGUE = [Bad(f"config_{name}", _config(text), CFG_PREFIX + message) for name
         "choose another --out)"),
     Bad("golden_inputs_only_an_unknown_case", _golden_with_unknown_case,
         "{tmp}/g/gru_2layer: inputs.npz holds cases ['bogus'], but golden.json lists ['example']"),
+    Bad("golden_output_of_another_shape", _golden_with_wrong_shape,
+        "{tmp}/g/gru_2layer: expected output output of case example is float64 "
+        f"[{GRU_CFG.example.seq_len}, 1, {GRU_CFG.hidden_size}]; its inputs make "
+        f"[{GRU_CFG.example.seq_len}, {GRU_CFG.example.batch}, {GRU_CFG.hidden_size}] of real numbers"),
     Bad("artifact_missing_weights", _artifact_then(lambda a: (a / "weights.pt").unlink()),
         "{tmp}/out/gru_2layer/weights.pt: missing from the artifact"),
     Bad("verify_missing_path", lambda t: ["verify", str(t / "nothing")], "{tmp}/nothing: no such file or folder"),
