@@ -261,3 +261,22 @@ def test_a_file_with_inferred_intermediate_shapes_is_refused_in_words():
     del inferred.graph.value_info[:]
     with TractRunner(inferred.SerializeToString()) as runner:
         assert runner.version.startswith("0.23.")
+
+
+def test_the_model_copy_a_killed_run_left_for_tract_is_removed_by_the_next(tmp_path):
+    """tract loads the model from a file: it sits in a marked staging folder of the temp folder, gone when
+    the runner closes, and removed by the next tract runner when a killed run (a dead pid) left it."""
+    import tempfile
+    from pathlib import Path
+
+    from rnnexport.artifacts.folders import STAGING_MARK, STAGING_TEXT, TMP_PREFIX
+
+    left = Path(tempfile.gettempdir()) / f"{TMP_PREFIX}999999999-tract-test"
+    left.mkdir(exist_ok=True)
+    (left / STAGING_MARK).write_text(STAGING_TEXT)
+    (left / "model.onnx").write_bytes(b"a model a killed verify left")
+    data = export_config(load_config(SHIPPED[0]))[1].SerializeToString()
+    with TractRunner(data) as runner:
+        folder = runner.path.parent
+        assert runner.path.read_bytes() == data and not left.exists()
+    assert not folder.exists()

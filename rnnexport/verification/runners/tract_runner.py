@@ -15,7 +15,6 @@ import functools
 import importlib.util
 import os
 import select
-import shutil
 import signal
 import subprocess
 import sys
@@ -27,6 +26,7 @@ from typing import IO, Any
 import numpy as np
 import onnx
 
+from rnnexport.artifacts.folders import make_staging, remove_staging, remove_stale_temporaries
 from rnnexport.contract import H_N, OUTPUT
 from rnnexport.errors import RunnerFailed, RunnerUnavailable
 from rnnexport.verification.cases import Case
@@ -75,8 +75,10 @@ class TractRunner:
             raise RunnerUnavailable(name, reason)
         self.data = data
         self.output_names = [o.name for o in onnx.load_model_from_string(data).graph.output]
-        self._folder = tempfile.mkdtemp(prefix="rnnexport-tract-")
-        self.path = Path(self._folder) / "model.onnx"
+        scratch = Path(tempfile.gettempdir())
+        remove_stale_temporaries(scratch)  # what killed runs left: marked, their process gone
+        self._folder = make_staging(scratch, "tract")  # the child loads the model from a file, once per shape
+        self.path = self._folder / "model.onnx"
         self.path.write_bytes(data)
         self._child: _Child | None = None
         self._tanh: OrtRunner | None = None
@@ -102,7 +104,7 @@ class TractRunner:
         if self._tanh:
             self._tanh.close()
             self._tanh = None
-        shutil.rmtree(self._folder, ignore_errors=True)
+        remove_staging(self._folder)
 
     def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """The graph's outputs by their ONNX names (tract returns them in the graph's order)."""
