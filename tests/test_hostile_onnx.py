@@ -94,6 +94,10 @@ def _nested(model: onnx.ModelProto) -> None:
     model.graph.node.extend(graph.node)
 
 
+def _second_producer(model: onnx.ModelProto) -> None:
+    model.graph.node.append(helper.make_node("Identity", ["input"], [_gru(model).output[0]], name="again"))
+
+
 # (id, change to gru_2layer's model.onnx, the Error line after "{file}: ")
 HOSTILE = [
     ("direction_int", _attribute("direction", 1),
@@ -112,6 +116,10 @@ HOSTILE = [
      "node 'gru_l0' (GRU): attribute linear_before_reset = 7 is not allowed by the ONNX spec"),
     ("clip_negative", _attribute("clip", -1.0),
      "node 'gru_l0' (GRU): attribute clip = -1.0 is not allowed by the ONNX spec"),
+    ("hidden_size_not_the_weights", _attribute("hidden_size", 31),
+     "node 'gru_l0' (GRU): W has shape [1, 96, 16], but hidden_size 31 and direction forward make [1, 93, input_size]"),
+    ("two_producers", _second_producer,
+     "tensor 'Y_0' is made twice (again by node 'again'); ONNX allows one producer"),
     ("data_type_999", _initializer_type, "initializer 'W_0' has data type 999, which ONNX does not define"),
     ("constant_2_40_elements", _constant(_declared_only([2**20, 2**20])),
      "tensor 'Constant_0.value' declares 1,099,511,627,776 elements (dims [1048576, 1048576]), more than a model "
@@ -179,3 +187,16 @@ def test_lint_never_feeds_a_huge_fixed_dim(tmp_path, artifact):
     assert f"{path}: error: static-dims: input input: axis 0 (seq) fixed to 1073741824" in result.output
     assert (f"{path}: warning: run: not run: input input: its declared shape [1073741824, 1, 16] holds "
             f"{2**30 * 16:,} elements, more than the {2**26:,} lint feeds a run") in result.output
+
+
+def test_external_data_that_is_a_pipe_is_named_as_such(tmp_path, artifact):
+    import os
+
+    model = onnx.load(artifact / "model.onnx")
+    _constant(_external("v.bin"))(model)
+    os.mkfifo(tmp_path / "v.bin")
+    path = tmp_path / "m.onnx"
+    path.write_bytes(model.SerializeToString())
+    result = CliRunner().invoke(main, ["lint", str(path)])
+    assert (result.exit_code, result.output) == (2, f"Error: {path}: tensor 'Constant_0.value': external data file "
+                                                    "'v.bin' is not a regular file (a folder, pipe or device)\n")

@@ -102,6 +102,43 @@ def check_model(model: onnx.ModelProto, source: str) -> None:
         for kind, values in (("input", graph.input), ("output", graph.output), ("value", graph.value_info)):
             for value in values:
                 _check_dims(value, f"{source}: {kind} {value.name!r}{at}")
+        _check_single_producers(graph, f"{source}{':' if not path else f': {path}:'}")
+        shapes = {t.name: tuple(t.dims) for t in graph.initializer}
+        for index, node in enumerate(graph.node):
+            if node.domain in ONNX_DOMAINS and node.op_type in GATES:
+                _check_weight_shapes(node, shapes, f"{source}: node {_where(path, node, index)!r} ({node.op_type})")
+
+
+GATES = {"GRU": 3, "LSTM": 4, "RNN": 1}  # gate blocks stacked in W and R (ONNX spec)
+
+
+def _check_single_producers(graph: onnx.GraphProto, where: str) -> None:
+    """Each tensor name is made once in a graph (ONNX's single assignment): by an initializer, an input or
+    one node's output."""
+    made = {t.name for t in graph.initializer} | {v.name for v in graph.input}
+    for index, node in enumerate(graph.node):
+        for name in node.output:
+            if name and name in made:
+                raise ArtifactError(f"{where} tensor {name!r} is made twice (again by node "
+                                    f"{node.name or f'{node.op_type}_{index}'!r}); ONNX allows one producer")
+            made.add(name)
+
+
+def _check_weight_shapes(node: onnx.NodeProto, shapes: dict[str, tuple[int, ...]], what: str) -> None:
+    """W [directions, gates × hidden_size, input] and R [directions, gates × hidden_size, hidden_size], where
+    they are initializers, agree with the node's hidden_size and direction (the ONNX spec's shapes)."""
+    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    hidden, direction = attrs.get("hidden_size"), attrs.get("direction", b"forward")
+    directions = 2 if direction == b"bidirectional" else 1
+    for slot, name in (("W", node.input[1]), ("R", node.input[2])):
+        shape = shapes.get(name)
+        if shape is None or hidden is None:
+            continue
+        want = (directions, GATES[node.op_type] * hidden) + ((hidden,) if slot == "R" else ())
+        if len(shape) != 3 or shape[: len(want)] != want:
+            raise ArtifactError(f"{what}: {slot} has shape {list(shape)}, but hidden_size {hidden} and direction "
+                                f"{direction.decode() if isinstance(direction, bytes) else direction} make "
+                                f"[{', '.join(map(str, want))}{', input_size' if slot == 'W' else ''}]")
 
 
 def check_tensor(tensor: TensorProto, what: str) -> None:

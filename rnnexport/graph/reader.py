@@ -58,7 +58,8 @@ def _load_external(proto: onnx.ModelProto, path: Path) -> None:
         target = external_location(tensor, folder, f"{path}: {label}")
         if not target.is_file():
             location = next((e.value for e in tensor.external_data if e.key == "location"), "")
-            raise ArtifactError(f"{path}: {label}: external data file {location!r} is missing")
+            why = "is not a regular file (a folder, pipe or device)" if target.exists() else "is missing"
+            raise ArtifactError(f"{path}: {label}: external data file {location!r} {why}")
     try:
         load_external_data_for_model(proto, str(folder))
     except Exception as exc:  # onnx raises ValueError, OSError, ... for short or unreadable data files
