@@ -147,3 +147,112 @@ def test_an_output_quantized_on_its_way_to_the_graph_output_is_int8():
     assert model_precision(edited) == "int8"
     session = ort.InferenceSession(edited.SerializeToString(), providers=["CPUExecutionProvider"])
     assert [o.name for o in session.get_outputs()] == [o.name for o in model.graph.output]
+
+
+def _ints(name: str, values) -> onnx.TensorProto:
+    return helper.make_tensor(name, TensorProto.INT64, [len(values)], list(values))
+
+
+def _first_gru_reading(model: onnx.ModelProto, slot: int, nodes: list[onnx.NodeProto], inits: list[onnx.TensorProto],
+                       tensor: str) -> onnx.ModelProto:
+    """``model`` with its first recurrent node's input ``slot`` (0: X, 5: initial_h) replaced by ``tensor``, which
+    ``nodes`` compute (placed before everything, in order) from ``inits`` and the graph's inputs."""
+    edited = onnx.ModelProto()
+    edited.CopyFrom(model)
+    first = _recurrent(edited)[0]
+    while len(first.input) <= slot:
+        first.input.append("")
+    first.input[slot] = tensor
+    for k, node in enumerate(nodes):
+        edited.graph.node.insert(k, node)
+    edited.graph.initializer.extend(inits)
+    onnx.checker.check_model(edited, full_check=True)
+    return edited
+
+
+def _shape_by_concat(cfg) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
+    """[24, -1, input_size] as Concat([24], [-1, input_size]): one part an initializer, one a Constant node."""
+    return ([helper.make_node("Constant", [], ["rest"], value_ints=[-1, cfg.input_size]),
+             helper.make_node("Concat", ["steps", "rest"], ["fixed_shape"], axis=0, name="shape_concat")],
+            [_ints("steps", [24])])
+
+
+def _shape_by_cast(cfg) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
+    """[24, -1, input_size] as a float constant cast to int64 (as converters write shapes computed in float)."""
+    floats = numpy_helper.from_array(np.array([24, -1, cfg.input_size], np.float32), "float_shape")
+    return [helper.make_node("Cast", ["float_shape"], ["fixed_shape"], to=TensorProto.INT64, name="shape_cast")], [floats]
+
+
+def _reshaped_input(cfg, model, build):
+    nodes, inits = build(cfg)
+    x = _recurrent(model)[0].input[0]
+    reshape = helper.make_node("Reshape", [x, "fixed_shape"], ["x_fixed"], name="reshape_x")
+    line = (f"reshape_x: reshapes {x} to [24, -1, {cfg.input_size}] on its way to {_recurrent(model)[0].name}'s X, "
+            "fixing the sequence length to 24")
+    return _first_gru_reading(model, 0, [*nodes, reshape], inits, "x_fixed"), line
+
+
+def _expanded_state(cfg, model):
+    """A zero initial_h expanded to Concat([1, 3], [hidden_size]): a batch of 3 baked in."""
+    zeros = numpy_helper.from_array(np.zeros((1, 1, cfg.hidden_size), np.float32), "h0_const")
+    nodes = [helper.make_node("Unsqueeze", ["hidden", "zero_axis"], ["hidden_1d"], name="hidden_1d"),
+             helper.make_node("Concat", ["lead", "hidden_1d"], ["state_shape"], axis=0, name="state_concat"),
+             helper.make_node("Expand", ["h0_const", "state_shape"], ["h0_fixed"], name="expand_h0")]
+    inits = [zeros, _ints("lead", [1, 3]), helper.make_tensor("hidden", TensorProto.INT64, [], [cfg.hidden_size]),
+             _ints("zero_axis", [0])]
+    line = (f"expand_h0: expands h0_const to [1, 3, {cfg.hidden_size}] on its way to {_recurrent(model)[0].name}'s "
+            "initial_h, fixing the batch size to 3")
+    return _first_gru_reading(model, 5, nodes, inits, "h0_fixed"), line
+
+
+MUTANTS = {"concat": lambda cfg, m: _reshaped_input(cfg, m, _shape_by_concat),
+           "cast": lambda cfg, m: _reshaped_input(cfg, m, _shape_by_cast),
+           "expand": _expanded_state}
+
+
+@pytest.mark.parametrize("name", sorted(MUTANTS))
+def test_shapes_built_from_constants_are_folded_and_fix_a_length_with_and_without_the_run(name, tmp_path):
+    cfg, _, model = _built("gru_2layer")
+    mutant, line = MUTANTS[name](cfg, model)
+    path = tmp_path / f"{name}.onnx"
+    onnx.save(mutant, path)
+    static = CliRunner().invoke(main, ["lint", str(path), "--no-run"])
+    assert static.exit_code == 1 and static.output.splitlines() == [
+        f"{path}: error: static-reshape: {line}", f"{path}: 1 error(s), 0 warning(s)"], static.output
+    run = CliRunner().invoke(main, ["lint", str(path), "--run"])
+    lines = run.output.splitlines()
+    assert run.exit_code == 1 and lines[0] == f"{path}: error: static-reshape: {line}", run.output
+    # roles are traced through the folded shape, so lint's run is made, and ONNX Runtime does fail at other shapes
+    assert lines[1].startswith(f"{path}: error: run: ONNX Runtime fails at sequence length ") and len(lines) == 3
+    assert "not run" not in run.output
+
+
+def _shape_by_gather(cfg):
+    """[24, -1, input_size] gathered from a longer constant, through 3,000 Identity nodes and a Squeeze/Unsqueeze:
+    folded once each, in a walk linear in the graph."""
+    chain = [helper.make_node("Identity", [f"table_{k}"], [f"table_{k + 1}"]) for k in range(3000)]
+    return ([*chain, helper.make_node("Gather", ["table_3000", "picks"], ["picked"], axis=0),
+             helper.make_node("Unsqueeze", ["picked", "axis0"], ["picked_2d"]),
+             helper.make_node("Squeeze", ["picked_2d", "axis0"], ["fixed_shape"])],
+            [_ints("table_0", [5, 24, -1, cfg.input_size]), _ints("picks", [1, 2, 3]), _ints("axis0", [0])])
+
+
+def _shape_from_the_input(cfg):
+    """[seq, -1, input_size] with seq read by Shape from the input itself: no constant, no fixed length."""
+    x = "input"
+    return ([helper.make_node("Shape", [x], ["x_shape"]), helper.make_node("Gather", ["x_shape", "first"], ["seq"]),
+             helper.make_node("Concat", ["seq", "rest"], ["fixed_shape"], axis=0)],
+            [_ints("first", [0]), _ints("rest", [-1, cfg.input_size])])
+
+
+def test_a_gathered_constant_shape_is_folded_and_a_shape_read_from_the_input_is_not(tmp_path):
+    cfg, _, model = _built("gru_2layer")
+    assert _recurrent(model)[0].input[0] == "input"  # what _shape_from_the_input reads
+    gathered, line = _reshaped_input(cfg, model, _shape_by_gather)
+    assert [str(f) for f in lint_model(gathered) if f.level == "error"] == [f"error: static-reshape: {line}"]
+    dynamic, _ = _reshaped_input(cfg, model, _shape_from_the_input)
+    assert [str(f) for f in lint_model(dynamic) if f.level == "error"] == []
+    session = ort.InferenceSession(dynamic.SerializeToString(), providers=["CPUExecutionProvider"])
+    for seq, batch in ((2, 1), (7, 3)):  # and it does run at any length: lint was right to say nothing
+        x = np.zeros((seq, batch, cfg.input_size), np.float32)
+        assert session.run(None, {"input": x})[0].shape[:2] == (seq, batch)

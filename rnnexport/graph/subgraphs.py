@@ -12,14 +12,14 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
 
 from rnnexport.contract import ONNX_DOMAINS, RECURRENT_OPS, recurrent_cell
 from rnnexport.graph.axes import axis_sources
+from rnnexport.graph.folding import folded_constants
 
 # The recurrent operators' inputs, in order; DynamicQuantizeLSTM adds scales and zero points after P.
 RECURRENT_INPUTS = ("X", "W", "R", "B", "sequence_lens", "initial_h", "initial_c", "P")
@@ -59,38 +59,13 @@ class Site:
         return self.cell is None and self.node.op_type in RECURRENT_OPS
 
 
-def constant_value(node: onnx.NodeProto) -> np.ndarray | None:
-    """The value of a ``Constant`` node, whichever attribute holds it (value, value_ints, value_int, …)."""
-    if node.op_type != "Constant" or not node.attribute:
-        return None
-    attr = node.attribute[0]
-    value = onnx.helper.get_attribute_value(attr)
-    if attr.name == "value":
-        return numpy_helper.to_array(value)
-    if attr.name in ("value_int", "value_ints"):
-        return np.array(value, dtype=np.int64)
-    if attr.name in ("value_float", "value_floats"):
-        return np.array(value, dtype=np.float32)
-    return None  # value_string(s), sparse_value: not used as shapes
-
-
-def _constants(initializers: Any, nodes: Any, outer: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    found = dict(outer)  # a subgraph sees its enclosing scopes' constants
-    found.update({t.name: numpy_helper.to_array(t) for t in initializers})
-    for node in nodes:
-        value = constant_value(node)
-        if value is not None:
-            found[node.output[0]] = value
-    return found
-
-
 def scopes(model: onnx.ModelProto) -> Iterator[Scope]:
     """The main graph, every subgraph of every node attribute (recursively), and every model function."""
     ranks = tensor_ranks(model)
 
     def walk(graph: onnx.GraphProto, path: str, outer: dict[str, np.ndarray]) -> Iterator[Scope]:
-        scope = Scope(path, list(graph.node), _constants(graph.initializer, graph.node, outer), list(graph.input),
-                      ranks)
+        constants = folded_constants(graph.initializer, graph.node, outer)
+        scope = Scope(path, list(graph.node), constants, list(graph.input), ranks)
         yield scope
         for index, node in enumerate(graph.node):
             for attr in node.attribute:
@@ -102,7 +77,7 @@ def scopes(model: onnx.ModelProto) -> Iterator[Scope]:
     yield from walk(model.graph, "", {})
     for function in model.functions:
         yield Scope(f"function {function.domain}:{function.name}", list(function.node),
-                    _constants([], function.node, {}))
+                    folded_constants([], function.node, {}))
 
 
 def tensor_ranks(model: onnx.ModelProto) -> dict[str, int]:
@@ -216,11 +191,11 @@ def walk_back(scope: Scope, starts: list[tuple[str, dict[int, str], str, str]], 
             if axis >= len(sources):
                 continue
             source = sources[axis]
-            if source.fixed is not None and role in FIXABLE:
-                if source.fixed > 1:
-                    found.fixes.append(Fix(scope.where(node, scope.nodes.index(node)), node, role, source.fixed,
-                                           node.input[0] if node.input else tensor, site, slot, False))
-                continue
+            if source.fixed is not None and role in FIXABLE and source.fixed > 1:
+                found.fixes.append(Fix(scope.where(node, scope.nodes.index(node)), node, role, source.fixed,
+                                       node.input[0] if node.input else tensor, site, slot, False))
+            # the input axis a fixed one is made from keeps its role (x's seq axis, reshaped to 24 steps): the
+            # graph input still has the axis, and lint's run feeds it other lengths
             for k, a in source.inputs:
                 mapped.setdefault(k, {})[a] = role
         followed = {k for source in sources for k, _ in source.inputs}
