@@ -180,6 +180,13 @@ FACTORIES = {
     "float64_inputs": ("import torch, rnnexport\ndef tagger():\n    return rnnexport.WholeModel(torch.nn.GRU(3, 4), "
                        "(torch.zeros(5, 2, 3, dtype=torch.float64),))\n", "an example input is torch.float64"),
     "not_a_function": ("tagger = 3\n", "broken has no function tagger"),
+    "nan_weight": ("import torch, rnnexport\ndef tagger():\n    gru = torch.nn.GRU(3, 4)\n"
+                   "    torch.nn.init.constant_(gru.bias_hh_l0, float('nan'))\n"
+                   "    return rnnexport.WholeModel(gru, (torch.zeros(5, 2, 3),))\n",
+                   "the model's bias_hh_l0 holds NaN or infinite values"),
+    "input_names_for_two": ("import torch, rnnexport\ndef tagger():\n    return rnnexport.WholeModel("
+                            "torch.nn.GRU(3, 4), (torch.zeros(5, 2, 3),), input_names=['a', 'b'])\n",
+                            "input_names must be 1 distinct names, one per example input tensor; found ['a', 'b']"),
     "cell_loop": ("import torch, rnnexport\nfrom real_models import HeadInsideLoop\ndef tagger():\n"
                   "    return rnnexport.WholeModel(HeadInsideLoop(), (torch.zeros(2, 4, 4),),\n"
                   "                                ({0: 'batch', 1: 'seq'},))\n",

@@ -94,6 +94,15 @@ def check_whole_model(made: WholeModel, source: str) -> None:
     if shapes is not None and (not isinstance(shapes, (tuple, list)) or len(shapes) != len(made.example_inputs)):
         raise ExportError(f"{source}: dynamic_shapes must be a tuple with one entry per example input "
                           f"({len(made.example_inputs)})")
+    names = made.input_names
+    if names is not None and (not isinstance(names, (tuple, list)) or len(names) != len(leaves)
+                              or not all(isinstance(n, str) and n for n in names) or len(set(names)) != len(names)):
+        raise ExportError(f"{source}: input_names must be {len(leaves)} distinct names, one per example input "
+                          f"tensor; found {names!r:.100}")
+    for name, tensor in [*made.model.named_parameters(), *made.model.named_buffers()]:
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise ExportError(f"{source}: the model's {name} holds NaN or infinite values; every output they reach "
+                              "would be NaN, so there is nothing to verify")
 
 
 def user_error(exc: BaseException) -> str:
