@@ -256,3 +256,25 @@ def test_a_gathered_constant_shape_is_folded_and_a_shape_read_from_the_input_is_
     for seq, batch in ((2, 1), (7, 3)):  # and it does run at any length: lint was right to say nothing
         x = np.zeros((seq, batch, cfg.input_size), np.float32)
         assert session.run(None, {"input": x})[0].shape[:2] == (seq, batch)
+
+
+@pytest.mark.parametrize("rows", [3, 5])
+@pytest.mark.parametrize("keep_hidden", [True, False])
+def test_a_reshape_of_h_n_names_the_batch_it_fixes(rows, keep_hidden):
+    """Y_h is [1, batch, hidden]: a Reshape to [rows, hidden] (or [rows, -1]) makes the batch ``rows``."""
+    cfg, _, model = _built("gru_2layer")
+    edited = onnx.ModelProto()
+    edited.CopyFrom(model)
+    last = _recurrent(edited)[-1]
+    shape = [rows, cfg.hidden_size if keep_hidden else -1]
+    edited.graph.initializer.append(_ints("flat_shape", shape))
+    edited.graph.node.append(helper.make_node("Reshape", [last.output[1], "flat_shape"], ["flat"], name="flat_h"))
+    edited.graph.output.append(helper.make_tensor_value_info("flat", TensorProto.FLOAT, [None, None]))
+    onnx.checker.check_model(edited, full_check=True)
+    assert [str(f) for f in lint_model(edited) if f.level == "error"] == [
+        f"error: static-reshape: flat_h: reshapes {last.name}'s Y_h to {shape}, fixing the batch size to {rows}"]
+    session = ort.InferenceSession(edited.SerializeToString(), providers=["CPUExecutionProvider"])
+    x = np.zeros((2, rows, cfg.input_size), np.float32)
+    assert session.run(["flat"], {"input": x})[0].shape == (rows, cfg.hidden_size)  # the batch lint names runs
+    with pytest.raises(Exception, match="[Rr]eshape|shape"):
+        session.run(["flat"], {"input": x[:, :2]})  # and another batch does not

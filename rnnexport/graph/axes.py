@@ -42,9 +42,10 @@ def _ints(node: onnx.NodeProto, index: int, attr: str, constants: dict[str, np.n
 
 
 def axis_sources(node: onnx.NodeProto, out_index: int, constants: dict[str, np.ndarray], in_ranks: list[int | None],
-                 out_rank: int | None) -> list[AxisSource] | None:
+                 out_rank: int | None, in_dims: tuple[int | None, ...] | None = None) -> list[AxisSource] | None:
     """For each axis of ``node.output[out_index]``, where it comes from; None for an op not followed or whose
-    layout cannot be read (a shape that is not a constant, an unknown rank)."""
+    layout cannot be read (a shape that is not a constant, an unknown rank). ``in_dims``: the first input's sizes
+    where known (None for a symbolic one), which place a Reshape's axes."""
     op, attrs = node.op_type, _attrs(node)
     rank = in_ranks[0] if in_ranks else None
     if op in SAME_AXES or (op in ("Conv", "ConvTranspose") and rank):
@@ -56,7 +57,7 @@ def axis_sources(node: onnx.NodeProto, out_index: int, constants: dict[str, np.n
         return None if perm is None else [AxisSource(((0, p),)) for p in perm]
     if op == "Reshape":
         shape = _ints(node, 1, "shape", constants)
-        return None if shape is None else _reshape(shape, rank if rank is not None else len(shape))
+        return None if shape is None else _reshape(shape, rank if rank is not None else len(shape), in_dims)
     if op == "Flatten" and rank is not None:
         k = attrs.get("axis", 1) % (rank + 1) if rank else 0
         return [AxisSource(tuple((0, a) for a in range(k))), AxisSource(tuple((0, a) for a in range(k, rank)))]
@@ -67,24 +68,42 @@ def axis_sources(node: onnx.NodeProto, out_index: int, constants: dict[str, np.n
     return _gathering(node, constants, in_ranks, out_rank)
 
 
-def _reshape(shape: list[int], rank: int) -> list[AxisSource]:
-    """Reshape's output axes aligned with the input's from the left: 0 copies the axis at its index, -1 takes the
-    input axes the other entries leave, a number replaces one input axis (and fixes the size) unless it is a 1
-    inserted where the output has more axes than the input."""
-    found, i, spare = [], 0, max(0, len(shape) - rank)
+def _reshape(shape: list[int], rank: int, dims: tuple[int | None, ...] | None = None) -> list[AxisSource]:
+    """Reshape's output axes from the input's: first the leading and the trailing ones that keep an input axis
+    (a 0 at its index, or the input axis's own known size: [1, batch, 6] to [3, 6] keeps the 6, so the 3 is the
+    batch), then the rest aligned from the left, input axes of known size 1 left out (``_aligned``)."""
+    known = list(dims) if dims is not None and len(dims) == rank else [None] * rank
+    both = min(rank, len(shape))
+    head = 0
+    while head < both and (shape[head] == 0 or (shape[head] > 0 and shape[head] == known[head])):
+        head += 1
+    tail = 0
+    while tail < both - head and shape[len(shape) - 1 - tail] > 0 and \
+            shape[len(shape) - 1 - tail] == known[rank - 1 - tail]:
+        tail += 1
+    middle = [a for a in range(head, rank - tail) if known[a] != 1]
+    return ([AxisSource(((0, j),)) for j in range(head)] + _aligned(shape[head:len(shape) - tail], middle, head)
+            + [AxisSource(((0, a),)) for a in range(rank - tail, rank)])
+
+
+def _aligned(shape: list[int], axes: list[int], offset: int) -> list[AxisSource]:
+    """Output axes ``offset``, ``offset + 1``, … (``shape``) aligned with the input ``axes`` from the left: 0 copies
+    the axis at its index, -1 takes the input axes the other entries leave, a number replaces one input axis (and
+    fixes the size) unless it is a 1 inserted where the output has more axes than the input."""
+    found, i, spare = [], 0, max(0, len(shape) - len(axes))
     for j, v in enumerate(shape):
         if v == 0:
-            found.append(AxisSource(((0, j),)))
-            i = j + 1
+            found.append(AxisSource(((0, offset + j),)))
+            i = sum(a <= offset + j for a in axes)
         elif v == -1:
-            take = max(1, rank - i - (len(shape) - j - 1))
-            found.append(AxisSource(tuple((0, a) for a in range(i, min(i + take, rank)))))
+            take = max(1, len(axes) - i - (len(shape) - j - 1))
+            found.append(AxisSource(tuple((0, a) for a in axes[i:i + take])))
             i += take
         elif v == 1 and spare:
             found.append(AxisSource((), 1))
             spare -= 1
         else:
-            found.append(AxisSource(((0, i),) if i < rank else (), v))
+            found.append(AxisSource(((0, axes[i]),) if i < len(axes) else (), v))
             i += 1
     return found
 

@@ -21,6 +21,7 @@ from rnnexport.contract import ONNX_DOMAINS, RECURRENT_OPS, recurrent_cell
 from rnnexport.graph.axes import axis_sources
 from rnnexport.graph.folding import folded_constants
 
+Dims = tuple[int | None, ...]
 # The recurrent operators' inputs, in order; DynamicQuantizeLSTM adds scales and zero points after P.
 RECURRENT_INPUTS = ("X", "W", "R", "B", "sequence_lens", "initial_h", "initial_c", "P")
 
@@ -35,6 +36,7 @@ class Scope:
     constants: dict[str, np.ndarray] = field(default_factory=dict)
     inputs: list[onnx.ValueInfoProto] = field(default_factory=list)
     ranks: dict[str, int] = field(default_factory=dict)  # tensor → rank, where shape inference tells
+    dims: dict[str, Dims] = field(default_factory=dict)  # tensor → its sizes where known (None: symbolic)
 
     def where(self, node: onnx.NodeProto, index: int) -> str:
         name = node.name or f"{node.op_type}_{index}"
@@ -61,11 +63,12 @@ class Site:
 
 def scopes(model: onnx.ModelProto) -> Iterator[Scope]:
     """The main graph, every subgraph of every node attribute (recursively), and every model function."""
-    ranks = tensor_ranks(model)
+    dims = tensor_dims(model)
+    ranks = {name: len(sizes) for name, sizes in dims.items()}
 
     def walk(graph: onnx.GraphProto, path: str, outer: dict[str, np.ndarray]) -> Iterator[Scope]:
         constants = folded_constants(graph.initializer, graph.node, outer)
-        scope = Scope(path, list(graph.node), constants, list(graph.input), ranks)
+        scope = Scope(path, list(graph.node), constants, list(graph.input), ranks, dims)
         yield scope
         for index, node in enumerate(graph.node):
             for attr in node.attribute:
@@ -80,22 +83,24 @@ def scopes(model: onnx.ModelProto) -> Iterator[Scope]:
                     folded_constants([], function.node, {}))
 
 
-def tensor_ranks(model: onnx.ModelProto) -> dict[str, int]:
-    """Tensor name → rank, in every graph, as ONNX's shape inference finds them (nothing where it cannot run)."""
+def tensor_dims(model: onnx.ModelProto) -> dict[str, Dims]:
+    """Tensor name → its sizes (None where symbolic or unknown), in every graph, as ONNX's shape inference finds
+    them (nothing where it cannot run)."""
     try:
         inferred = onnx.shape_inference.infer_shapes(model)
     except Exception:  # onnx raises its own errors on graphs it cannot infer: ranks stay unknown there
         return {}
-    ranks: dict[str, int] = {}
+    found: dict[str, Dims] = {}
     graphs = [inferred.graph]
     while graphs:
         graph = graphs.pop()
         for value in [*graph.input, *graph.value_info, *graph.output]:
             if value.type.tensor_type.HasField("shape"):
-                ranks[value.name] = len(value.type.tensor_type.shape.dim)
+                found[value.name] = tuple(d.dim_value if d.HasField("dim_value") else None
+                                          for d in value.type.tensor_type.shape.dim)
         graphs += [a.g for n in graph.node for a in n.attribute if a.type == onnx.AttributeProto.GRAPH]
         graphs += [g for n in graph.node for a in n.attribute for g in a.graphs]
-    return ranks
+    return found
 
 
 def recurrent_nodes(model: onnx.ModelProto) -> list[onnx.NodeProto]:
@@ -154,6 +159,14 @@ def _ranks(scope: Scope, extra: dict[str, int] | None) -> dict[str, int]:
     return ranks
 
 
+def _first_dims(scope: Scope, node: onnx.NodeProto) -> Dims | None:
+    """The sizes of the node's first input where known: a constant's shape, or what shape inference found."""
+    if not node.input:
+        return None
+    value = scope.constants.get(node.input[0])
+    return tuple(value.shape) if value is not None else scope.dims.get(node.input[0])
+
+
 def walk_back(scope: Scope, starts: list[tuple[str, dict[int, str], str, str]], ranks: dict[str, int] | None = None,
               first: bool = False) -> Walk:
     """From each (tensor, {axis: role}, site, slot) back through the ops ``axes.axis_sources`` reads to the graph
@@ -183,7 +196,7 @@ def walk_back(scope: Scope, starts: list[tuple[str, dict[int, str], str, str]], 
         if node is None or node.domain not in ONNX_DOMAINS or node.op_type in RECURRENT_OPS:
             continue
         sources = axis_sources(node, out_index, scope.constants, [ranks.get(t) for t in node.input],
-                               ranks.get(tensor))
+                               ranks.get(tensor), _first_dims(scope, node))
         if sources is None:
             continue
         mapped: dict[int, dict[int, str]] = {}
@@ -286,7 +299,8 @@ def walk_forward(scope: Scope, ranks: dict[str, int] | None = None) -> list[Fix]
             if node.domain not in ONNX_DOMAINS or node.op_type in RECURRENT_OPS:
                 continue
             for o, out in enumerate(node.output):
-                sources = axis_sources(node, o, scope.constants, [ranks.get(t) for t in node.input], ranks.get(out))
+                sources = axis_sources(node, o, scope.constants, [ranks.get(t) for t in node.input], ranks.get(out),
+                                       _first_dims(scope, node))
                 mapped: dict[int, str] = {}
                 for j, source in enumerate(sources or []):
                     role = next((axes[a] for i, a in source.inputs if i == k and a in axes), None)
