@@ -274,3 +274,16 @@ def test_initial_h_and_c_exchanged_are_named():
     diagnosis, summary = _diagnosis("lstm_3layer_bidir", mutate)
     assert diagnosis == "layer 1, forward direction: initial_h and initial_c exchanged (h0 read as c0 and c0 as h0)", \
         summary
+
+
+@pytest.mark.parametrize("layer", [0, 1])
+def test_a_masked_backward_node_fed_unreversed_input_is_named(layer):
+    def mutate(model, cfg):
+        reverse = next(n for n in model.graph.node if n.name == f"reverse_in_l{layer}_reverse")
+        for node in model.graph.node:
+            node.input[:] = [reverse.input[0] if i == reverse.output[0] else i for i in node.input]
+        model.graph.node.remove(reverse)
+
+    diagnosis, summary = _diagnosis("gru_bidir_nobias_ragged", mutate, "ragged")
+    assert diagnosis == (f"layer {layer}, backward direction: the backward direction's input is not reversed within "
+                         "each row's length (the masked graph's reversal before the node)"), summary

@@ -6,8 +6,9 @@ Bugs tried: the node's own attributes where they differ from PyTorch's (each act
 ``linear_before_reset``) and its peepholes, each common activation at each position, gate blocks of W, R, Wb, Rb
 and B permuted, GRU's Wb and Rb exchanged, directions and their weights swapped, a layer run backward in time, the
 initial state of another row or none, missing biases, ``sequence_lens`` ignored (only where the graph has it and
-the nodes are not masked), a masked LSTM's padding-flag column; and when no structural bug fits, the node's own
-weights read from the graph: "weights differ by ~X%, not a structural bug".
+the nodes are not masked), a masked LSTM's padding-flag column, a masked backward node's input not reversed; and
+when no structural bug fits, the node's own weights read from the graph: "weights differ by ~X%, not a structural
+bug".
 """
 
 from __future__ import annotations
@@ -80,6 +81,7 @@ class Change:
     state_row: int | None
     full_length: bool = False
     states_exchanged: bool = False  # initial_h and initial_c in each other's place
+    unreversed_input: bool = False  # a masked graph's backward node fed X as it is, not reversed within lengths
     flag: np.ndarray | None = None  # a masked LSTM's padding-flag column of W [4H], PyTorch's order (None: the graph's
     # contract, ±GATE_SATURATION)
 
@@ -243,6 +245,9 @@ def order_hypotheses(site: Site, base: Change) -> list[tuple[str, Change]]:
         if module.mode == "LSTM":
             found.append(("initial_h and initial_c exchanged (h0 read as c0 and c0 as h0)",
                           replace(base, states_exchanged=True)))
+    if site.masked and site.direction == 1:
+        found.append(("the backward direction's input is not reversed within each row's length (the masked graph's "
+                      "reversal before the node)", replace(base, unreversed_input=True)))
     takes_lengths = any(i.name == LENGTHS for i in site.model.graph.input)  # a masked graph's nodes never do
     if takes_lengths and not site.masked and (ref.lengths < ref.inputs[0].shape[0]).any():
         found.append(("sequence_lens is not honoured (every row runs all steps)", replace(base, full_length=True)))
@@ -257,21 +262,23 @@ def _within_lengths(x: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     return out
 
 
-def _masked_lstm(site: Site, change: Change, h: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, ...]:
-    """A masked LSTM node as the graph runs it: every step, the padding flag appended to X with its W column, the
-    backward direction over X reversed within each row's length (export/masked.py)."""
+def _masked_node(site: Site, change: Change, h: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, ...]:
+    """A masked graph's node as the graph runs it (export/masked.py): every step, over X reversed within each row's
+    length for a backward direction (its Y read back in true order, as localisation reads it), and for an LSTM the
+    padding flag appended to X with its W column."""
     ref, w, hidden = site.ref, change.weights, site.module.hidden_size
-    x = _within_lengths(ref.inputs[site.layer], ref.lengths) if change.reverse else ref.inputs[site.layer]
+    reversed_input = change.reverse and not change.unreversed_input
+    x = _within_lengths(ref.inputs[site.layer], ref.lengths) if reversed_input else ref.inputs[site.layer]
     steps = x.shape[0]
-    pad = (np.arange(steps)[:, None] >= ref.lengths[None, :]).astype(np.float64)[..., None]
-    flag = change.flag
-    if flag is None:  # PyTorch's order i, f, g, o: the input gate shut, the forget gate open
-        flag = np.concatenate([np.full(hidden, -GATE_SATURATION), np.full(hidden, GATE_SATURATION),
-                               np.zeros(2 * hidden)])
-    flagged = replace(w, w_ih=np.concatenate([w.w_ih, flag[:, None]], axis=1))
-    y, h_n, c_n = run_direction("LSTM", np.concatenate([x, pad], axis=2), flagged, h, c,
-                                np.full_like(ref.lengths, steps), False, change.cell)
-    return (_within_lengths(y, ref.lengths) if change.reverse else y), h_n, c_n
+    if site.module.mode == "LSTM":
+        pad = (np.arange(steps)[:, None] >= ref.lengths[None, :]).astype(np.float64)[..., None]
+        flag = change.flag
+        if flag is None:  # PyTorch's order i, f, g, o: the input gate shut, the forget gate open
+            flag = np.concatenate([np.full(hidden, -GATE_SATURATION), np.full(hidden, GATE_SATURATION),
+                                   np.zeros(2 * hidden)])
+        x, w = np.concatenate([x, pad], axis=2), replace(w, w_ih=np.concatenate([w.w_ih, flag[:, None]], axis=1))
+    y, h_n, c_n = run_direction(site.module.mode, x, w, h, c, np.full_like(ref.lengths, steps), False, change.cell)
+    return (_within_lengths(y, ref.lengths) if site.direction == 1 else y), h_n, c_n
 
 
 def recompute(site: Site, change: Change) -> dict[str, np.ndarray]:
@@ -282,8 +289,8 @@ def recompute(site: Site, change: Change) -> dict[str, np.ndarray]:
     c = ref.c0[change.state_row] if change.state_row is not None else zeros
     h, c = (c, h) if change.states_exchanged else (h, c)
     steps = ref.inputs[site.layer].shape[0]
-    if site.masked and site.module.mode == "LSTM":
-        y, h_n, c_n = _masked_lstm(site, change, h, c)
+    if site.masked:
+        y, h_n, c_n = _masked_node(site, change, h, c)
     else:
         lengths = np.full_like(ref.lengths, steps) if change.full_length else ref.lengths
         y, h_n, c_n = run_direction(site.module.mode, ref.inputs[site.layer], change.weights, h, c, lengths,
