@@ -106,28 +106,31 @@ def run_direction(mode: str, x: np.ndarray, w: Weights, h: np.ndarray, c: np.nda
     cell = cell or Cell.torch(mode)
     steps = x.shape[0]
     y = np.zeros((steps, x.shape[1], w.w_hh.shape[1]))
-    for t in (range(steps - 1, -1, -1) if reverse else range(steps)):
-        live = (t < lengths)[:, None]
-        gi = x[t] @ w.w_ih.T + w.b_ih
-        if mode == "GRU":
-            hr, hz, hn = np.split(w.w_hh, 3)
-            br, bz, bn = np.split(w.b_hh, 3)
-            ir, iz, i_n = np.split(gi, 3, axis=1)
-            r, z = cell.act(0, ir + h @ hr.T + br), cell.act(0, iz + h @ hz.T + bz)
-            recurrent = r * (h @ hn.T + bn) if cell.linear_before_reset else (r * h) @ hn.T + bn
-            new_h, new_c = (1 - z) * cell.act(1, i_n + recurrent) + z * h, c
-        elif mode == "LSTM":
-            i, f, g, o = np.split(gi + h @ w.w_hh.T + w.b_hh, 4, axis=1)
-            p_i, p_o, p_f = np.split(w.peepholes, 3) if w.peepholes is not None else (0.0, 0.0, 0.0)
-            i, g = cell.act(0, i + p_i * c), cell.act(1, g)
-            f = 1.0 - i if cell.input_forget else cell.act(0, f + p_f * c)
-            new_c = f * c + i * g
-            o = cell.act(0, o + p_o * new_c)
-            new_h = o * cell.act(2, new_c, clipped=False)  # ONNX Runtime clips the gates, not c before h
-        else:
-            new_h, new_c = cell.act(0, gi + h @ w.w_hh.T + w.b_hh), c
-        h, c = np.where(live, new_h, h), np.where(live, new_c, c)
-        y[t] = np.where(live, h, 0.0)
+    # a hypothesis (a ReLU where a sigmoid was due, say) may overflow: inf and NaN are results here, compared
+    # as such, not warnings
+    with np.errstate(over="ignore", invalid="ignore"):
+        for t in (range(steps - 1, -1, -1) if reverse else range(steps)):
+            live = (t < lengths)[:, None]
+            gi = x[t] @ w.w_ih.T + w.b_ih
+            if mode == "GRU":
+                hr, hz, hn = np.split(w.w_hh, 3)
+                br, bz, bn = np.split(w.b_hh, 3)
+                ir, iz, i_n = np.split(gi, 3, axis=1)
+                r, z = cell.act(0, ir + h @ hr.T + br), cell.act(0, iz + h @ hz.T + bz)
+                recurrent = r * (h @ hn.T + bn) if cell.linear_before_reset else (r * h) @ hn.T + bn
+                new_h, new_c = (1 - z) * cell.act(1, i_n + recurrent) + z * h, c
+            elif mode == "LSTM":
+                i, f, g, o = np.split(gi + h @ w.w_hh.T + w.b_hh, 4, axis=1)
+                p_i, p_o, p_f = np.split(w.peepholes, 3) if w.peepholes is not None else (0.0, 0.0, 0.0)
+                i, g = cell.act(0, i + p_i * c), cell.act(1, g)
+                f = 1.0 - i if cell.input_forget else cell.act(0, f + p_f * c)
+                new_c = f * c + i * g
+                o = cell.act(0, o + p_o * new_c)
+                new_h = o * cell.act(2, new_c, clipped=False)  # ONNX Runtime clips the gates, not c before h
+            else:
+                new_h, new_c = cell.act(0, gi + h @ w.w_hh.T + w.b_hh), c
+            h, c = np.where(live, new_h, h), np.where(live, new_c, c)
+            y[t] = np.where(live, h, 0.0)
     return y, h, c
 
 
