@@ -197,3 +197,17 @@ def test_report_json_keeps_both_numbers(tmp_path):
     assert int8["precision_oracle"] == "torch-float64-oracle-int8" and int8["weight_problems"] == []
     tol = OWN_ORACLE_TOLERANCE["int8"]
     assert int8["judged_at"]["precision_oracle"] == {"atol": tol.atol, "rtol": tol.rtol}
+
+
+def test_a_runner_coarser_than_the_file_is_not_held_to_its_precision_oracle():
+    """A clean fp16-weights file verified as a bare file on every runtime: OpenVINO's default runner computes in
+    bf16 where the CPU has it, coarser than fp16-weights; it is judged at bf16's floor against the float oracle,
+    never against the fp16-weights oracle at float32 tolerance (which failed every clean file)."""
+    cfg, module, _, variant = _variant("gru_2layer", "fp16-weights")
+    report = verify(module, variant.SerializeToString(), cfg=cfg, runtimes=("ort", "openvino"), providers=CPU,
+                    case_names=("example",))
+    ran = {r.name: r for r in report.runners if r.status == "ok"}
+    assert report.judge().passed, report.judge().failures
+    for result in ran.values():
+        assert (result.precision_oracle is not None) == (result.precision == "fp16-weights"), result.name
+    assert ran["ort-cpu"].precision == "fp16-weights" and ran["ort-cpu"].vs_precision
