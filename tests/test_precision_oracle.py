@@ -211,3 +211,21 @@ def test_a_runner_coarser_than_the_file_is_not_held_to_its_precision_oracle():
     for result in ran.values():
         assert (result.precision_oracle is not None) == (result.precision == "fp16-weights"), result.name
     assert ran["ort-cpu"].precision == "fp16-weights" and ran["ort-cpu"].vs_precision
+
+
+@pytest.mark.parametrize("name", LSTMS)
+def test_int8_with_a_bias_gate_swap_in_its_last_layer_fails_naming_it(name):
+    """B stays float32 in an int8-dynamic file; a swap of two of its gate blocks in the last layer moves the outputs
+    less than activation quantization does, so B is checked against the module's biases."""
+    cfg, module, model, variant = _variant(name, "int8-dynamic")
+    node, layer, _ = _last_layer(variant, cfg)
+    b = onnx.numpy_helper.to_array(_tensor(variant, node.input[3])).copy()
+    d = b.shape[0] - 1  # the node's last direction
+    hidden = cfg.hidden_size
+    b[d, :hidden], b[d, hidden:2 * hidden] = b[d, hidden:2 * hidden].copy(), b[d, :hidden].copy()
+    _replace(variant, node.input[3], b)
+    report, result = _verify(cfg, module, model, "int8-dynamic", variant)
+    direction = ("forward", "backward")[d]
+    assert any(f"layer {layer}, {direction} direction: B differs from the module's biases" in p
+               for p in result.weight_problems), result.weight_problems
+    assert not report.judge().passed

@@ -98,6 +98,29 @@ def int8_weight_problems(model: onnx.ModelProto, module: Any) -> list[str]:
                 continue
             q, scale, zero = (numpy_helper.to_array(constants[name]) for name in names)
             found += _tensor_problems(module, layer, tensor, q, scale, zero)
+        if len(node.input) > 3 and node.input[3] in constants:
+            found += _bias_problems(module, layer, numpy_helper.to_array(constants[node.input[3]]))
+    return found
+
+
+def _bias_problems(module: Any, layer: int, b: np.ndarray) -> list[str]:
+    """B [D, 8 × hidden] stays float32 in an int8-dynamic file: it must be the module's biases in ONNX's gate order
+    (Wb then Rb), up to float32 rounding. A gate swap in B alone moves outputs less than activation quantization."""
+    if not module.bias:
+        return []
+    dirs, found = (2 if module.bidirectional else 1), []
+    for d in range(dirs):
+        suffix = f"_l{layer}" + ("_reverse" if d else "")
+        want = np.concatenate([_onnx_rows(getattr(module, f"bias_{k}{suffix}").detach().numpy()[:, None],
+                                          module.mode)[:, 0] for k in ("ih", "hh")])
+        got = b.reshape(dirs, -1)[d] if b.size == dirs * want.size else None
+        where = f"layer {layer}, {('forward', 'backward')[d]} direction: B"
+        if got is None:
+            return [f"layer {layer}: B has shape {list(b.shape)} where the module gives [{dirs}, {want.size}]"]
+        worst = float(np.abs(got.astype(np.float64) - want).max())
+        if worst > 1e-6 * max(float(np.abs(want).max()), 1.0):
+            found.append(f"{where} differs from the module's biases by up to {worst:.3g}; it is kept in float32, so "
+                         "it must match them")
     return found
 
 
