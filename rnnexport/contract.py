@@ -63,6 +63,6 @@ DEFAULT_FAMILIES = ("torch", "ort", "openvino")  # what verify runs without --ru
 FAMILIES = (*DEFAULT_FAMILIES, "tract")  # runner families `verify --runtimes` picks from; tract only when named
 # Threads of PyTorch and of every runtime in verify unless --threads says otherwise. One: on a shared 2-core
 # machine the runtimes' own defaults (all cores, spinning) made verify of the 8 shipped artifacts 6× slower in
-# wall time and 7× in CPU time than one thread (106 s vs 17.6 s wall, 2026-11-30), and one thread is never
-# slower on a quiet one for models of this size (docs/verify.md). 0: each runtime's own default.
+# wall time and 7× in CPU time than one thread (106 s vs 17.6 s wall, 2026-11-30), while on the same machine
+# quiet they gained 10% (10.1 s vs 11.2 s wall, for 32% more CPU) (docs/verify.md). 0: each runtime's own default.
 DEFAULT_THREADS = 1
