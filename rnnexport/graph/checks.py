@@ -50,14 +50,18 @@ def graphs(model: onnx.ModelProto, source: str) -> list[tuple[str, onnx.GraphPro
                                 f"{path.split('/', 1)[0]!r})")
         found.append((path, graph))
         for index, node in enumerate(graph.node):
-            where = _where(path, node, index)
-            for attr in node.attribute:
-                subs = [attr.g] if attr.type == AttributeProto.GRAPH else list(attr.graphs)
-                todo += [(f"{where}/{attr.name}", sub, depth + 1) for sub in subs]
+            todo += [(f"{node_path(path, node, index)}/{name}", sub, depth + 1) for name, sub in bodies(node)]
     return found
 
 
-def _where(path: str, node: onnx.NodeProto, index: int) -> str:
+def bodies(node: onnx.NodeProto) -> list[tuple[str, onnx.GraphProto]]:
+    """(attribute name, graph) of every subgraph a node holds: If's branches, Loop's and Scan's bodies."""
+    return [(attr.name, sub) for attr in node.attribute
+            for sub in ([attr.g] if attr.type == AttributeProto.GRAPH else list(attr.graphs))]
+
+
+def node_path(path: str, node: onnx.NodeProto, index: int) -> str:
+    """``If_0/then_branch/gru``: a node by its name (or op type and index) inside the graph at ``path``."""
     name = node.name or f"{node.op_type}_{index}"
     return f"{path}/{name}" if path else name
 
@@ -66,10 +70,10 @@ def _nodes(model: onnx.ModelProto, source: str) -> Iterator[tuple[str, onnx.Node
     """(where, node, in a model function) of every node of every graph and function."""
     for path, graph in graphs(model, source):
         for index, node in enumerate(graph.node):
-            yield _where(path, node, index), node, False
+            yield node_path(path, node, index), node, False
     for function in model.functions:
         for index, node in enumerate(function.node):
-            yield _where(f"function {function.domain}:{function.name}", node, index), node, True
+            yield node_path(f"function {function.domain}:{function.name}", node, index), node, True
 
 
 def tensors(model: onnx.ModelProto, source: str) -> Iterator[tuple[str, TensorProto]]:
@@ -106,7 +110,7 @@ def check_model(model: onnx.ModelProto, source: str) -> None:
         shapes = {t.name: tuple(t.dims) for t in graph.initializer}
         for index, node in enumerate(graph.node):
             if node.domain in ONNX_DOMAINS and node.op_type in GATES:
-                _check_weight_shapes(node, shapes, f"{source}: node {_where(path, node, index)!r} ({node.op_type})")
+                _check_weight_shapes(node, shapes, f"{source}: node {node_path(path, node, index)!r} ({node.op_type})")
 
 
 GATES = {"GRU": 3, "LSTM": 4, "RNN": 1}  # gate blocks stacked in W and R (ONNX spec)

@@ -11,6 +11,7 @@ import numpy as np
 import onnx
 
 from rnnexport.contract import recurrent_cell
+from rnnexport.graph.checks import bodies
 from rnnexport.graph.subgraphs import scopes
 
 FLOAT32 = "float32"
@@ -75,9 +76,7 @@ def _quantizing(node: onnx.NodeProto) -> bool:
 
 def _reads(node: onnx.NodeProto) -> list[str]:
     """What a node's outputs are computed from: its inputs, and for If/Loop/Scan the outputs of its bodies."""
-    bodies = [a.g for a in node.attribute if a.type == onnx.AttributeProto.GRAPH]
-    bodies += [g for a in node.attribute for g in a.graphs]
-    return [*node.input, *(v.name for body in bodies for v in body.output)]
+    return [*node.input, *(v.name for _, body in bodies(node) for v in body.output)]
 
 
 def _upstream(tensors: list[str], producers: dict[str, list[onnx.NodeProto]]) -> set[int]:

@@ -19,6 +19,7 @@ import onnx
 
 from rnnexport.contract import ONNX_DOMAINS, RECURRENT_OPS, recurrent_cell
 from rnnexport.graph.axes import axis_sources
+from rnnexport.graph.checks import bodies, graphs, node_path
 from rnnexport.graph.folding import folded_constants
 
 Dims = tuple[int | None, ...]
@@ -39,8 +40,7 @@ class Scope:
     dims: dict[str, Dims] = field(default_factory=dict)  # tensor → its sizes where known (None: symbolic)
 
     def where(self, node: onnx.NodeProto, index: int) -> str:
-        name = node.name or f"{node.op_type}_{index}"
-        return f"{self.path}/{name}" if self.path else name
+        return node_path(self.path, node, index)
 
 
 @dataclass
@@ -71,11 +71,8 @@ def scopes(model: onnx.ModelProto) -> Iterator[Scope]:
         scope = Scope(path, list(graph.node), constants, list(graph.input), ranks, dims)
         yield scope
         for index, node in enumerate(graph.node):
-            for attr in node.attribute:
-                subgraphs = [attr.g] if attr.type == onnx.AttributeProto.GRAPH else (
-                    list(attr.graphs) if attr.type == onnx.AttributeProto.GRAPHS else [])
-                for sub in subgraphs:
-                    yield from walk(sub, f"{scope.where(node, index)}/{attr.name}", scope.constants)
+            for name, sub in bodies(node):
+                yield from walk(sub, f"{scope.where(node, index)}/{name}", scope.constants)
 
     yield from walk(model.graph, "", {})
     for function in model.functions:
@@ -91,15 +88,11 @@ def tensor_dims(model: onnx.ModelProto) -> dict[str, Dims]:
     except Exception:  # onnx raises its own errors on graphs it cannot infer: ranks stay unknown there
         return {}
     found: dict[str, Dims] = {}
-    graphs = [inferred.graph]
-    while graphs:
-        graph = graphs.pop()
+    for _, graph in graphs(inferred, "the inferred model"):  # nested as deep as the checked model: within bounds
         for value in [*graph.input, *graph.value_info, *graph.output]:
             if value.type.tensor_type.HasField("shape"):
                 found[value.name] = tuple(d.dim_value if d.HasField("dim_value") else None
                                           for d in value.type.tensor_type.shape.dim)
-        graphs += [a.g for n in graph.node for a in n.attribute if a.type == onnx.AttributeProto.GRAPH]
-        graphs += [g for n in graph.node for a in n.attribute for g in a.graphs]
     return found
 
 
