@@ -15,7 +15,7 @@ from pathlib import Path
 
 import onnxruntime
 
-from rnnexport.artifacts.folders import StagedWrites, remove_stale_temporaries, sha256_file, write_json_atomic
+from rnnexport.artifacts.folders import StagedWrites, sha256_file, write_json_atomic
 from rnnexport.artifacts.index import check_index_target, write_index
 from rnnexport.artifacts.targets import Target
 from rnnexport.config import Tolerance
@@ -309,7 +309,6 @@ def write_report(report: VerifyReport, verdict: Verdict, folder: Path) -> None:
 
 def stage_report(staged: StagedWrites, report: VerifyReport, verdict: Verdict, folder: Path) -> None:
     """Stage the report files of ``folder``, which must still hold the model the report describes."""
-    remove_stale_temporaries(folder)
     _check_same_model(report, folder)
     staged.add(folder / INPUTS_FILE, cases_to_npz(report.inputs))
     staged.add_json(folder / REPORT_FILE, report.to_dict(verdict))

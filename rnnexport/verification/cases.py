@@ -207,13 +207,25 @@ def load_cases(path: str | Path, cfg: ModelConfig) -> list[Case]:
     return cases
 
 
+def output_shapes(cfg: ModelConfig, x: tuple[int, ...]) -> dict[str, tuple[int, ...]]:
+    """The shapes the config's model gives for an input of shape ``x``: ``output`` (seq, batch, directions ×
+    hidden) (batch first where the config says so), ``h_n`` and ``c_n`` (layers × directions, batch, hidden), which
+    are also the shapes of ``h0`` and ``c0``."""
+    seq, batch = (x[1], x[0]) if cfg.batch_first else (x[0], x[1])
+    features = cfg.num_directions * cfg.hidden_size
+    state = (cfg.num_layers * cfg.num_directions, batch, cfg.hidden_size)
+    output = (batch, seq, features) if cfg.batch_first else (seq, batch, features)
+    shapes: dict[str, tuple[int, ...]] = {"output": output, "h_n": state}
+    return {**shapes, "c_n": state} if cfg.cell == "lstm" else shapes
+
+
 def _check_shapes(cfg: ModelConfig, feeds: dict[str, np.ndarray], where: str) -> None:
     x = feeds["input"]
     if x.ndim != 3 or x.shape[2] != cfg.input_size or 0 in x.shape:
         raise ArtifactError(f"{where}: input has shape {list(x.shape)}; expected 3 dims ending in {cfg.input_size}")
     batch = x.shape[0] if cfg.batch_first else x.shape[1]
     seq = x.shape[1] if cfg.batch_first else x.shape[0]
-    state = [cfg.num_layers * cfg.num_directions, batch, cfg.hidden_size]
+    state = list(output_shapes(cfg, x.shape)["h_n"])
     for name in ("h0", "c0"):
         if name in feeds and list(feeds[name].shape) != state:
             raise ArtifactError(f"{where}: {name} has shape {list(feeds[name].shape)}; expected {state}")

@@ -22,11 +22,11 @@ import numpy as np
 from rnnexport._version import versions
 from rnnexport.artifacts.folders import load_artifact
 from rnnexport.artifacts.targets import Target
-from rnnexport.config import ModelConfig, parse_config
+from rnnexport.config import parse_config
 from rnnexport.contract import DEFAULT_THREADS, INPUTS_FILE, MANIFEST_FILE
 from rnnexport.errors import ArtifactError
 from rnnexport.graph.reader import check_model_matches, contract_problems, model_from_source
-from rnnexport.verification.cases import Case, cases_to_npz, load_cases
+from rnnexport.verification.cases import Case, cases_to_npz, load_cases, output_shapes
 from rnnexport.verification.engine import default_providers, lengths_unread, run_engine, runtime_specs
 from rnnexport.verification.results import VerifyReport
 from rnnexport.verification.verdict import Tolerances
@@ -112,18 +112,6 @@ def load_golden(folder: Path) -> tuple[dict[str, Any], list[Case], dict[str, dic
     return index, cases, expected
 
 
-def expected_shapes(cfg: ModelConfig, case: Case) -> dict[str, tuple[int, ...]]:
-    """The shapes the config's model gives for ``case``'s input: ``output`` (seq, batch, directions × hidden)
-    (batch first where the config says so), ``h_n`` and ``c_n`` (layers × directions, batch, hidden)."""
-    x = case.feeds["input"].shape
-    seq, batch = (x[1], x[0]) if cfg.batch_first else (x[0], x[1])
-    features = cfg.num_directions * cfg.hidden_size
-    state = (cfg.num_layers * cfg.num_directions, batch, cfg.hidden_size)
-    output = (batch, seq, features) if cfg.batch_first else (seq, batch, features)
-    shapes: dict[str, tuple[int, ...]] = {"output": output, "h_n": state}
-    return {**shapes, "c_n": state} if cfg.cell == "lstm" else shapes
-
-
 class GoldenOracle:
     """Outputs an earlier run of the float64 oracle saved: ``expected(case)`` reads them back."""
 
@@ -161,7 +149,7 @@ def verify_golden(model: Any, folder: Path, *, providers: tuple[str, ...] | None
         if missing:
             raise ArtifactError(f"{folder}: no expected output {missing[0]} for case {case.name}; the model has "
                                 f"{', '.join(outputs)}")
-        for name, shape in expected_shapes(cfg, case).items():
+        for name, shape in output_shapes(cfg, case.feeds["input"].shape).items():
             saved = expected[case.name].get(name)
             if saved is not None and (saved.shape != shape or saved.dtype.kind != "f"):
                 raise ArtifactError(f"{folder}: expected output {name} of case {case.name} is {saved.dtype} "
