@@ -76,18 +76,29 @@ def run_engine(name: str, data: bytes, oracle: Oracle, cases: list[Case], specs:
     precision (``precision_oracle.py``), whose drift is recorded as well (``vs_precision``). ``no_lengths``: runners
     whose graphs' recurrent nodes do not read ``sequence_lens`` (masked graphs): no hint says they ignore it."""
     start = time.perf_counter() if start is None else start
-    oracle_seconds = 0.0
-    with ExitStack() as stack:
-        runners, results = open_runners(stack, specs)
-        # a runner that turned out to compute coarser than its file (OpenVINO's bf16 on an fp16-weights file) is
-        # judged at its own precision's floor, not against the file's precision oracle at float32 tolerance
-        own = {name: o for name, o in (own or {}).items()
-               if name in results and o.name == oracle_name(results[name].precision)}
-        for case in cases:
-            oracle_seconds += _run_case(case, oracle, runners, results, own or {}, no_lengths)
-        for runner in runners:
+    t0 = time.perf_counter()
+    expected = {case.name: oracle.expected(case) for case in cases}
+    oracle_seconds = time.perf_counter() - t0
+    results: dict[str, RunnerResult] = {}
+    reference: dict[str, dict[str, np.ndarray]] = {}  # PyTorch float32's outputs, what runtimes are compared with
+    for spec in specs:  # one runner open at a time: what a runtime keeps after a long case goes when it closes
+        with ExitStack() as stack:
+            runner = open_runner(stack, spec, results)
+            if runner is None:
+                continue
+            result = results[runner.name]
+            # a runner that turned out to compute coarser than its file (OpenVINO's bf16 on an fp16-weights file)
+            # is judged at its own precision's floor, not against the file's precision oracle at float32 tolerance
+            precise = (own or {}).get(runner.name)
+            precise = precise if precise and precise.name == oracle_name(result.precision) else None
+            for case in cases:
+                outputs = _run_runner(runner, case, expected[case.name], result, precise,
+                                      reference.get(case.name), runner.name not in no_lengths)
+                if runner.name == TORCH_CPU and outputs is not None:
+                    reference[case.name] = outputs
+                del outputs  # before the next case runs
             if isinstance(runner, OrtRunner):
-                results[runner.name].placement, results[runner.name].fallbacks = runner.placement, runner.fallbacks()
+                result.placement, result.fallbacks = runner.placement, runner.fallbacks()
     return VerifyReport(
         name=name, model_sha256=hashlib.sha256(data).hexdigest(), config=config, tolerances=tolerances,
         cases=[_case_summary(c) for c in cases], skipped_cases=skipped or {}, runners=list(results.values()),
@@ -95,21 +106,18 @@ def run_engine(name: str, data: bytes, oracle: Oracle, cases: list[Case], specs:
         seconds=time.perf_counter() - start, inputs=cases, contract=contract or [])
 
 
-def open_runners(stack: ExitStack, specs: list[RunnerSpec]) -> tuple[list[Runner], dict[str, RunnerResult]]:
-    """The runners that opened (entered on ``stack``) and a result for every spec, in report order."""
-    runners: list[Runner] = []
-    results: dict[str, RunnerResult] = {}
-    for spec in specs:
-        try:
-            runner = stack.enter_context(spec.open())
-        except ProviderUnavailable as exc:
-            results[spec.name] = RunnerResult.unavailable(spec, exc)
-            continue
-        runners.append(runner)
-        results[runner.name] = RunnerResult.of(runner)
-        results[runner.name].precision = coarsest(runner.precision, spec.precision)  # the file's, if coarser
-        results[runner.name].model_bytes = spec.model_bytes
-    return runners, results
+def open_runner(stack: ExitStack, spec: RunnerSpec, results: dict[str, RunnerResult]) -> Runner | None:
+    """``spec``'s runner entered on ``stack``, its result added to ``results``; None (and a result saying why) when
+    it cannot run here."""
+    try:
+        runner = stack.enter_context(spec.open())
+    except ProviderUnavailable as exc:
+        results[spec.name] = RunnerResult.unavailable(spec, exc)
+        return None
+    result = results[runner.name] = RunnerResult.of(runner)
+    result.precision = coarsest(runner.precision, spec.precision)  # the file's, if coarser
+    result.model_bytes = spec.model_bytes
+    return runner
 
 
 def check_names(runtimes: tuple[str, ...], case_names: tuple[str, ...] | None, known_cases: tuple[str, ...]) -> None:
@@ -261,45 +269,37 @@ class UnusableOutputs(Exception):
     """A runner's outputs that cannot be compared at all (a streaming case whose state cannot be carried)."""
 
 
-def _run_case(case: Case, oracle: Oracle, runners: list[Runner], results: dict[str, RunnerResult],
-              own: dict[str, Oracle], no_lengths: frozenset[str] = frozenset()) -> float:
-    """Run one case everywhere and record the drift against the oracle (and a runner's own precision's oracle,
-    where ``own`` has one); returns the oracle's run time. Whatever a runner returns (another shape, type, rank or
-    count, NaN/Inf) is recorded as drift in words, never raised."""
+def _run_runner(runner: Runner, case: Case, expected: dict[str, np.ndarray], result: RunnerResult,
+                precise: Oracle | None,
+                reference: dict[str, np.ndarray] | None, reads_lengths: bool) -> dict[str, np.ndarray] | None:
+    """Run ``case`` on one runner and record in ``result`` its drift against the oracle's ``expected``, against
+    ``precise`` (the oracle of the runner's own precision) and against
+    PyTorch float32's ``reference``; returns the runner's outputs (None when it failed). Whatever a runner
+    returns (another shape, type, rank or count, NaN/Inf) is recorded as drift in words, never raised.
+    ``reads_lengths``: the runner's recurrent nodes read ``sequence_lens`` (not a masked graph), so a ragged hint
+    may say it is ignored."""
     t0 = time.perf_counter()
-    expected = oracle.expected(case)
-    oracle_seconds = time.perf_counter() - t0
-    reference = None
-    own_expected: dict[str, dict[str, np.ndarray]] = {}
-    for runner in runners:
-        result = results[runner.name]
-        t0 = time.perf_counter()
-        try:
-            actual = _infer(runner, case)
-        except RunnerFailed as exc:  # this case would not run (a shape the graph cannot take, say)
-            result.case_errors[case.name] = exc.reason
-            continue
-        except UnusableOutputs as exc:
-            result.drift[case.name] = {name: OutputDrift.unmatched(str(exc)) for name in expected}
-            continue
-        result.run_seconds += time.perf_counter() - t0
-        if runner.name == TORCH_CPU:
-            reference = actual
-        result.drift[case.name] = _compare(expected, actual, case)
-        if runner.name in own:
-            precise = own[runner.name]
-            if precise.name not in own_expected:
-                own_expected[precise.name] = precise.expected(case)
-            result.vs_precision[case.name] = _compare(own_expected[precise.name], actual, case)
-            result.precision_oracle = precise.name
-        if result.kind != "torch" and runner.name not in no_lengths and (hints := ragged_hints(case, actual, expected)):
-            result.hints[case.name] = hints
-        explain = getattr(runner, "explain", None)  # what a runner's family knows of its own wrong results
-        if explain and (said := explain(case, actual)):
-            result.hints[case.name] = {**result.hints.get(case.name, {}), **said}
-        if result.kind != "torch" and reference is not None:
-            result.vs_float32[case.name] = _compare(reference, actual, case)
-    return oracle_seconds
+    try:
+        actual = _infer(runner, case)
+    except RunnerFailed as exc:  # this case would not run (a shape the graph cannot take, say)
+        result.case_errors[case.name] = exc.reason
+        return None
+    except UnusableOutputs as exc:
+        result.drift[case.name] = {name: OutputDrift.unmatched(str(exc)) for name in expected}
+        return None
+    result.run_seconds += time.perf_counter() - t0
+    result.drift[case.name] = _compare(expected, actual, case)
+    if precise is not None:
+        result.vs_precision[case.name] = _compare(precise.expected(case), actual, case)
+        result.precision_oracle = precise.name
+    if result.kind != "torch" and reads_lengths and (hints := ragged_hints(case, actual, expected)):
+        result.hints[case.name] = hints
+    explain = getattr(runner, "explain", None)  # what a runner's family knows of its own wrong results
+    if explain and (said := explain(case, actual)):
+        result.hints[case.name] = {**result.hints.get(case.name, {}), **said}
+    if result.kind != "torch" and reference is not None:
+        result.vs_float32[case.name] = _compare(reference, actual, case)
+    return actual
 
 
 def _infer(runner: Runner, case: Case) -> dict[str, np.ndarray]:

@@ -64,6 +64,7 @@ class OrtRunner:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.graph_optimization_level = optimization
+        options.enable_cpu_mem_arena = False  # the arena keeps the largest case's buffers until the end
         options.log_severity_level = 4  # failures come back as exceptions; its own log would repeat them
         options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
         self._profile_dir = None
