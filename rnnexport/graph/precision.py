@@ -121,7 +121,7 @@ def quantized_path(model: onnx.ModelProto) -> list[str]:
     DequantizeLinear of int8 weights, through Cast, Reshape or anything else), and those between its outputs and a
     graph output. A quantize/dequantize pair whose result nothing reads, or that reaches neither a recurrent node
     nor, from one, a graph output, does not make the recurrent model int8. Linear in the graph's size."""
-    nodes = [node for scope in scopes(model) for node in scope.nodes]
+    nodes = [node for scope in scopes(model, shapes=False) for node in scope.nodes]
     producers: dict[str, list[onnx.NodeProto]] = {}
     readers: dict[str, list[onnx.NodeProto]] = {}
     for node in nodes:
@@ -159,7 +159,7 @@ def quantized_padding(model: onnx.ModelProto) -> list[str]:
     holds the masked graph's padding column: quantized per tensor with it, W's int8 step is ~1e4/127 and every
     trained weight rounds to 0. One sentence per node."""
     found = []
-    for scope in scopes(model):
+    for scope in scopes(model, shapes=False):
         producers = {out: node for node in scope.nodes for out in node.output}
         for index, node in enumerate(scope.nodes):
             weights = _dequantized_w(node, scope.constants, producers)

@@ -61,9 +61,12 @@ class Site:
         return self.cell is None and self.node.op_type in RECURRENT_OPS
 
 
-def scopes(model: onnx.ModelProto) -> Iterator[Scope]:
-    """The main graph, every subgraph of every node attribute (recursively), and every model function."""
-    dims = tensor_dims(model)
+def scopes(model: onnx.ModelProto, shapes: bool = True) -> Iterator[Scope]:
+    """The main graph, every subgraph of every node attribute (recursively), and every model function.
+    ``shapes=False``: without ``dims`` and ``ranks``, for a walk that reads nodes and constants only (shape
+    inference is most of a walk's cost: 104 ms against 11 ms on lstm_large, 3.0 ms against 0.18 ms on
+    lstm_3layer_bidir)."""
+    dims = tensor_dims(model) if shapes else {}
     ranks = {name: len(sizes) for name, sizes in dims.items()}
 
     def walk(graph: onnx.GraphProto, path: str, outer: dict[str, np.ndarray]) -> Iterator[Scope]:

@@ -155,11 +155,11 @@ CHUNKS_KEY = "__chunks__"
 def cases_to_npz(cases: list[Case]) -> bytes:
     """All feeds as one ``.npz``, keyed ``<case>/<input>`` (and ``<case>/__chunks__`` for streaming);
     read back with ``load_cases``."""
-    # Any, not np.ndarray: numpy's stub would check the arrays against savez_compressed's allow_pickle: bool
+    # Any, not np.ndarray: numpy's stub would check the arrays against savez's allow_pickle: bool
     arrays: dict[str, Any] = {f"{c.name}/{k}": v for c in cases for k, v in c.feeds.items()}
     arrays.update({f"{c.name}/{CHUNKS_KEY}": np.array(c.chunks, np.int64) for c in cases if c.chunks})
     buffer = io.BytesIO()
-    np.savez_compressed(buffer, **arrays)
+    np.savez(buffer, **arrays)  # compressed, random inputs shrank by 7% at 23x the time
     return buffer.getvalue()
 
 
