@@ -1,8 +1,8 @@
 """Benchmarks measured as ratios within one run: a deploy matrix of PyTorch eager, ONNX Runtime on our graph
 (and on torch.onnx's graphs, its variants and the other ragged form), OpenVINO, tract (one thread whatever the
 count: its Python API has none to set; its times include the pipe to its own process, which weighs most at
-the one-step shape), each with its worst drift
-against the float64 oracle; export times, verification time, and this machine's float32 GEMM peak.
+the one-step shape), each with its worst drift against the float64 oracle; export times, this machine's float32
+GEMM peak, and ``rnnexport verify`` of the artifacts timed from outside, as a user runs it (``time_verify``).
 
 Timing: one warm-up call per runner, then ``rounds`` rounds; in each round every runner runs in a rotated
 order, about 20 ms of calls each, every call timed on its own (wall clock, with the calling thread's CPU time
@@ -18,12 +18,19 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import os
+import resource
+import shutil
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
@@ -31,13 +38,13 @@ import onnx
 import onnxruntime as ort
 import torch
 
-from rnnexport.artifacts.build import export_config, variant_files
+from rnnexport.artifacts.build import build_artifact, export_config, variant_files
+from rnnexport.artifacts.targets import Target
 from rnnexport.config import GATES, ModelConfig
 from rnnexport.errors import ExportError, RunnerFailed, RunnerUnavailable
 from rnnexport.export.builders import build_model
 from rnnexport.export.torch_exporters import EXPORTERS
 from rnnexport.verification.cases import make_feeds
-from rnnexport.verification.engine import verify
 from rnnexport.verification.runners.ort_runner import OrtRunner
 from rnnexport.verification.runners.torch_runner import Float64Oracle, TorchRunner, torch_threads
 from rnnexport.verification.runners.tract_runner import TRACT, TractRunner
@@ -186,8 +193,6 @@ class ConfigBench:
     drift: dict[str, dict[str, float]]  # shape class → runner@threads → max |Δ| vs the float64 oracle
     precision: dict[str, str]  # runner → what it computes in
     recommendation: dict[str, dict[str, Any]]
-    verify_seconds: float
-    verify_execution_seconds: float
     eager_alone: dict[str, Timing] = field(default_factory=dict)  # runner@threads → timed with nothing else
     nodes_by_seq: dict[int, int] = field(default_factory=dict)
     file_bytes: int = 0
@@ -294,12 +299,13 @@ def _entries(cfg: ModelConfig, module: torch.nn.Module, exported: dict[str, Any]
             levels = ("ORT_ENABLE_ALL", "ORT_ENABLE_BASIC") if name == REFERENCE else ("ORT_ENABLE_ALL",)
             for level in levels:
                 label = name if level == "ORT_ENABLE_ALL" else f"{name}-basic"
-                session = OrtRunner(data, threads=threads, optimization=getattr(ort.GraphOptimizationLevel, level))
+                session = OrtRunner(data, threads=threads, optimization=getattr(ort.GraphOptimizationLevel, level),
+                                    arena=True)
                 entries.append(Entry(label, threads, precision, session.infer))
         for exporter in EXPORTERS[1:]:
             if isinstance(exported[exporter], bytes):
                 entries.append(Entry(f"ort-{exporter}", threads, "float32",
-                                     OrtRunner(exported[exporter], threads=threads).infer))
+                                     OrtRunner(exported[exporter], threads=threads, arena=True).infer))
         for force_f32, label in ((True, "openvino-cpu-f32"), (False, "openvino-cpu-default")):
             try:
                 from rnnexport.verification.runners.openvino_runner import OpenVinoRunner
@@ -398,20 +404,132 @@ def bench_config(cfg: ModelConfig, rounds: int = 5, exporters: tuple[str, ...] =
     module = module or build_model(cfg)
     export_ms, graphs = _export_times(cfg, module, rounds, ("native", *exporters))
     runtime, drift, precision, alone = _runtime(cfg, module, graphs, rounds)
-    start = time.perf_counter()
-    report = verify(module, graphs["native"], cfg=cfg, providers=("CPUExecutionProvider",), runtimes=("torch", "ort"))
-    total = time.perf_counter() - start
-    execution = sum(r.run_seconds for r in report.runners) + report.oracle.get("run_seconds", 0.0)
     long_cfg = export_config(_with_seq(cfg, 10 * cfg.example.seq_len))[1]
     weights = sum(p.numel() * 4 for p in module.parameters())
     return ConfigBench(
         name=cfg.name, flops={s: forward_flops(cfg, *shape) for s, shape in shape_classes(cfg).items()},
         export_ms=export_ms, runtime=runtime, drift=drift, precision=precision,
-        recommendation=_recommend(runtime), verify_seconds=total, verify_execution_seconds=execution,
+        recommendation=_recommend(runtime),
         eager_alone=alone,
         nodes_by_seq={cfg.example.seq_len: len(_graph(graphs["native"]).node), 10 * cfg.example.seq_len:
                       len(long_cfg.graph.node)},
         file_bytes=len(graphs["native"]), weight_bytes=weights)
+
+
+@dataclass(frozen=True)
+class VerifyRun:
+    """``rnnexport verify`` of artifacts as a user runs it: one process, imports, opening the runners and writing
+    the reports included. ``execution_seconds``: the float64 oracle's and every runner's calls, summed from the
+    reports (``oracle.run_seconds`` and each runner's ``run_seconds``)."""
+
+    configs: tuple[str, ...]
+    wall_seconds: float
+    execution_seconds: float
+    cpu_seconds: float  # the verify process's user + system CPU time: beside the wall time, the machine's load
+
+    @property
+    def ratio(self) -> float:
+        return self.wall_seconds / self.execution_seconds
+
+
+def run_cli(args: Sequence[str]) -> tuple[subprocess.CompletedProcess, float, resource.struct_rusage]:
+    """``python -m rnnexport ARGS`` in a process of its own: see ``run_python``."""
+    return run_python(["-m", "rnnexport", *args])
+
+
+def run_python(args: Sequence[str]) -> tuple[subprocess.CompletedProcess, float, resource.struct_rusage]:
+    """``python ARGS`` in a process of its own: its result, wall seconds and resource usage (``ru_maxrss``, KiB
+    on Linux, is that process's peak resident memory alone)."""
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        start = time.perf_counter()
+        proc = subprocess.Popen([sys.executable, *args], stdout=out, stderr=err)
+        _, status, usage = os.wait4(proc.pid, 0)  # this child's usage alone, where RUSAGE_CHILDREN sums them
+        wall = time.perf_counter() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        return subprocess.CompletedProcess(args, proc.returncode, out.read(), err.read()), wall, usage
+
+
+def stage_artifacts(targets: Sequence[Target], folder: Path) -> list[Path]:
+    """Each target as an artifact folder in ``folder``: an artifact copied, a config built."""
+    made = []
+    for target in targets:
+        if target.folder is not None:
+            made.append(Path(shutil.copytree(target.folder, folder / target.folder.name)))
+        else:
+            made.append(build_artifact(target.cfg, folder))
+    return made
+
+
+def time_verify(folder: Path) -> VerifyRun:
+    """``rnnexport verify FOLDER -q --json …`` timed from outside (``RunnerFailed`` when it cannot run)."""
+    report = folder / "verify-timing.json"
+    done, wall, usage = run_cli(["verify", str(folder), "-q", "--json", str(report)])
+    if done.returncode not in (0, 1):
+        raise RunnerFailed("verify", (done.stderr or done.stdout).strip()[-300:])
+    reports = json.loads(report.read_text())["reports"]
+    execution = sum(r["oracle"].get("run_seconds", 0.0) + sum(x.get("run_seconds", 0.0) for x in r["runners"])
+                    for r in reports)
+    report.unlink()
+    return VerifyRun(tuple(r["name"] for r in reports), wall, execution, usage.ru_utime + usage.ru_stime)
+
+
+@dataclass(frozen=True)
+class MemoryRun:
+    """Peak resident memory of verifying one artifact with a case of ``seq`` × ``batch`` added, over the same
+    verify without it, beside the float32 bytes of that case's outputs, and the same increment for each runtime
+    alone running the case once (``runtime_mib``: runtime → MiB): what deploying it needs, which verify cannot
+    lower. ``kept_mib`` is verify's increment beyond the largest runtime's: what verify itself holds."""
+
+    name: str
+    seq: int
+    batch: int
+    output_bytes: int
+    verify_mib: float
+    runtime_mib: dict[str, float]
+
+    @property
+    def kept_mib(self) -> float:
+        return self.verify_mib - max(self.runtime_mib.values(), default=0.0)
+
+    def times_output(self, mib: float) -> float:
+        return mib * 2**20 / self.output_bytes
+
+
+def verify_memory(folder: Path, seq: int, batch: int, runtimes: tuple[str, ...] = ("ort", "openvino")) -> MemoryRun:
+    """``MemoryRun`` of the artifact ``folder`` (each figure a difference of two processes' peaks, ``run_python``);
+    ``RunnerFailed`` when a run fails."""
+    from rnnexport.artifacts.folders import load_artifact
+
+    cfg = load_artifact(folder).config
+    shape = f"seq={seq},batch={batch}"
+
+    def peak(args: list[str]) -> float:
+        done, _, usage = run_python(args)
+        if done.returncode not in (0, 1):
+            raise RunnerFailed(" ".join(args[:4]), (done.stderr or done.stdout).strip()[-300:])
+        return usage.ru_maxrss / 1024
+
+    verify = ["-m", "rnnexport", "verify", str(folder), "--cases", "example", "-q"]
+    alone = ["-c", "import sys; from rnnexport.bench import run_once; run_once(*sys.argv[1:])", str(folder)]
+    return MemoryRun(
+        cfg.name, seq, batch, seq * batch * cfg.num_directions * cfg.hidden_size * 4,
+        peak([*verify, "--shape", shape]) - peak(verify),
+        {r: peak([*alone, r, str(seq), str(batch)]) - peak([*alone, r, "1", str(batch)]) for r in runtimes})
+
+
+def run_once(folder: str, runtime: str, seq: str, batch: str) -> None:
+    """The artifact's model run once on ``runtime`` ("ort" or "openvino", one thread) at ``seq`` × ``batch``, as
+    a deployment would: for ``verify_memory``'s process of its own."""
+    from rnnexport.artifacts.folders import load_artifact
+    from rnnexport.verification.runners.openvino_runner import OpenVinoRunner
+
+    artifact = load_artifact(folder)
+    data = artifact.model_path.read_bytes()
+    feeds = make_feeds(artifact.config, int(seq), int(batch), np.random.default_rng(0))
+    runner = OrtRunner(data, threads=1, arena=True) if runtime == "ort" else OpenVinoRunner(data, threads=1)
+    runner.infer(feeds)
 
 
 def _with_seq(cfg: ModelConfig, seq_len: int) -> ModelConfig:
@@ -480,8 +598,6 @@ def render_bench(result: ConfigBench, peaks: dict[int, float]) -> str:
             above = "  ⚠ above the GEMM peak" if share > 1 and computes_float32(result, key) else ""
             lines.append(f"    {key:<34} {_fmt(timing):<24} ×{ratio:<6.2f} {result.drift[shape].get(key, 0):.1e}  "
                          f"{shown}{above}")
-    overhead = 1 - result.verify_execution_seconds / result.verify_seconds
-    lines.append(f"  verify: {result.verify_seconds:.2f} s, {overhead:.0%} outside model execution")
     settings = [f"{s} {r['intra_op_num_threads']} thread(s), {r['graph_optimization_level']}"
                 for s, r in result.recommendation.items()]
     lines.append("  recommended: " + "; ".join(settings))

@@ -6,9 +6,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
+import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -284,10 +286,13 @@ def write_outputs(targets: list[Target], judged: list[Judged], outputs: Outputs,
         if outputs.golden:
             for target, (report, _) in zip(targets, judged):
                 stage_golden(staged, target, report, outputs.golden)
+    parents = []
     for target, (report, _) in zip(targets, judged):
         if target.folder and record:
             _discard_if_rebuilt(report, target.folder)
-            write_index(target.folder.parent)
+            parents.append(target.folder.parent)
+    for parent in dict.fromkeys(parents):  # once per folder of artifacts: it reads every manifest there
+        write_index(parent)
 
 
 def _stage_summaries(staged: StagedWrites, judged: list[Judged], outputs: Outputs) -> None:
@@ -448,7 +453,17 @@ def bench_targets(paths: list[Path], rounds: int, exporters: tuple[str, ...], js
     """``bench``: lines to print as each measurement finishes; an artifact's manifest receives the
     recommended runtime settings, and ``json_path`` every number."""
     from rnnexport.artifacts.targets import load_targets
-    from rnnexport.bench import CORES, PEAK_SIZES, THREADS, bench_config, gemm_peak, peak_problems, render_bench
+    from rnnexport.bench import (
+        CORES,
+        PEAK_SIZES,
+        THREADS,
+        bench_config,
+        gemm_peak,
+        peak_problems,
+        render_bench,
+        stage_artifacts,
+        time_verify,
+    )
     from rnnexport.export.torch_exporters import EXPORTERS
 
     unknown = [e for e in exporters if e not in EXPORTERS]
@@ -476,9 +491,15 @@ def bench_targets(paths: list[Path], rounds: int, exporters: tuple[str, ...], js
             manifest["deploy_latency"] = result.deploy_latency()
             manifest["deploy_latency_noisy"] = result.noisy_latency()
             write_json_atomic(target.folder / MANIFEST_FILE, manifest)
+    with tempfile.TemporaryDirectory(prefix="rnnexport-bench-") as folder:  # copies: the user's keep their reports
+        stage_artifacts(targets, Path(folder))
+        run = time_verify(Path(folder))
+    yield (f"verify, as a user runs it ({len(run.configs)} artifact(s) in one process): {run.wall_seconds:.1f} s wall, "
+           f"{run.cpu_seconds:.1f} s CPU; the oracle's and the runners' calls {run.execution_seconds:.1f} s: "
+           f"×{run.ratio:.2f}")
     if json_path:
-        write_json_atomic(json_path, {"schema_version": 2, "cores": CORES, "gemm_peak_gflops": peaks,
-                                      "configs": results})
+        write_json_atomic(json_path, {"schema_version": 3, "cores": CORES, "gemm_peak_gflops": peaks,
+                                      "configs": results, "verify": {**dataclasses.asdict(run), "ratio": run.ratio}})
 
 
 WHOLE_MODEL_FILES = (MODEL_FILE, REPORT_FILE, MARKDOWN_FILE)

@@ -66,7 +66,13 @@ def test_bench_an_artifact_records_a_like_for_like_deploy_matrix(tmp_path):
     assert any(line.startswith("  torch-eager@1t at the example shape: ") and "in the rotation" in line for line in lines)
     assert bench["nodes_by_seq"]["30"] == bench["nodes_by_seq"]["300"]  # the graph does not grow with seq
     assert 0 < bench["file_bytes"] - bench["weight_bytes"] < 2048  # a fixed graph + metadata overhead
-    assert 0 < bench["verify_execution_seconds"] < bench["verify_seconds"]
+    run = data["verify"]  # `rnnexport verify` of a copy, timed from outside: the user's folder gets no report
+    assert run["configs"] == [TANH.stem] and 0 < run["execution_seconds"] < run["wall_seconds"]
+    assert run["ratio"] == run["wall_seconds"] / run["execution_seconds"] and run["cpu_seconds"] > 0
+    assert lines[-1] == (f"verify, as a user runs it (1 artifact(s) in one process): {run['wall_seconds']:.1f} s wall, "
+                         f"{run['cpu_seconds']:.1f} s CPU; the oracle's and the runners' calls "
+                         f"{run['execution_seconds']:.1f} s: ×{run['ratio']:.2f}")
+    assert not (out / TANH.stem / "report.json").exists()
     manifest = load_artifact(out / TANH.stem).manifest  # still passes its integrity check
     recommendation = manifest["runtime_recommendation"]
     assert set(recommendation) == {"example", "stream", "large_batch", "long"}
