@@ -87,6 +87,24 @@ def gemm_peak(threads: int, sizes: tuple[int, ...] = PEAK_SIZES, rounds: int = 3
     return best
 
 
+def memory_bandwidth(threads: int, mib: int = 256, rounds: int = 3) -> float:
+    """GB/s of one large copy (bytes read plus bytes written) at ``threads`` PyTorch threads, the best of
+    ``rounds``: the rate at which a call can at best stream its weights from memory."""
+    with torch_threads(threads):
+        source = torch.ones(mib * 2**20 // 4)
+        target = torch.empty_like(source)
+        target.copy_(source)
+        seconds = min(_seconds(functools.partial(target.copy_, source)) for _ in range(rounds))
+    return 2 * source.numel() * 4 / seconds / 1e9
+
+
+def floor_ms(flops: int, weight_bytes: int, peak_gflops: float, bandwidth_gbps: float) -> tuple[float, str]:
+    """The least time one call can take on this machine, and what sets it: its FLOPs at the GEMM peak
+    ("arithmetic") or its weights read once at the copy bandwidth ("memory"), whichever is longer."""
+    arithmetic, memory = flops / peak_gflops / 1e6, weight_bytes / bandwidth_gbps / 1e6
+    return (arithmetic, "arithmetic") if arithmetic >= memory else (memory, "memory")
+
+
 def over_peak(flops: int, timing: Timing, peak_gflops: float) -> float:
     """The share of the GEMM peak a run at ``timing`` reaches; above 1 means the peak is unsound."""
     return flops / (timing.median_ms / 1e3) / 1e9 / peak_gflops
@@ -566,10 +584,11 @@ def peak_problems(result: ConfigBench, peaks: dict[int, float]) -> list[str]:
     return problems
 
 
-def render_bench(result: ConfigBench, peaks: dict[int, float]) -> str:
+def render_bench(result: ConfigBench, peaks: dict[int, float], bandwidth: dict[int, float]) -> str:
     """Export times, the eager cross-talk check, then the deploy matrix: per shape class and thread count,
-    each runner's latency, its ratio to ONNX Runtime float32 on our graph at the same thread count, and
-    its worst |Δ| against the float64 oracle."""
+    each runner's latency, its ratio to ONNX Runtime float32 on our graph at the same thread count, its worst
+    |Δ| against the float64 oracle, its share of the GEMM peak and the floor's share of its latency
+    (``floor_ms``)."""
     native = result.export_ms["native"]
     parts = [f"native {_fmt(native)}"]
     for exporter in EXPORTERS[1:]:
@@ -586,7 +605,8 @@ def render_bench(result: ConfigBench, peaks: dict[int, float]) -> str:
                          f"({change:+.0%})")
     for shape, timings in result.runtime.items():
         lines.append(f"  {shape} ({result.flops[shape] / 1e6:.3g} MFLOP): runner@threads, latency, "
-                     f"× {REFERENCE} at the same threads, worst |Δ| vs oracle, % of the float32 GEMM peak")
+                     f"× {REFERENCE} at the same threads, worst |Δ| vs oracle, % of the float32 GEMM peak, "
+                     "floor / latency")
         for key, timing in timings.items():
             if not isinstance(timing, Timing):
                 lines.append(f"    {key:<34} {timing}")
@@ -596,8 +616,9 @@ def render_bench(result: ConfigBench, peaks: dict[int, float]) -> str:
             share = over_peak(result.flops[shape], timing, peaks[threads])
             shown = f"{share:.1%}" if computes_float32(result, key) else f"— ({result.precision[key.split('@')[0]]})"
             above = "  ⚠ above the GEMM peak" if share > 1 and computes_float32(result, key) else ""
+            floor, bound = floor_ms(result.flops[shape], result.weight_bytes, peaks[threads], bandwidth[threads])
             lines.append(f"    {key:<34} {_fmt(timing):<24} ×{ratio:<6.2f} {result.drift[shape].get(key, 0):.1e}  "
-                         f"{shown}{above}")
+                         f"{shown}  {floor / timing.median_ms:.0%} of a {bound} floor{above}")
     settings = [f"{s} {r['intra_op_num_threads']} thread(s), {r['graph_optimization_level']}"
                 for s, r in result.recommendation.items()]
     lines.append("  recommended: " + "; ".join(settings))

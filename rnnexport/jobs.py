@@ -459,6 +459,7 @@ def bench_targets(paths: list[Path], rounds: int, exporters: tuple[str, ...], js
         THREADS,
         bench_config,
         gemm_peak,
+        memory_bandwidth,
         peak_problems,
         render_bench,
         stage_artifacts,
@@ -475,6 +476,9 @@ def bench_targets(paths: list[Path], rounds: int, exporters: tuple[str, ...], js
     peaks = {t: gemm_peak(t) for t in THREADS}
     yield "float32 GEMM peak (best of {}², several rounds): {}".format(
         "², ".join(map(str, PEAK_SIZES)), ", ".join(f"{p:.0f} GFLOP/s on {t} thread(s)" for t, p in peaks.items()))
+    bandwidth = {t: memory_bandwidth(t) for t in THREADS}
+    yield "copy bandwidth (256 MiB, read + written): " + ", ".join(f"{b:.1f} GB/s on {t} thread(s)"
+                                                                  for t, b in bandwidth.items())
     results = []
     for target in targets:
         result = bench_config(target.cfg, rounds, exporters, module=target.module)
@@ -482,7 +486,7 @@ def bench_targets(paths: list[Path], rounds: int, exporters: tuple[str, ...], js
             peaks = {t: max(peaks[t], gemm_peak(t, rounds=7)) for t in THREADS}
             yield "GEMM peak measured again: " + ", ".join(f"{p:.0f} GFLOP/s on {t}" for t, p in peaks.items())
         results.append(result.to_dict())
-        yield render_bench(result, peaks)
+        yield render_bench(result, peaks, bandwidth)
         for problem in peak_problems(result, peaks):
             yield f"  ⚠ {problem}: the GEMM peak is unsound on this machine (figures are not clipped)"
         if target.folder:
@@ -499,6 +503,7 @@ def bench_targets(paths: list[Path], rounds: int, exporters: tuple[str, ...], js
            f"×{run.ratio:.2f}")
     if json_path:
         write_json_atomic(json_path, {"schema_version": 3, "cores": CORES, "gemm_peak_gflops": peaks,
+                                      "copy_bandwidth_gbps": bandwidth,
                                       "configs": results, "verify": {**dataclasses.asdict(run), "ratio": run.ratio}})
 
 

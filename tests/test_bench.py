@@ -42,11 +42,20 @@ def test_bench_an_artifact_records_a_like_for_like_deploy_matrix(tmp_path):
                                        "torch-script", "--json", str(tmp_path / "b.json")])
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
-    assert lines[0].startswith("float32 GEMM peak (best of 1024², 2048², 4096²") and lines[1] == TANH.stem
-    assert "torch-script" in lines[2] and "torch-dynamo: not measured" in lines[2]
+    assert lines[0].startswith("float32 GEMM peak (best of 1024², 2048², 4096²")
+    assert lines[1].startswith("copy bandwidth (256 MiB, read + written): ") and lines[2] == TANH.stem
+    assert "torch-script" in lines[3] and "torch-dynamo: not measured" in lines[3]
     data = json.loads((tmp_path / "b.json").read_text())
     bench = data["configs"][0]
-    assert set(data["gemm_peak_gflops"]) == {str(t) for t in THREADS}
+    assert set(data["gemm_peak_gflops"]) == set(data["copy_bandwidth_gbps"]) == {str(t) for t in THREADS}
+    # each latency beside its floor: the FLOPs at the GEMM peak or the weights at the copy bandwidth, the longer
+    timing = bench["runtime"]["long"]["ort-cpu@1t"]
+    arithmetic = bench["flops"]["long"] / data["gemm_peak_gflops"]["1"] / 1e6
+    memory = bench["weight_bytes"] / data["copy_bandwidth_gbps"]["1"] / 1e6
+    bound = "arithmetic" if arithmetic >= memory else "memory"
+    floor = f"{max(arithmetic, memory) / timing['median_ms']:.0%} of a {bound} floor"
+    long = lines[next(i for i, line in enumerate(lines) if line.startswith("  long (")):]
+    assert floor in next(line for line in long if line.strip().startswith("ort-cpu@1t ")), floor
     runners = {"torch-eager", "ort-cpu", "ort-cpu-basic", "ort-cpu-fp16-weights", "ort-torch-script",
                "openvino-cpu-f32", "openvino-cpu-default", "tract-cpu"}
     for shape, timings in bench["runtime"].items():
