@@ -64,6 +64,33 @@ def test_lengths_that_are_all_full_run_in_pieces_too(monkeypatch):
     assert np.all(ragged["output"][13:, 1] == 0) and np.abs(ragged["output"][:13, 1]).max() > 0
 
 
+@pytest.mark.parametrize("kind, extra", MODULES[:3], ids=["gru", "lstm", "rnn_relu"])
+@pytest.mark.parametrize("bidirectional", [False, True], ids=["uni", "bidir"])
+@pytest.mark.parametrize("batch_first", [False, True], ids=["time_major", "batch_first"])
+def test_ragged_rows_one_at_a_time_compute_what_packing_computes(monkeypatch, kind, extra, bidirectional,
+                                                                   batch_first):
+    """A ragged batch longer than the pieces runs row by row, each over its own length: PyTorch's packed result."""
+    torch.manual_seed(2)
+    rng = np.random.default_rng(2)
+    module = kind(5, 7, 2, bidirectional=bidirectional, batch_first=batch_first, **extra)
+    rows = 4 if bidirectional else 2
+    feeds = {"input": rng.standard_normal((4, 50, 5) if batch_first else (50, 4, 5)).astype(np.float32),
+             "sequence_lens": np.array([50, 1, 23, 8], np.int32),
+             "initial_h": rng.uniform(-1, 1, (rows, 4, 7)).astype(np.float32)}
+    if kind is nn.LSTM:
+        feeds["initial_c"] = rng.standard_normal((rows, 4, 7)).astype(np.float32)
+    oracle = Float64Oracle(module)
+    packed = oracle.infer(feeds)
+    monkeypatch.setattr(torch_runner, "CHUNK_STEPS", 7)
+    rowwise = oracle.infer(feeds)
+    assert set(rowwise) == set(packed)
+    for name in packed:
+        assert rowwise[name].shape == packed[name].shape, name
+        np.testing.assert_allclose(rowwise[name], packed[name], rtol=0, atol=1e-14, err_msg=name)
+    padding = rowwise["output"][:, 8:] if batch_first else rowwise["output"][8:]
+    assert np.all((padding[3] if batch_first else padding[:, 3]) == 0)
+
+
 class _Recorded:
     """A real runner whose opening and closing is written to ``events``."""
 
@@ -87,7 +114,8 @@ def test_the_engine_keeps_one_runner_open_at_a_time():
     module, model = export_config(cfg)
     data = model.SerializeToString()
     events: list[tuple[str, str]] = []
-    specs = [dataclasses.replace(s, open=_Recorded(s, events)) for s in runtime_specs(data, (CPU,), ("ort", "openvino"))]
+    specs = [dataclasses.replace(s, open=_Recorded(s, events))
+             for s in runtime_specs(data, (CPU,), ("ort", "openvino"))]
     cases = make_cases(cfg, 0, ("example", "long"), 300)
     report = run_engine(cfg.name, data, Float64Oracle(module), cases, specs, config=cfg.to_dict(),
                         tolerances=tolerances_for(cfg))
