@@ -437,8 +437,8 @@ def bench_config(cfg: ModelConfig, rounds: int = 5, exporters: tuple[str, ...] =
 @dataclass(frozen=True)
 class VerifyRun:
     """``rnnexport verify`` of artifacts as a user runs it: one process, imports, opening the runners and writing
-    the reports included. ``execution_seconds``: the float64 oracle's and every runner's calls, summed from the
-    reports (``oracle.run_seconds`` and each runner's ``run_seconds``)."""
+    the reports included. ``execution_seconds``: the float64 oracles' and every runner's calls, summed from the
+    reports (``oracle.run_seconds``, each runner's ``run_seconds`` and ``precision_oracle_seconds``)."""
 
     configs: tuple[str, ...]
     wall_seconds: float
@@ -487,8 +487,8 @@ def time_verify(folder: Path) -> VerifyRun:
     if done.returncode not in (0, 1):
         raise RunnerFailed("verify", (done.stderr or done.stdout).strip()[-300:])
     reports = json.loads(report.read_text())["reports"]
-    execution = sum(r["oracle"].get("run_seconds", 0.0) + sum(x.get("run_seconds", 0.0) for x in r["runners"])
-                    for r in reports)
+    execution = sum(r["oracle"].get("run_seconds", 0.0) + sum(
+        x.get("run_seconds", 0.0) + x.get("precision_oracle_seconds", 0.0) for x in r["runners"]) for r in reports)
     report.unlink()
     return VerifyRun(tuple(r["name"] for r in reports), wall, execution, usage.ru_utime + usage.ru_stime)
 

@@ -290,7 +290,10 @@ def _run_runner(runner: Runner, case: Case, expected: dict[str, np.ndarray], res
     result.run_seconds += time.perf_counter() - t0
     result.drift[case.name] = _compare(expected, actual, case)
     if precise is not None:
-        result.vs_precision[case.name] = _compare(precise.expected(case), actual, case)
+        t0 = time.perf_counter()
+        own = precise.expected(case)
+        result.precision_oracle_seconds += time.perf_counter() - t0
+        result.vs_precision[case.name] = _compare(own, actual, case)
         result.precision_oracle = precise.name
     if result.kind != "torch" and reads_lengths and (hints := ragged_hints(case, actual, expected)):
         result.hints[case.name] = hints

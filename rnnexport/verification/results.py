@@ -56,6 +56,7 @@ class RunnerResult:
     hints: dict[str, dict[str, str]] = field(default_factory=dict)
     vs_precision: dict[str, dict[str, OutputDrift]] = field(default_factory=dict)
     precision_oracle: str | None = None
+    precision_oracle_seconds: float = 0.0  # that oracle's float64 passes, model execution beside run_seconds
     weight_problems: list[str] = field(default_factory=list)
 
     @classmethod
@@ -87,6 +88,7 @@ class RunnerResult:
             "index": list(worst[2].worst_index), "nonfinite_mismatches": worst[2].nonfinite_mismatches}
         if self.precision_oracle:
             data["precision_oracle"], data["weight_problems"] = self.precision_oracle, self.weight_problems
+            data["precision_oracle_seconds"] = self.precision_oracle_seconds
         for key in ("drift", "vs_float32") + (("vs_precision",) if self.precision_oracle else ()):
             data[key] = {c: {o: d.to_dict() for o, d in outs.items()} for c, outs in getattr(self, key).items()}
         return data
