@@ -618,7 +618,7 @@ def render_bench(result: ConfigBench, peaks: dict[int, float], bandwidth: dict[i
             above = "  ⚠ above the GEMM peak" if share > 1 and computes_float32(result, key) else ""
             floor, bound = floor_ms(result.flops[shape], result.weight_bytes, peaks[threads], bandwidth[threads])
             lines.append(f"    {key:<34} {_fmt(timing):<24} ×{ratio:<6.2f} {result.drift[shape].get(key, 0):.1e}  "
-                         f"{shown}  {floor / timing.median_ms:.0%} of a {bound} floor{above}")
+                         f"{shown}  {floor / timing.median_ms:.0%} of its {bound} floor{above}")
     settings = [f"{s} {r['intra_op_num_threads']} thread(s), {r['graph_optimization_level']}"
                 for s, r in result.recommendation.items()]
     lines.append("  recommended: " + "; ".join(settings))

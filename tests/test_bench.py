@@ -53,7 +53,7 @@ def test_bench_an_artifact_records_a_like_for_like_deploy_matrix(tmp_path):
     arithmetic = bench["flops"]["long"] / data["gemm_peak_gflops"]["1"] / 1e6
     memory = bench["weight_bytes"] / data["copy_bandwidth_gbps"]["1"] / 1e6
     bound = "arithmetic" if arithmetic >= memory else "memory"
-    floor = f"{max(arithmetic, memory) / timing['median_ms']:.0%} of a {bound} floor"
+    floor = f"{max(arithmetic, memory) / timing['median_ms']:.0%} of its {bound} floor"
     long = lines[next(i for i, line in enumerate(lines) if line.startswith("  long (")):]
     assert floor in next(line for line in long if line.strip().startswith("ort-cpu@1t ")), floor
     runners = {"torch-eager", "ort-cpu", "ort-cpu-basic", "ort-cpu-fp16-weights", "ort-torch-script",
