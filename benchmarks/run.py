@@ -275,11 +275,12 @@ def write_results(data: dict) -> None:
         + ". A call's floor is the longer of its FLOPs at the GEMM peak and its weights read once at that "
         "bandwidth. Raw numbers: `results.json`.", "",
         "**How to read.** The machine is shared and noisy: compare ratios within a table, never absolute times "
-        f"across runs. Each time is the median over {rounds} interleaved rounds (more, up to 3×, while the spread "
-        "stays high), ± the spread (p90 − p10) / median; *(noisy)* marks a spread still at 20% or more. Every "
+        f"across runs. Each time is the median of individually timed calls over {rounds} interleaved rounds, ± "
+        "the spread (p90 − p10) / median; the even and the odd rounds make two passes, and a figure whose passes "
+        "differ by 20% or more gets up to 3× the rounds and is marked *(noisy)* if they still do. Every "
         "runner is measured at 1 thread and at all cores, and every ratio compares equal thread counts. ONNX "
-        "Runtime's threads do not spin between calls, and eager PyTorch is also timed alone to show that the "
-        "other runners do not slow it down.", "",
+        "Runtime's threads do not spin between calls, and eager PyTorch is also timed alone to show whether the "
+        "other runners slow it down.", "",
         "## Targets", "", *targets(configs, peaks, threads, run), "",
         "## Export time (module → serialized ONNX)", "", *export_rows(configs), "",
         "## Runtime", "",
