@@ -101,3 +101,18 @@ def test_verify_runs_every_runtime_at_one_thread_unless_told(tmp_path):
         ran = {r["name"]: r["settings"] for r in report["runners"] if r["status"] == "ok"}
         assert ran["torch-float32-cpu"]["threads"] == threads and ran["ort-cpu"]["intra_op_num_threads"] == threads
         assert ran["openvino-cpu-f32"]["threads"] == threads
+
+
+def test_one_thread_reaches_pytorchs_inter_op_threads_too(tmp_path):
+    """PyTorch's inter-op threads can be set once per process, before inter-op work: a fresh verify sets them to
+    one, read back from the oracle's settings."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "rnnexport", "verify", str(SHIPPED[0]), "--cases", "example",
+                           "--runtimes", "torch,ort", "-q", "--json", str(tmp_path / "r.json")],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    report = json.loads((tmp_path / "r.json").read_text())["reports"][0]
+    assert report["oracle"]["interop_threads"] == 1
+    assert next(r for r in report["runners"] if r["name"] == "torch-float32-cpu")["settings"]["interop_threads"] == 1

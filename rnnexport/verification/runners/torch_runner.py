@@ -39,7 +39,7 @@ class TorchRunner:
         self.precision = str(dtype).removeprefix("torch.")
         self.name = name or torch_name(self.precision, self.device)
         self.settings = {"device": str(self.torch_device), "dtype": str(dtype), "allow_tf32": allow_tf32,
-                         "threads": torch.get_num_threads()}
+                         "threads": torch.get_num_threads(), "interop_threads": torch.get_num_interop_threads()}
 
     def __enter__(self) -> TorchRunner:
         return self
@@ -213,10 +213,15 @@ class _tf32:
 
 @contextlib.contextmanager
 def torch_threads(threads: int) -> Iterator[None]:
-    """PyTorch's intra-op threads set to ``threads`` for the ``with`` block (0: left as they are)."""
+    """PyTorch's intra-op threads set to ``threads`` for the ``with`` block (0: left as they are), and its
+    inter-op threads lowered to ``threads`` for good where they can still be: PyTorch lets a process set those
+    once, before any inter-op work has started (``torch.set_num_interop_threads``)."""
     saved = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)
+        if torch.get_num_interop_threads() > threads:
+            with contextlib.suppress(RuntimeError):  # set already, or inter-op work has begun: they stay
+                torch.set_num_interop_threads(threads)
     try:
         yield
     finally:
