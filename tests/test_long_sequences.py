@@ -67,9 +67,11 @@ def test_lengths_that_are_all_full_run_in_pieces_too(monkeypatch):
 @pytest.mark.parametrize("kind, extra", MODULES[:3], ids=["gru", "lstm", "rnn_relu"])
 @pytest.mark.parametrize("bidirectional", [False, True], ids=["uni", "bidir"])
 @pytest.mark.parametrize("batch_first", [False, True], ids=["time_major", "batch_first"])
-def test_ragged_rows_one_at_a_time_compute_what_packing_computes(monkeypatch, kind, extra, bidirectional,
-                                                                   batch_first):
-    """A ragged batch longer than the pieces runs row by row, each over its own length: PyTorch's packed result."""
+@pytest.mark.parametrize("rows_at_once", [1, 3])
+def test_ragged_rows_in_groups_compute_what_packing_computes(monkeypatch, kind, extra, bidirectional, batch_first,
+                                                             rows_at_once):
+    """A ragged batch longer than the pieces is packed in groups of rows (here 3, then the last row alone) or row by
+    row over each row's own length, in pieces: PyTorch's result for the whole batch packed."""
     torch.manual_seed(2)
     rng = np.random.default_rng(2)
     module = kind(5, 7, 2, bidirectional=bidirectional, batch_first=batch_first, **extra)
@@ -82,6 +84,8 @@ def test_ragged_rows_one_at_a_time_compute_what_packing_computes(monkeypatch, ki
     oracle = Float64Oracle(module)
     packed = oracle.infer(feeds)
     monkeypatch.setattr(torch_runner, "CHUNK_STEPS", 7)
+    row_bytes = 50 * (module.weight_ih_l0.shape[0] + 7) * (2 if bidirectional else 1) * 8
+    monkeypatch.setattr(torch_runner, "PACKED_BYTES", rows_at_once * row_bytes)
     rowwise = oracle.infer(feeds)
     assert set(rowwise) == set(packed)
     for name in packed:
@@ -89,6 +93,27 @@ def test_ragged_rows_one_at_a_time_compute_what_packing_computes(monkeypatch, ki
         np.testing.assert_allclose(rowwise[name], packed[name], rtol=0, atol=1e-14, err_msg=name)
     padding = rowwise["output"][:, 8:] if batch_first else rowwise["output"][8:]
     assert np.all((padding[3] if batch_first else padding[:, 3]) == 0)
+
+
+def test_pieces_of_a_subclass_leave_torchs_generator_alone(monkeypatch):
+    """A user's own subclass of nn.GRU (its constructor takes no arguments) runs in pieces too, and the pieces
+    draw nothing from torch's random generator."""
+
+    class Encoder(nn.GRU):
+        def __init__(self):
+            super().__init__(4, 6, num_layers=2, bidirectional=True)
+
+    torch.manual_seed(3)
+    module = Encoder()
+    x = np.random.default_rng(3).standard_normal((30, 2, 4)).astype(np.float32)
+    oracle = Float64Oracle(module)
+    whole = oracle.infer({"input": x})
+    monkeypatch.setattr(torch_runner, "CHUNK_STEPS", 7)
+    state = torch.get_rng_state()
+    pieces = oracle.infer({"input": x})
+    assert torch.equal(torch.get_rng_state(), state)
+    for name in whole:
+        np.testing.assert_allclose(pieces[name], whole[name], rtol=0, atol=1e-14, err_msg=name)
 
 
 class _Recorded:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from collections.abc import Iterator
+import functools
+from collections.abc import Callable, Iterator
 from typing import Any, cast
 
 import numpy as np
@@ -19,6 +20,10 @@ from rnnexport.verification.runners import ORACLE, TORCH_CUDA, torch_name
 # step, each step's output kept for the stack at the end) stay a fixed size however long the sequence: at 100,000
 # steps of gru_2layer (batch 4) the float64 oracle's peak fell from 760 MB to 200 MB, its 102 MB of outputs included.
 CHUNK_STEPS = 4096
+# A ragged batch longer than CHUNK_STEPS is packed in groups of rows whose packed run keeps no more than twice its
+# output or this many bytes, whichever is more: each group costs a whole pass of per-step overhead (row by row, a
+# 5,000-step batch of 64 took 5x as long as packed whole), so groups are as large as memory allows.
+PACKED_BYTES = 1 << 28
 
 
 class TorchRunner:
@@ -66,6 +71,10 @@ class TorchRunner:
         names = output_names(len(finals) == 2)
         return {n: t.detach().cpu().numpy() for n, t in zip(names, (y, *finals))}
 
+    @functools.cache  # noqa: B019 (one runner, a handful of layers: kept as long as the runner)
+    def _one_direction(self, layer: int, direction: int) -> nn.RNNBase:
+        return one_direction(cast(nn.RNNBase, self.module), layer, direction)
+
     @property
     def _time_axis(self) -> int:
         return 1 if getattr(self.module, "batch_first", False) else 0
@@ -78,7 +87,8 @@ class TorchRunner:
         if steps <= CHUNK_STEPS or not isinstance(self.module, nn.RNNBase):
             return self.module(x, state)
         if self.module.bidirectional:
-            y, final = _layer_by_layer(self.module, x.transpose(0, 1) if self._time_axis else x, state)
+            y, final = _layer_by_layer(self.module, x.transpose(0, 1) if self._time_axis else x, state,
+                                       self._one_direction)
             return (y.transpose(0, 1) if self._time_axis else y), final
         output = x.new_empty((*x.shape[:2], self.module.hidden_size))
         for piece, out in zip(torch.split(x, CHUNK_STEPS, self._time_axis),
@@ -88,18 +98,30 @@ class TorchRunner:
         return output, state
 
     def _row_by_row(self, x: torch.Tensor, state: Any, lengths: np.ndarray) -> tuple[torch.Tensor, Any]:
-        """What ``_ragged`` computes, one batch row at a time over its own length (in pieces, ``_forward``), for a
-        sequence too long to pack whole: a packed row is independent of the others. Outputs past a row's length
-        are zero."""
+        """What ``_ragged`` computes, for a sequence too long to pack whole: groups of rows packed together while
+        their packed run's buffers stay within twice the output (or ``PACKED_BYTES``), and a row alone in pieces
+        over its own length (``_forward``) where even one row would not. A packed row is independent of the others;
+        outputs past a row's length are zero."""
         time_axis, batch_axis = self._time_axis, 1 - self._time_axis
         module = cast(nn.RNNBase, self.module)
-        y = x.new_zeros((*x.shape[:2], (2 if module.bidirectional else 1) * module.hidden_size))
+        directions = 2 if module.bidirectional else 1
+        y = x.new_zeros((*x.shape[:2], directions * module.hidden_size))
+        # a packed run keeps every step's input projection and output: (gates + 1) × hidden × directions values
+        gates = cast(torch.Tensor, module.weight_ih_l0).shape[0]
+        row_bytes = x.shape[time_axis] * (gates + module.hidden_size) * directions * x.element_size()
+        group = max(1, max(PACKED_BYTES, 2 * y.numel() * y.element_size()) // row_bytes)
         finals: list[Any] = []
-        for row, length in enumerate(int(n) for n in lengths):
-            row_state = None if state is None else _rows(state, row)
-            piece = x.narrow(batch_axis, row, 1).narrow(time_axis, 0, length)
-            out, final = self._forward(piece, row_state)
-            y.narrow(batch_axis, row, 1).narrow(time_axis, 0, length).copy_(out)
+        for first in range(0, len(lengths), group):
+            rows = slice(first, first + group)
+            count = len(lengths[rows])
+            part = None if state is None else _rows(state, rows)
+            if count > 1:
+                out, final = self._ragged(x.narrow(batch_axis, first, count), part, lengths[rows])
+                y.narrow(batch_axis, first, count).copy_(out)
+            else:
+                length = int(lengths[first])
+                out, final = self._forward(x.narrow(batch_axis, first, 1).narrow(time_axis, 0, length), part)
+                y.narrow(batch_axis, first, 1).narrow(time_axis, 0, length).copy_(out)
             finals.append(final)
         if isinstance(finals[0], tuple):
             return y, tuple(torch.cat([f[k] for f in finals], 1) for k in range(len(finals[0])))
@@ -116,9 +138,9 @@ class TorchRunner:
         return y, final
 
 
-def _rows(state: Any, row: int) -> Any:
-    """Batch row ``row`` of an initial state (``h0``, or ``(h0, c0)``), its batch axis kept."""
-    return tuple(s[:, row:row + 1] for s in state) if isinstance(state, tuple) else state[:, row:row + 1]
+def _rows(state: Any, rows: slice) -> Any:
+    """Batch rows ``rows`` of an initial state (``h0``, or ``(h0, c0)``)."""
+    return tuple(s[:, rows] for s in state) if isinstance(state, tuple) else state[:, rows]
 
 
 def _full_lengths(lengths: np.ndarray, steps: int) -> bool:
@@ -126,9 +148,11 @@ def _full_lengths(lengths: np.ndarray, steps: int) -> bool:
     return bool(np.all(np.asarray(lengths) == steps))
 
 
-def _layer_by_layer(module: nn.RNNBase, x: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any]:
-    """A bidirectional ``module`` over time-major ``x`` one layer and one direction at a time, each in pieces of
-    ``CHUNK_STEPS`` steps: the same recurrence as ``module(x, state)``; a layer's output is the next one's input."""
+def _layer_by_layer(module: nn.RNNBase, x: torch.Tensor, state: Any,
+                    one_direction: Callable[[int, int], nn.RNNBase]) -> tuple[torch.Tensor, Any]:
+    """A bidirectional ``module`` over time-major ``x`` one layer and one direction at a time (``one_direction``),
+    each in pieces of ``CHUNK_STEPS`` steps: the same recurrence as ``module(x, state)``; a layer's output is the
+    next one's input."""
     lstm = isinstance(module, nn.LSTM)
     hidden, batch = module.hidden_size, x.shape[1]
     if state is None:
@@ -139,7 +163,7 @@ def _layer_by_layer(module: nn.RNNBase, x: torch.Tensor, state: Any) -> tuple[to
     for layer in range(module.num_layers):
         y = x.new_empty((x.shape[0], batch, 2 * hidden))
         for direction in (0, 1):
-            one = _one_direction(module, layer, direction)
+            one = one_direction(layer, direction)
             index = 2 * layer + direction
             carried: Any = tuple(s[index:index + 1] for s in states)
             carried = carried if lstm else carried[0]
@@ -159,17 +183,18 @@ def _layer_by_layer(module: nn.RNNBase, x: torch.Tensor, state: Any) -> tuple[to
     return x, final if lstm else final[0]
 
 
-def _one_direction(module: nn.RNNBase, layer: int, direction: int) -> nn.RNNBase:
-    """One layer and direction of ``module`` as a one-layer, unidirectional module of its kind sharing its weights."""
-    extra = {"nonlinearity": module.nonlinearity} if isinstance(module, nn.RNN) else {}
+def one_direction(module: nn.RNNBase, layer: int, direction: int) -> nn.RNNBase:
+    """One layer and direction of ``module`` as a one-layer, unidirectional ``nn.GRU``/``nn.LSTM``/``nn.RNN`` (the
+    base class, whatever subclass ``module`` is) holding copies of its weights. Made on the meta device, so no
+    random initialisation draws from torch's generator."""
+    kind = next(k for k in (nn.LSTM, nn.GRU, nn.RNN) if isinstance(module, k))
+    extra = {"nonlinearity": module.nonlinearity} if kind is nn.RNN else {}
     size = module.input_size if layer == 0 else 2 * module.hidden_size
-    p = next(module.parameters())
-    kind: Any = type(module)
-    one = kind(size, module.hidden_size, 1, bias=module.bias, device=p.device, dtype=p.dtype, **extra)
+    one = kind(size, module.hidden_size, 1, bias=module.bias, device="meta", **extra)
     suffix = f"_l{layer}" + ("_reverse" if direction else "")
-    with torch.no_grad():
-        for name, param in one.named_parameters():
-            param.copy_(getattr(module, name.removesuffix("_l0") + suffix))
+    for name in [name for name, _ in one.named_parameters()]:
+        source = getattr(module, name.removesuffix("_l0") + suffix)
+        setattr(one, name, nn.Parameter(source.detach().clone(), requires_grad=False))
     return one.eval()
 
 
