@@ -56,7 +56,7 @@ class RunnerResult:
     hints: dict[str, dict[str, str]] = field(default_factory=dict)
     vs_precision: dict[str, dict[str, OutputDrift]] = field(default_factory=dict)
     precision_oracle: str | None = None
-    precision_oracle_seconds: float = 0.0  # that oracle's float64 passes, model execution beside run_seconds
+    precision_oracle_seconds: float = 0.0  # that oracle's float64 passes (counted on the first runner held to it)
     weight_problems: list[str] = field(default_factory=list)
 
     @classmethod
