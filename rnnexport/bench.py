@@ -328,7 +328,8 @@ def _entries(cfg: ModelConfig, module: torch.nn.Module, exported: dict[str, Any]
             try:
                 from rnnexport.verification.runners.openvino_runner import OpenVinoRunner
 
-                runner = OpenVinoRunner(exported["native"], force_f32=force_f32, threads=threads)
+                runner = OpenVinoRunner(exported["native"], force_f32=force_f32, threads=threads,
+                                        keep_buffers=True)
                 entries.append(Entry(label, threads, runner.precision, runner.infer))
             except (RunnerUnavailable, RunnerFailed) as exc:
                 missing[f"{label}@{threads}t"] = exc.reason
@@ -470,26 +471,26 @@ def run_python(args: Sequence[str]) -> tuple[subprocess.CompletedProcess, float,
 
 
 def stage_artifacts(targets: Sequence[Target], folder: Path) -> list[Path]:
-    """Each target as an artifact folder in ``folder``: an artifact copied, a config built."""
+    """Each target as an artifact folder of its own under ``folder`` (``folder/<k>/<name>``, so two targets of one
+    name do not meet): an artifact copied, a config built."""
     made = []
-    for target in targets:
+    for k, target in enumerate(targets):
+        parent = folder / str(k)
         if target.folder is not None:
-            made.append(Path(shutil.copytree(target.folder, folder / target.folder.name)))
+            made.append(Path(shutil.copytree(target.folder, parent / target.folder.name)))
         else:
-            made.append(build_artifact(target.cfg, folder))
+            made.append(build_artifact(target.cfg, parent))
     return made
 
 
-def time_verify(folder: Path) -> VerifyRun:
-    """``rnnexport verify FOLDER -q --json …`` timed from outside (``RunnerFailed`` when it cannot run)."""
-    report = folder / "verify-timing.json"
-    done, wall, usage = run_cli(["verify", str(folder), "-q", "--json", str(report)])
+def time_verify(paths: Sequence[Path], report: Path) -> VerifyRun:
+    """``rnnexport verify PATHS -q --json REPORT`` timed from outside (``RunnerFailed`` when it cannot run)."""
+    done, wall, usage = run_cli(["verify", *map(str, paths), "-q", "--json", str(report)])
     if done.returncode not in (0, 1):
         raise RunnerFailed("verify", (done.stderr or done.stdout).strip()[-300:])
     reports = json.loads(report.read_text())["reports"]
     execution = sum(r["oracle"].get("run_seconds", 0.0) + sum(
         x.get("run_seconds", 0.0) + x.get("precision_oracle_seconds", 0.0) for x in r["runners"]) for r in reports)
-    report.unlink()
     return VerifyRun(tuple(r["name"] for r in reports), wall, execution, usage.ru_utime + usage.ru_stime)
 
 
@@ -546,7 +547,8 @@ def run_once(folder: str, runtime: str, seq: str, batch: str) -> None:
     artifact = load_artifact(folder)
     data = artifact.model_path.read_bytes()
     feeds = make_feeds(artifact.config, int(seq), int(batch), np.random.default_rng(0))
-    runner = OrtRunner(data, threads=1, arena=True) if runtime == "ort" else OpenVinoRunner(data, threads=1)
+    runner = (OrtRunner(data, threads=1, arena=True) if runtime == "ort"
+              else OpenVinoRunner(data, threads=1, keep_buffers=True))
     runner.infer(feeds)
 
 
@@ -587,8 +589,7 @@ def peak_problems(result: ConfigBench, peaks: dict[int, float]) -> list[str]:
 def render_bench(result: ConfigBench, peaks: dict[int, float], bandwidth: dict[int, float]) -> str:
     """Export times, the eager cross-talk check, then the deploy matrix: per shape class and thread count,
     each runner's latency, its ratio to ONNX Runtime float32 on our graph at the same thread count, its worst
-    |Δ| against the float64 oracle, its share of the GEMM peak and the floor's share of its latency
-    (``floor_ms``)."""
+    |Δ| against the float64 oracle, its share of the GEMM peak and its latency over the floor (``floor_ms``)."""
     native = result.export_ms["native"]
     parts = [f"native {_fmt(native)}"]
     for exporter in EXPORTERS[1:]:
@@ -606,7 +607,7 @@ def render_bench(result: ConfigBench, peaks: dict[int, float], bandwidth: dict[i
     for shape, timings in result.runtime.items():
         lines.append(f"  {shape} ({result.flops[shape] / 1e6:.3g} MFLOP): runner@threads, latency, "
                      f"× {REFERENCE} at the same threads, worst |Δ| vs oracle, % of the float32 GEMM peak, "
-                     "floor / latency")
+                     "latency over this machine's floor")
         for key, timing in timings.items():
             if not isinstance(timing, Timing):
                 lines.append(f"    {key:<34} {timing}")
@@ -618,7 +619,7 @@ def render_bench(result: ConfigBench, peaks: dict[int, float], bandwidth: dict[i
             above = "  ⚠ above the GEMM peak" if share > 1 and computes_float32(result, key) else ""
             floor, bound = floor_ms(result.flops[shape], result.weight_bytes, peaks[threads], bandwidth[threads])
             lines.append(f"    {key:<34} {_fmt(timing):<24} ×{ratio:<6.2f} {result.drift[shape].get(key, 0):.1e}  "
-                         f"{shown}  {floor / timing.median_ms:.0%} of its {bound} floor{above}")
+                         f"{shown}  ×{timing.median_ms / floor:.3g} its {bound} floor{above}")
     settings = [f"{s} {r['intra_op_num_threads']} thread(s), {r['graph_optimization_level']}"
                 for s, r in result.recommendation.items()]
     lines.append("  recommended: " + "; ".join(settings))

@@ -53,7 +53,7 @@ def test_bench_an_artifact_records_a_like_for_like_deploy_matrix(tmp_path):
     arithmetic = bench["flops"]["long"] / data["gemm_peak_gflops"]["1"] / 1e6
     memory = bench["weight_bytes"] / data["copy_bandwidth_gbps"]["1"] / 1e6
     bound = "arithmetic" if arithmetic >= memory else "memory"
-    floor = f"{max(arithmetic, memory) / timing['median_ms']:.0%} of its {bound} floor"
+    floor = f"×{timing['median_ms'] / max(arithmetic, memory):.3g} its {bound} floor"
     long = lines[next(i for i, line in enumerate(lines) if line.startswith("  long (")):]
     assert floor in next(line for line in long if line.strip().startswith("ort-cpu@1t ")), floor
     runners = {"torch-eager", "ort-cpu", "ort-cpu-basic", "ort-cpu-fp16-weights", "ort-torch-script",
@@ -196,3 +196,18 @@ def test_a_noisy_median_is_marked_wherever_its_ratio_is_stored_and_shown():
                           latency=bench.deploy_latency(), latency_noisy=bench.noisy_latency())
     shown = deploy_rows(report)[0][-1]
     assert shown == "example ×2 (noisy), long ×1.2 (noisy)"
+
+
+def test_verify_timing_stages_targets_of_one_name_apart(tmp_path):
+    """A config and an artifact of the same name are both verified by bench's timing run, each in a folder of its
+    own; the user's artifact gets no report from it."""
+    from rnnexport.artifacts.targets import load_targets
+    from rnnexport.bench import stage_artifacts, time_verify
+
+    assert CliRunner().invoke(main, ["build", str(TANH), "--out", str(tmp_path / "art")]).exit_code == 0
+    targets = load_targets([TANH, tmp_path / "art" / TANH.stem])
+    staged = stage_artifacts(targets, tmp_path / "staged")
+    assert [p.name for p in staged] == [TANH.stem, TANH.stem] and len(set(staged)) == 2
+    run = time_verify(staged, tmp_path / "verify.json")
+    assert run.configs == (TANH.stem, TANH.stem) and 0 < run.execution_seconds < run.wall_seconds
+    assert not (tmp_path / "art" / TANH.stem / "report.json").exists()

@@ -52,17 +52,20 @@ def _missing(name: str) -> Any:
 class OpenVinoRunner:
     """A model compiled by OpenVINO for ``device``. ``force_f32``: inference precision f32; otherwise the
     device's default, read back into ``precision`` and ``settings``. ``threads``: 0 for OpenVINO's default.
+    ``keep_buffers``: keep one infer request for good, as a deployment does (bench); otherwise a call whose outputs
+    exceed ``RELEASE_BYTES`` gives its request, and the buffers it holds, back (verify).
     ``infer`` returns the outputs the ONNX graph declares, under their ONNX names."""
 
     kind = "openvino"
 
     def __init__(self, data: bytes, device: str = "CPU", force_f32: bool = True, threads: int = 0,
-                 name: str | None = None):
+                 name: str | None = None, keep_buffers: bool = False):
         try:
             import openvino
         except ImportError:
             _missing(name or openvino_name(device, "f32" if force_f32 else "default"))
         self.name = name or openvino_name(device, "f32" if force_f32 else "default")
+        self.release_bytes = None if keep_buffers else RELEASE_BYTES
         self.device = "cpu" if device == "CPU" else "gpu"
         config: dict[str, Any] = {"NUM_STREAMS": "1", "PERFORMANCE_HINT": "LATENCY"}
         if force_f32:
@@ -101,7 +104,7 @@ class OpenVinoRunner:
         except Exception as exc:
             raise RunnerFailed(self.name, f"OpenVINO failed to run the model: {_message(exc)}") from None
         outputs = {name: np.array(values[i]) for i, names in enumerate(self.output_names) for name in names}
-        if sum(v.nbytes for v in outputs.values()) > RELEASE_BYTES:  # its buffers go with the request
+        if self.release_bytes is not None and sum(v.nbytes for v in outputs.values()) > self.release_bytes:
             self.request = self.compiled.create_infer_request()
         return outputs
 
