@@ -202,8 +202,8 @@ def targets(configs: list[dict], peaks: dict, threads: list[int], run: dict) -> 
         f"- No float32 runner above the measured float32 GEMM peak: **{'met' if top <= 1 else 'missed'}**, "
         f"highest {top:.0%} (`{top_name}`; int8 and bf16 runners have kernels with peaks of their own and are "
         "not held to it).",
-        f"- Runtime medians whose two passes agree within 20%: {total - noisy} of {total}; the other {noisy} are "
-        "marked *(noisy)* after up to 3× the rounds.",
+        f"- Runtime medians whose two passes agree within 20%: {total - noisy} of {total}"
+        + (f"; the other {noisy} are marked *(noisy)* after up to 3× the rounds." if noisy else "."),
         f"- Native export ≥ 3× faster than `dynamo=False`: **{'met' if script >= 3 else 'missed'}**, smallest "
         f"ratio {script:.1f}× (`{script_name}`"
         + (", a noisy figure" if script_name in noisy_export else "") + f"); {dynamo_text}."
