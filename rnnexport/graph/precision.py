@@ -7,6 +7,8 @@ tolerance for, so a processed file is judged as what it is.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import onnx
 
@@ -81,25 +83,20 @@ def _reads(node: onnx.NodeProto) -> list[str]:
 
 def _upstream(tensors: list[str], producers: dict[str, list[onnx.NodeProto]]) -> set[int]:
     """ids of the nodes whose values reach ``tensors``, in any graph (sibling bodies may each make a tensor of the
-    same name); each tensor is visited once. A Shape or Size passes on dims, not values: the walk stops there."""
-    found: set[int] = set()
-    seen: set[str] = set()
-    stack = list(tensors)
-    while stack:
-        tensor = stack.pop()
-        if tensor in seen:
-            continue
-        seen.add(tensor)
-        for node in producers.get(tensor, []):
-            found.add(id(node))
-            if node.op_type not in VALUE_FREE:
-                stack += _reads(node)
-    return found
+    same name). A Shape or Size passes on dims, not values: it is found, and the walk stops there."""
+    return _walk(tensors, producers, _reads, count_stops=True)
 
 
 def _downstream(tensors: list[str], readers: dict[str, list[onnx.NodeProto]]) -> set[int]:
     """ids of the nodes computed from the values of ``tensors`` (a body's output counts as read by its parent
-    If/Loop/Scan); each tensor is visited once. The walk stops at a Shape or Size, as ``_upstream`` does."""
+    If/Loop/Scan). The walk stops at a Shape or Size, which is not found: it reads dims, not values."""
+    return _walk(tensors, readers, lambda node: [out for out in node.output if out], count_stops=False)
+
+
+def _walk(tensors: list[str], edges: dict[str, list[onnx.NodeProto]],
+          onward: Callable[[onnx.NodeProto], list[str]], count_stops: bool) -> set[int]:
+    """ids of the nodes ``edges`` lead to from ``tensors``, going on from each through ``onward(node)`` except at
+    ``VALUE_FREE`` ops (found too when ``count_stops``); each tensor is visited once."""
     found: set[int] = set()
     seen: set[str] = set()
     stack = list(tensors)
@@ -108,10 +105,12 @@ def _downstream(tensors: list[str], readers: dict[str, list[onnx.NodeProto]]) ->
         if tensor in seen:
             continue
         seen.add(tensor)
-        for node in readers.get(tensor, []):
-            if node.op_type not in VALUE_FREE:
+        for node in edges.get(tensor, []):
+            stops = node.op_type in VALUE_FREE
+            if count_stops or not stops:
                 found.add(id(node))
-                stack += [out for out in node.output if out]
+            if not stops:
+                stack += onward(node)
     return found
 
 
