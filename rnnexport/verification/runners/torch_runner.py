@@ -185,7 +185,7 @@ def _layer_by_layer(module: nn.RNNBase, x: torch.Tensor, state: Any,
 
 def one_direction(module: nn.RNNBase, layer: int, direction: int) -> nn.RNNBase:
     """One layer and direction of ``module`` as a one-layer, unidirectional ``nn.GRU``/``nn.LSTM``/``nn.RNN`` (the
-    base class, whatever subclass ``module`` is) holding copies of its weights. Made on the meta device, so no
+    base class, whatever subclass ``module`` is) sharing its weights' storage. Made on the meta device, so no
     random initialisation draws from torch's generator."""
     kind = next(k for k in (nn.LSTM, nn.GRU, nn.RNN) if isinstance(module, k))
     extra = {"nonlinearity": module.nonlinearity} if kind is nn.RNN else {}
@@ -194,7 +194,7 @@ def one_direction(module: nn.RNNBase, layer: int, direction: int) -> nn.RNNBase:
     suffix = f"_l{layer}" + ("_reverse" if direction else "")
     for name in [name for name, _ in one.named_parameters()]:
         source = getattr(module, name.removesuffix("_l0") + suffix)
-        setattr(one, name, nn.Parameter(source.detach().clone(), requires_grad=False))
+        setattr(one, name, nn.Parameter(source.detach(), requires_grad=False))
     return one.eval()
 
 
