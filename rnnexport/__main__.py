@@ -1,3 +1,3 @@
-from rnnexport.cli import main
+from rnnexport.cli import run
 
-main(prog_name="rnnexport")
+run()

@@ -35,3 +35,17 @@ def test_usage_error_exits_2():
 def test_console_entry_point_runs():
     result = subprocess.run([sys.executable, "-m", "rnnexport", "--help"], capture_output=True, text=True, check=True)
     assert result.stdout.startswith("Usage: rnnexport [OPTIONS] COMMAND [ARGS]...")
+
+
+@pytest.mark.parametrize(("args", "code"), [(["verify", "--help"], 0), (["verify", "no-such-folder"], 2)])
+def test_the_command_exits_with_its_code_after_exit_handlers_and_with_its_output_whole(args, code):
+    """``rnnexport`` leaves without the interpreter's teardown (``cli.exit_now``): what an exit owes still happens
+    (a library's atexit handler runs, piped output arrives whole and in order) and the code is the command's, as
+    when the interpreter exits the usual way."""
+    script = ("import atexit, sys; atexit.register(lambda: print('exit handler ran')); "
+              "sys.argv = ['rnnexport', *sys.argv[1:]]; from rnnexport.cli import main, run; {}")
+    fast, usual = (subprocess.run([sys.executable, "-c", script.format(call), *args], capture_output=True, text=True)
+                   for call in ("run()", "main(prog_name='rnnexport')"))
+    assert fast.returncode == usual.returncode == code
+    assert (fast.stdout, fast.stderr) == (usual.stdout, usual.stderr) and fast.stdout.endswith("exit handler ran\n")
+    assert (fast.stderr.startswith("Error: ") if code else fast.stdout.startswith("Usage: rnnexport verify"))
