@@ -19,7 +19,7 @@ from rnnexport.artifacts.build import build_artifact, export_config
 from rnnexport.cli import main
 from rnnexport.config import load_config
 from rnnexport.verification.cases import load_cases, make_cases
-from rnnexport.verification.drift import OutputDrift
+from rnnexport.verification.drift import HISTOGRAM_EDGES, OutputDrift
 
 CONFIG = {p.stem: p for p in SHIPPED}
 QUICK = "example,seq1,other_batch,ragged,streaming"
@@ -146,6 +146,23 @@ def test_drift_numbers_and_per_step_curve():
     assert drift.growth_ratio == pytest.approx(6.5 / 0.5)
     assert drift.rms == pytest.approx(np.sqrt(((np.arange(8) * 1e-6) ** 2).sum() / 16 + 9e-12 / 16))
 
+
+def test_histogram_bins_as_searchsorted_does_with_nonfinite_elements_in_no_bin():
+    rng = np.random.default_rng(3)
+    edges = np.array(HISTOGRAM_EDGES)
+    errors = np.concatenate([
+        10.0 ** rng.uniform(-16, 4, 5000),  # every bin and beyond both ends
+        edges, np.nextafter(edges, 0), np.nextafter(edges, np.inf),  # on and beside each edge
+        [0.0, -0.0, 5e-324, 1e30],  # zero (either sign), a subnormal, a huge one
+    ])
+    expected = rng.standard_normal(errors.size)
+    actual = expected + errors * rng.choice([-1.0, 1.0], errors.size)
+    measured = np.abs(actual - expected)  # what the drift sees, after float64 rounding
+    actual[:3], expected[3] = np.nan, np.inf  # in no bin
+    drift = OutputDrift.from_arrays(expected, actual)
+    want = np.bincount(np.searchsorted(edges, measured[4:], side="right"), minlength=edges.size + 1)
+    assert list(drift.histogram) == want.tolist() and sum(drift.histogram) == errors.size - 4
+    assert drift.nonfinite_mismatches == 4 and drift.nonfinite_introduced == 3
 
 def test_cli_verify_artifacts_writes_report_and_inputs(tmp_path):
     out = tmp_path / "artifacts"
