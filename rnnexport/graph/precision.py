@@ -14,7 +14,7 @@ import onnx
 
 from rnnexport.contract import recurrent_cell
 from rnnexport.graph.checks import bodies
-from rnnexport.graph.subgraphs import scopes
+from rnnexport.graph.subgraphs import scopes, shape_inferred
 
 FLOAT32 = "float32"
 # Ops that make a graph quantized: QDQ (quantize_static), integer kernels and ONNX Runtime's dynamic ones.
@@ -33,7 +33,7 @@ def element_types(model: onnx.ModelProto) -> dict[str, int]:
     recurrent node's outputs have the type of its X (the operator's one type T), also in contrib domains
     that shape inference does not know."""
     try:
-        inferred = onnx.shape_inference.infer_shapes(model).graph
+        inferred = shape_inferred(model).graph
     except Exception:  # onnx raises its own errors for graphs it cannot infer; declarations remain
         inferred = model.graph
     types = {v.name: v.type.tensor_type.elem_type
