@@ -29,16 +29,25 @@ def openvino_name(device: str, precision: str) -> str:
     return f"openvino-{device.lower()}-{precision}"
 
 
+@functools.cache
+def openvino_devices() -> tuple[str, ...]:
+    """The devices OpenVINO lists here ("CPU", "GPU.0", …), asked once (listing probes every plugin).
+    ``ImportError`` without OpenVINO. Each runner has a core of its own: runners sharing one crashed OpenVINO
+    2026.4's CPU plugin in ``infer`` (a segmentation fault, on torch.onnx's graphs in tests/test_byo.py)."""
+    import openvino
+
+    return tuple(openvino.Core().available_devices)
+
+
 def openvino_specs(data: bytes, threads: int = 0) -> list[RunnerSpec]:
     """A spec for each OpenVINO runner: CPU always (not available without the package), and GPU when
     OpenVINO lists one; f32 and the device's default precision on each."""
     try:
-        import openvino
+        devices = ["CPU"] + [d for d in openvino_devices() if d.startswith("GPU")]
     except ImportError:
         return [RunnerSpec(openvino_name("cpu", p), "openvino", "cpu",
                            functools.partial(_missing, openvino_name("cpu", p)), model_bytes=len(data))
                 for p in ("f32", "default")]
-    devices = ["CPU"] + [d for d in openvino.Core().available_devices if d.startswith("GPU")]
     return [RunnerSpec(openvino_name(d, p), "openvino", "cpu" if d == "CPU" else "gpu",
                        functools.partial(OpenVinoRunner, data, d, force_f32=p == "f32", threads=threads),
                        model_bytes=len(data))
