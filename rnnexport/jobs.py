@@ -299,7 +299,8 @@ def write_outputs(targets: list[Target], judged: list[Judged], outputs: Outputs,
 def _stage_summaries(staged: StagedWrites, judged: list[Judged], outputs: Outputs) -> None:
     """The files that summarise every report of a run: one JSON, the HTML page, JUnit XML."""
     if outputs.json:
-        staged.add_json(outputs.json, {"schema_version": 1, "reports": [r.to_dict(v) for r, v in judged]})
+        staged.add_json(outputs.json, {"schema_version": 1, "reports": [r.to_dict(v) for r, v in judged]},
+                        indent=None)
     if outputs.html:
         staged.add_text(outputs.html, render_html(judged))
     if outputs.junit:
@@ -317,7 +318,7 @@ def stage_report(staged: StagedWrites, report: VerifyReport, verdict: Verdict, f
     """Stage the report files of ``folder``, which must still hold the model the report describes."""
     _check_same_model(report, folder)
     staged.add(folder / INPUTS_FILE, cases_to_npz(report.inputs))
-    staged.add_json(folder / REPORT_FILE, report.to_dict(verdict))
+    staged.add_json(folder / REPORT_FILE, report.to_dict(verdict), indent=None)
     staged.add_text(folder / MARKDOWN_FILE, render_markdown(report, verdict))
 
 
@@ -552,7 +553,7 @@ def export_whole_model(factory: str, out: Path, options: VerifyOptions = VerifyO
         raise ArtifactError(f"{out}: cannot create the folder: {exc.strerror or exc}") from None
     with StagedWrites() as staged:
         staged.add(out / MODEL_FILE, proto.SerializeToString())
-        staged.add_json(out / REPORT_FILE, report.to_dict(verdict))
+        staged.add_json(out / REPORT_FILE, report.to_dict(verdict), indent=None)
         staged.add_text(out / MARKDOWN_FILE, render_markdown(report, verdict))
         _stage_summaries(staged, [(report, verdict)], outputs)
     return report, verdict
