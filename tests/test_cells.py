@@ -181,3 +181,30 @@ def test_float64_weights_are_cast_with_one_note_and_recorded_in_the_manifest(tmp
     assert [line for line in output.splitlines() if "note:" in line] == ["  note: weights in float64 were cast to float32"]
     origin = json.loads((tmp_path / "art" / "mine" / "manifest.json").read_text())["weights_origin"]
     assert origin["cast_to_float32"] == ["float64"]
+
+
+@pytest.mark.parametrize("kind", ["float16", "float64", "transposed"])
+def test_weights_are_loaded_as_float32_tensors_computing_what_the_checkpoint_does(tmp_path, kind):
+    """The module is made without weights and takes the checkpoint's (cast to float32, made contiguous): no
+    default initialisation is drawn and thrown away, and nothing of it is left."""
+    from rnnexport.config import parse_config
+    from rnnexport.export.checkpoints import module_from_weights
+
+    source = torch.nn.LSTM(5, 8, 2, bidirectional=True).eval()
+    state = source.state_dict()
+    if kind == "transposed":  # a view in another memory order, as a checkpoint made by slicing holds
+        state = {k: v.t().contiguous().t() if v.dim() == 2 else v for k, v in state.items()}
+    else:
+        state = {k: v.to(getattr(torch, kind)) for k, v in state.items()}
+    torch.save(state, tmp_path / "ckpt.pt")
+    cfg = parse_config({"name": "m", "cell": "lstm", "input_size": 5, "hidden_size": 8, "num_layers": 2,
+                        "bidirectional": True}, "test")
+    module = module_from_weights(cfg, tmp_path / "ckpt.pt")[0]
+    params = dict(module.named_parameters())
+    assert all(p.dtype == torch.float32 and p.is_contiguous() and p.device.type == "cpu" for p in params.values())
+    assert all(torch.equal(params[k], v.to(torch.float32)) for k, v in state.items())
+    x = torch.randn(7, 3, 5)
+    want = torch.nn.LSTM(5, 8, 2, bidirectional=True).eval()
+    want.load_state_dict({k: v.to(torch.float32) for k, v in state.items()})
+    with torch.no_grad():
+        assert torch.equal(module(x)[0], want(x)[0])

@@ -21,11 +21,21 @@ def build_model(cfg: ModelConfig) -> RecurrentModule:
     uniform in ±1/sqrt(hidden_size) as PyTorch's own initialiser, so they do not depend on torch's
     global RNG state.
     """
-    module = native_module(cfg.cell, input_size=cfg.input_size, hidden_size=cfg.hidden_size,
-                           num_layers=cfg.num_layers, bias=cfg.bias, batch_first=cfg.batch_first,
-                           dropout=cfg.dropout, bidirectional=cfg.bidirectional)
+    module = native_module(cfg.cell, **_sizes(cfg))
     fill_deterministic(module, cfg.seed)
     return module.eval()
+
+
+def unfilled_model(cfg: ModelConfig) -> RecurrentModule:
+    """The config's module with no weights yet (on PyTorch's meta device, so nothing is drawn or allocated), for
+    ``load_state_dict(weights, assign=True)``: its ``state_dict()`` gives the names and shapes due."""
+    return native_module(cfg.cell, device="meta", **_sizes(cfg))
+
+
+def _sizes(cfg: ModelConfig) -> dict[str, Any]:
+    return {"input_size": cfg.input_size, "hidden_size": cfg.hidden_size, "num_layers": cfg.num_layers,
+            "bias": cfg.bias, "batch_first": cfg.batch_first, "dropout": cfg.dropout,
+            "bidirectional": cfg.bidirectional}
 
 
 def native_module(cell: str, **kwargs: Any) -> RecurrentModule:

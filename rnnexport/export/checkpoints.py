@@ -20,7 +20,7 @@ import torch
 
 from rnnexport.config import GATES, ModelConfig
 from rnnexport.errors import ArtifactError
-from rnnexport.export.builders import RecurrentModule, build_model
+from rnnexport.export.builders import RecurrentModule, unfilled_model
 from rnnexport.export.torchscript import MAX_DEPTH, read_archive
 
 PARAM = re.compile(r"(weight|bias)_(ih|hh)_l(\d+)(_reverse)?")
@@ -188,8 +188,9 @@ def module_from_weights(cfg: ModelConfig, path: str | Path, prefix: str | None =
 
 
 def module_from_found(cfg: ModelConfig, found: Found, path: str | Path) -> RecurrentModule:
-    """The config's module holding ``found``'s weights (read from ``path``)."""
-    module = build_model(cfg)
+    """The config's module holding ``found``'s weights (read from ``path``), as float32 (a copy where they are
+    not float32 and contiguous, else the very tensors)."""
+    module = unfilled_model(cfg)
     expected = module.state_dict()
     state = found.state
     problems = [f"missing {k} (expected {list(v.shape)})" for k, v in expected.items() if k not in state]
@@ -204,7 +205,7 @@ def module_from_found(cfg: ModelConfig, found: Found, path: str | Path) -> Recur
             if more > 0 else ""))
     _check_dtypes(state, str(path))
     with torch.no_grad():
-        module.load_state_dict({k: v.to(torch.float32) for k, v in state.items()})
+        module.load_state_dict({k: v.to(torch.float32).contiguous() for k, v in state.items()}, assign=True)
     return module.eval()
 
 
