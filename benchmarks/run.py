@@ -184,6 +184,7 @@ def targets(configs: list[dict], peaks: dict, threads: list[int], run: dict) -> 
               if c["precision"].get(k.rsplit("@", 1)[0], "float32") in ("float32", "fp16-weights")]
     top, top_name = max(shares)
     noisy = sum(t.get("noisy", False) for *_, t in _all_timings(configs))
+    slowed = sum(t.get("slowed", False) for *_, t in _all_timings(configs))
     total = sum(1 for _ in _all_timings(configs))
     small = [c for c in configs if c["file_bytes"] / c["weight_bytes"] - 1 > 0.01]
     names = [f"`{c['name']}`" for c in small]
@@ -202,8 +203,10 @@ def targets(configs: list[dict], peaks: dict, threads: list[int], run: dict) -> 
         f"- No float32 runner above the measured float32 GEMM peak: **{'met' if top <= 1 else 'missed'}**, "
         f"highest {top:.0%} (`{top_name}`; int8 and bf16 runners have kernels with peaks of their own and are "
         "not held to it).",
-        f"- Runtime medians whose two passes agree within 20%: {total - noisy} of {total}"
-        + (f"; the other {noisy} are marked *(noisy)* after up to 3× the rounds." if noisy else "."),
+        f"- Runtime medians trusted (two passes within 20%, the machine within 20% of its best speed): "
+        f"{total - noisy} of {total}" + (f"; the other {noisy} are marked *(noisy)*: {noisy - slowed} whose passes "
+                                         f"still differed after up to 3× the rounds, {slowed} measured while the "
+                                         "machine ran slower." if noisy else "."),
         f"- Native export ≥ 3× faster than `dynamo=False`: **{'met' if script >= 3 else 'missed'}**, smallest "
         f"ratio {script:.1f}× (`{script_name}`"
         + (", a noisy figure" if script_name in noisy_export else "") + f"); {dynamo_text}."
@@ -286,7 +289,12 @@ def write_results(data: dict) -> None:
         "**How to read.** The machine is shared and noisy: compare ratios within a table, never absolute times "
         f"across runs. Each time is the median of individually timed calls over {rounds} interleaved rounds, ± "
         "the spread (p90 − p10) / median; the even and the odd rounds make two passes, and a figure whose passes "
-        "differ by 20% or more gets up to 3× the rounds and is marked *(noisy)* if they still do. Every "
+        "differ by 20% or more gets up to 3× the rounds and is marked *(noisy)* if they still do. Two fixed "
+        "probes are timed at the start of every round, a matrix product on every core and a read of 16 MiB"
+        + (" ({:.0f} µs and {:.0f} µs at their best in this run)".format(*(data["probe_ms"][k] * 1e3 for k in (
+            "compute_ms", "memory_ms"))) if "probe_ms" in data else "")
+        + ": a figure measured while either ran 20% or more slower is marked *(noisy)* too, since a machine "
+        "slowed for minutes gives two passes that agree with each other and not with the next run. Every "
         "runner is measured at 1 thread and at all cores, and every ratio compares equal thread counts. ONNX "
         "Runtime's threads do not spin between calls, and eager PyTorch is also timed alone to show whether the "
         "other runners slow it down.", "",

@@ -1,7 +1,7 @@
 """Benchmarks measured as ratios within one run: a deploy matrix of PyTorch eager, ONNX Runtime on our graph
 (and on torch.onnx's graphs, its variants and the other ragged form), OpenVINO, tract (one thread whatever the
-count: its Python API has none to set; its times include the pipe to its own process, which weighs most at
-the one-step shape), each with its worst drift against the float64 oracle; export times, this machine's float32
+count: its Python API has none to set; it runs in a process of its own, which times each run itself, so the
+pipe to it is left out), each with its worst drift against the float64 oracle; export times, this machine's float32
 GEMM peak, and ``rnnexport verify`` of the artifacts timed from outside, as a user runs it (``time_verify``).
 
 Timing: one warm-up call per runner, then ``rounds`` rounds; in each round every runner runs in a rotated
@@ -9,6 +9,10 @@ order, about 20 ms of calls each, every call timed on its own (wall clock, with 
 beside it as a cross-check). The median over calls is quoted with its spread ((p90 - p10) / median). The even
 and the odd rounds make two passes: a figure is trusted only when their medians agree within 20%; a runner
 whose passes do not gets more rounds (up to 3×) and is marked noisy if they still do not, wherever it is shown.
+Two fixed probes are timed at the start of every round, a matrix product on every core (``machine_probe``) and a
+read of a buffer half this machine's L3 (``memory_probe``): a figure measured while either ran 20% or more slower
+than at its best in the run is marked noisy too, since two passes on a machine slowed throughout (a busy neighbour
+on a core or the cache) agree with each other and not with the next run.
 ONNX Runtime's threads do not spin after a call, so no runner takes CPU from the next; eager PyTorch is also
 timed alone first, and the two figures are printed side by side.
 Like for like: every runner is measured at 1 thread and at all cores, and ratios compare equal thread counts.
@@ -31,7 +35,7 @@ from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import numpy as np
 import onnx
@@ -54,6 +58,9 @@ THREADS = tuple(dict.fromkeys((1, CORES)))
 SAMPLE_SECONDS = 0.02  # of calls per runner and round, each call timed on its own
 CALLS_PER_ROUND = 200
 NOISY = 0.20  # a spread at or above this is not quoted as a plain median
+PROBE_SIZE = 384  # machine_probe's matrices: a product of 113 MFLOP, in the L2 caches
+PROBE_BYTES = 16 << 20  # memory_probe's buffer: half the 32 MiB L3 of this project's machines, about 1 ms to read
+PROBE_CALLS = 5  # calls of each probe at the start of each round (their medians are the round's machine speed)
 PEAK_SIZES = (1024, 2048, 4096)
 REFERENCE = "ort-cpu"  # ratios are to ONNX Runtime float32 on our graph, full optimisation, same threads
 
@@ -122,8 +129,9 @@ class Timing:
     """Per-call latency: ``median_ms`` of individually timed calls, their ``spread`` ((p90 - p10) / median), how
     many ``rounds`` were run, ``cpu_ms``: the median CPU time of the calling thread per call (a cross-check: on a
     loaded machine wall time grows while a single-threaded call's CPU time does not), and ``passes``: the medians of
-    the even and the odd rounds. ``noisy``: the two passes differ by ``NOISY`` or more, so the figure does not
-    repeat."""
+    the even and the odd rounds, ``machine_ms`` and ``memory_ms``: the medians of the round's probes over those
+    rounds. ``noisy``: the two passes differ by ``NOISY`` or more, so the figure does not repeat, or (``slowed``, set
+    by ``mark_slowed``) the machine ran a probe ``NOISY`` or more slower than at its best in the run."""
 
     median_ms: float
     spread: float
@@ -131,11 +139,16 @@ class Timing:
     noisy: bool = False
     cpu_ms: float | None = None
     passes: tuple[float, float] | None = None
+    machine_ms: float | None = None
+    memory_ms: float | None = None
+    slowed: bool = False
 
     @classmethod
-    def of(cls, samples: list[float], cpu: list[float] | None = None, parity: list[int] | None = None) -> Timing:
+    def of(cls, samples: list[float], cpu: list[float] | None = None, parity: list[int] | None = None,
+           machine: list[Probe] | None = None) -> Timing:
         """From per-call seconds; ``cpu``: the same calls' thread CPU seconds; ``parity``: each call's round
-        number (two passes: even and odd rounds). Without passes, noisy means a spread of ``NOISY`` or more."""
+        number (two passes: even and odd rounds); ``machine``: the probes in each of those rounds.
+        Without passes, noisy means a spread of ``NOISY`` or more."""
         ordered = sorted(samples)
         p10, p90 = ordered[len(ordered) // 10], ordered[-1 - len(ordered) // 10]
         median = statistics.median(ordered)
@@ -146,7 +159,70 @@ class Timing:
             halves = [[t for t, r in zip(samples, parity) if r % 2 == k] for k in (0, 1)]
             passes = (statistics.median(halves[0]) * 1e3, statistics.median(halves[1]) * 1e3)
         noisy = _disagree(*passes) if passes else spread >= NOISY
-        return cls(median * 1e3, spread, rounds, noisy, statistics.median(cpu) * 1e3 if cpu else None, passes)
+        return cls(median * 1e3, spread, rounds, noisy, statistics.median(cpu) * 1e3 if cpu else None, passes,
+                   statistics.median(m.compute_ms for m in machine) if machine else None,
+                   statistics.median(m.memory_ms for m in machine) if machine else None)
+
+    def mark_slowed(self, best: Probe) -> None:
+        """Noisy if the machine ran a probe ``NOISY`` or more slower than at ``best`` while this was measured."""
+        ran = ((self.machine_ms, best.compute_ms), (self.memory_ms, best.memory_ms))
+        if any(ms is not None and ms >= (1 + NOISY) * fastest for ms, fastest in ran):
+            self.slowed = self.noisy = True
+
+
+class Probe(NamedTuple):
+    """The probes' median milliseconds: ``machine_probe`` (compute) and ``memory_probe`` (memory)."""
+
+    compute_ms: float
+    memory_ms: float
+
+
+def mark_slowed(results: Sequence[ConfigBench], best: Probe) -> Probe:
+    """Mark noisy each figure of ``results`` measured while the machine ran a probe ``NOISY`` or more slower than at
+    its best: ``best`` or the fastest of a figure's, whichever is less, for each probe (returned). The
+    recommendations are made again, since they say which of their figures are noisy."""
+    timings = [t for r in results for t in r.timings()]
+    best = Probe(min([best.compute_ms, *(t.machine_ms for t in timings if t.machine_ms is not None)]),
+                 min([best.memory_ms, *(t.memory_ms for t in timings if t.memory_ms is not None)]))
+    for timing in timings:
+        timing.mark_slowed(best)
+    for result in results:
+        result.recommendation = _recommend(result.runtime)
+    return best
+
+
+def machine_probe() -> None:
+    """A fixed product of ``PROBE_SIZE``² float32 matrices (``torch.mm``) on every core, about 0.6 ms on 2 cores:
+    timed at the start of every round, it shows when the machine gives this process less of any core (a busy
+    neighbour on one, a lower clock), since each of its threads waits for the slowest. On this project's shared
+    machine such a slowdown raised the runners' thread CPU time 1.3-1.9×, and two-thread figures the most."""
+    with torch_threads(CORES):
+        torch.mm(*_probe_matrices())
+
+
+def memory_probe() -> float:
+    """A read of ``PROBE_BYTES`` (numpy's sum, one thread): slower when neighbours evict it from the shared L3 or
+    take the memory bandwidth, which slows a runner whose weights live there (lstm_large's 31.5 MB read at every
+    step ran 1.3-1.6× slower across two runs while a
+    computation's time stayed within 1%)."""
+    return float(_probe_buffer().sum())
+
+
+@functools.cache
+def _probe_buffer() -> np.ndarray:
+    return np.ones(PROBE_BYTES // 4, dtype=np.float32)
+
+
+@functools.cache
+def _probe_matrices() -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(0)
+    return (torch.rand(PROBE_SIZE, PROBE_SIZE, generator=generator),
+            torch.rand(PROBE_SIZE, PROBE_SIZE, generator=generator))
+
+
+def probe(calls: int = PROBE_CALLS) -> Probe:
+    """Each probe's median milliseconds over ``calls`` runs."""
+    return Probe(*(statistics.median(_seconds(p) for _ in range(calls)) * 1e3 for p in (machine_probe, memory_probe)))
 
 
 def _disagree(a: float, b: float) -> bool:
@@ -157,7 +233,8 @@ def time_interleaved(calls: Mapping[str, Callable[[], Any]], rounds: int,
                      warmed: dict[str, float] | None = None, max_rounds: int | None = None) -> dict[str, Timing]:
     """Per-call timing of each call: after one warm-up call, ``rounds`` rounds in rotated order; in each round every
     call runs ``CALLS_PER_ROUND``-bounded times (about ``SAMPLE_SECONDS`` worth), each timed on its own, wall and
-    thread CPU. Even and odd rounds make two passes; a call whose passes differ by ``NOISY`` or more gets more
+    thread CPU (a call that returns ``Measured`` gives its own), each round after the machine's probes (``probe``).
+    Even and odd rounds make two passes; a call whose passes differ by ``NOISY`` or more gets more
     rounds (rotated among such calls) up to ``max_rounds`` (default 3×) and stays marked noisy if they still do.
     ``warmed`` gives, for calls that already ran once, how long that took: they are not warmed up again."""
     if not calls:
@@ -171,31 +248,48 @@ def time_interleaved(calls: Mapping[str, Callable[[], Any]], rounds: int,
     wall: dict[str, list[float]] = {name: [] for name in calls}
     cpu: dict[str, list[float]] = {name: [] for name in calls}
     parity: dict[str, list[int]] = {name: [] for name in calls}
+    machine: dict[str, list[Probe]] = {name: [] for name in calls}
     done = dict.fromkeys(calls, 0)
     limit = max_rounds or 3 * rounds
     names = list(calls)
     while names:
         for r in range(rounds):
+            speed = probe()
             for name in names[r % len(names):] + names[: r % len(names)]:
+                machine[name].append(speed)
                 for _ in range(per_round[name]):
                     start, start_cpu = time.perf_counter(), time.thread_time()
-                    calls[name]()
-                    wall[name].append(time.perf_counter() - start)
-                    cpu[name].append(time.thread_time() - start_cpu)
+                    own = calls[name]()
+                    seconds, cpu_seconds = time.perf_counter() - start, time.thread_time() - start_cpu
+                    if isinstance(own, Measured):  # timed where it ran
+                        seconds, cpu_seconds = own
+                    wall[name].append(seconds)
+                    cpu[name].append(cpu_seconds)
                     parity[name].append(done[name])
                 done[name] += 1
         names = [n for n in names if Timing.of(wall[n], parity=parity[n]).noisy and done[n] + rounds <= limit]
-    return {name: Timing.of(wall[name], cpu[name], parity[name]) for name in calls}
+    return {name: Timing.of(wall[name], cpu[name], parity[name], machine[name]) for name in calls}
+
+
+class Measured(NamedTuple):
+    """A call's own account of its time, for a runner that works in another process (tract: its child times each
+    run, where the pipe to it would add as much as the run at one step): what ``time_interleaved`` records instead
+    of timing the call from outside."""
+
+    seconds: float
+    cpu_seconds: float
 
 
 @dataclass
 class Entry:
-    """One deployable way to run the model at one thread count: ``runner`` is the name verify gives it."""
+    """One deployable way to run the model at one thread count: ``runner`` is the name verify gives it; ``timed``,
+    where given, runs it and returns its own ``Measured`` time."""
 
     runner: str
     threads: int
     precision: str
     infer: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
+    timed: Callable[[dict[str, np.ndarray]], Measured] | None = None
 
     @property
     def key(self) -> str:
@@ -218,6 +312,11 @@ class ConfigBench:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def timings(self) -> list[Timing]:
+        """Every latency measured per call (the export times are not: each is one call of seconds)."""
+        found = [t for timings in self.runtime.values() for t in timings.values() if isinstance(t, Timing)]
+        return found + list(self.eager_alone.values())
 
     def ratio(self, shape: str, key: str) -> float | None:
         """Latency of ``key`` over ONNX Runtime float32 on our graph at the same thread count."""
@@ -336,8 +435,13 @@ def _entries(cfg: ModelConfig, module: torch.nn.Module, exported: dict[str, Any]
         if isinstance(tract, str):
             missing[f"{TRACT}@{threads}t"] = tract
         else:  # tract's Python API has no thread setting: one thread at every count (its CPU time ≈ wall time)
-            entries.append(Entry(TRACT, threads, tract.precision, tract.infer))
+            entries.append(Entry(TRACT, threads, tract.precision, tract.infer, functools.partial(_tract_timed, tract)))
     return entries, missing
+
+
+def _tract_timed(tract: TractRunner, feeds: dict[str, np.ndarray]) -> Measured:
+    tract.infer(feeds)
+    return Measured(*cast(tuple[float, float], tract.last_call))
 
 
 def _open_tract(data: bytes, stack: ExitStack) -> TractRunner | str:
@@ -383,7 +487,7 @@ def _measure(cfg: ModelConfig, module: torch.nn.Module, entries: list[Entry], mi
                 continue
             drift[shape][e.key] = max(float(np.abs(actual[k].astype(np.float64) - expected[k]).max())
                                       for k in expected)
-            calls[e.key] = functools.partial(e.infer, feeds)
+            calls[e.key] = functools.partial(e.timed or e.infer, feeds)
         results[shape].update(time_interleaved(calls, rounds))
     return results, drift, {e.runner: e.precision for e in entries}, alone
 
@@ -623,4 +727,8 @@ def render_bench(result: ConfigBench, peaks: dict[int, float], bandwidth: dict[i
     settings = [f"{s} {r['intra_op_num_threads']} thread(s), {r['graph_optimization_level']}"
                 for s, r in result.recommendation.items()]
     lines.append("  recommended: " + "; ".join(settings))
+    slowed = sum(t.slowed for t in result.timings())
+    if slowed:
+        lines.append(f"  {slowed} of {len(result.timings())} figures were measured while the machine ran 20% or more "
+                     "slower than at its best in this run: marked noisy")
     return "\n".join(lines)

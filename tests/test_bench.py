@@ -10,7 +10,18 @@ from click.testing import CliRunner
 from conftest import SHIPPED
 
 from rnnexport.artifacts.folders import load_artifact
-from rnnexport.bench import THREADS, ConfigBench, Timing, forward_flops, gemm_peak, peak_problems, time_interleaved
+from rnnexport.bench import (
+    THREADS,
+    ConfigBench,
+    Probe,
+    Timing,
+    forward_flops,
+    gemm_peak,
+    mark_slowed,
+    peak_problems,
+    probe,
+    time_interleaved,
+)
 from rnnexport.cli import main
 from rnnexport.config import load_config
 
@@ -64,8 +75,9 @@ def test_bench_an_artifact_records_a_like_for_like_deploy_matrix(tmp_path):
         assert set(bench["drift"][shape]) == set(timings)
         for key, timing in timings.items():
             first, second = timing["passes"]  # even and odd rounds: trusted only when they agree within 20%
-            assert timing["rounds"] >= 3 and timing["noisy"] == (abs(first - second) >= 0.2 * min(first, second))
-            assert timing["cpu_ms"] > 0
+            disagree = abs(first - second) >= 0.2 * min(first, second)
+            assert timing["rounds"] >= 3 and timing["noisy"] == (disagree or timing["slowed"])
+            assert timing["cpu_ms"] > 0 and timing["machine_ms"] > 0 and timing["memory_ms"] > 0
             threads = int(key.rsplit("@", 1)[1][:-1])
             assert timing["median_ms"] / 1e3 * data["gemm_peak_gflops"][str(threads)] * 1e9 >= bench["flops"][shape] \
                 or "above the GEMM peak" in result.output
@@ -111,6 +123,25 @@ def test_timing_takes_more_rounds_while_noisy_and_marks_what_stays_noisy():
     assert jumpy.passes[1] / jumpy.passes[0] > 3
     assert steady.rounds in (4, 8, 12)
     assert steady.noisy == (abs(steady.passes[0] - steady.passes[1]) >= 0.2 * min(steady.passes))
+
+
+def test_a_figure_measured_while_the_machine_ran_slower_is_marked_noisy_even_when_its_passes_agree():
+    """Each round starts with the machine's probes; a figure is judged against the fastest the machine ran in the
+    whole run, which a later config may show, and the recommendations are made again with the new marks."""
+    measured = time_interleaved({"spin": lambda: sum(range(20000))}, rounds=4)["spin"]
+    assert measured.machine_ms > 0 and measured.memory_ms > 0 and not measured.slowed
+
+    def bench(name: str, compute_ms: float, memory_ms: float) -> ConfigBench:  # both passes alike: they agree
+        timing = Timing.of([1e-3] * 8, parity=[0, 1] * 4, machine=[Probe(compute_ms, memory_ms)] * 4)
+        return ConfigBench(name, {}, {}, {"example": {"ort-cpu@1t": timing}}, {}, {}, {})
+
+    steady, cache_evicted, core_shared = bench("a", 0.1, 1.0), bench("b", 0.1, 1.3), bench("c", 0.13, 1.0)
+    assert mark_slowed([cache_evicted], Probe(0.2, 1.2)) == Probe(0.1, 1.2)  # the faster one wins, per probe
+    assert not cache_evicted.timings()[0].noisy  # not yet known to be slowed
+    assert mark_slowed([steady, cache_evicted, core_shared], Probe(0.2, 1.2)) == Probe(0.1, 1.0)
+    assert [b.timings()[0].slowed for b in (steady, cache_evicted, core_shared)] == [False, True, True]
+    assert [b.recommendation["example"]["noisy"] for b in (steady, cache_evicted, core_shared)] == [False, True, True]
+    assert all(0 < ms < 1e3 for ms in probe(calls=3))
 
 
 def test_each_call_is_timed_on_its_own_with_its_cpu_time_beside_it():

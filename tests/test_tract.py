@@ -65,6 +65,8 @@ def test_tract_outputs_by_onnx_name_and_each_shape():
             for name in expected:
                 assert got[name].shape == expected[name].shape
                 assert 0 < np.abs(got[name]).max() and np.abs(got[name] - expected[name]).max() < 1e-5
+            seconds, cpu_seconds = runner.last_call  # the child's own timing of the run, for bench
+            assert seconds > 0 and cpu_seconds > 0
 
 
 def test_a_panic_at_load_is_that_runners_failure_and_other_runners_keep_their_results():

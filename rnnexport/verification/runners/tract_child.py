@@ -5,7 +5,8 @@ SIGABRT), so the process that runs it must not be verify's own.
 Protocol on stdin/stdout: frames of an 8-byte little-endian length and an ``.npz`` (``allow_pickle=False``).
 The child first writes ``{status: "ready", tract: <version>}``; then per request ``{op: "load" | "run",
 concrete: bool, "in:<input>": array, …}`` it answers ``{status: "ok", "out:<i>": array, …}`` (outputs by position:
-tract names them after the nodes that make them) or
+tract names them after the nodes that make them; a run adds ``seconds`` and ``cpu_seconds``, its own wall and
+thread CPU time, the pipe left out) or
 ``{status: "error", message: <tract's message in one line>}``. EOF on stdin ends it.
 
 Input facts are set from the arrays fed (``concrete``) or left to the graph's own dims; one runnable is kept
@@ -17,6 +18,7 @@ from __future__ import annotations
 import io
 import struct
 import sys
+import time
 from collections import OrderedDict
 from typing import IO, Any
 
@@ -24,6 +26,7 @@ import numpy as np
 
 FRAME = struct.Struct("<Q")
 FEED, OUT = "in:", "out:"
+SECONDS, CPU_SECONDS = "seconds", "cpu_seconds"
 KEEP = 4  # runnables kept, most recently used first (a runnable holds its own copy of the weights)
 DATUM = {"float32": "f32", "float64": "f64", "float16": "f16", "int32": "i32", "int64": "i64", "int8": "i8",
          "uint8": "u8", "bool": "bool"}
@@ -91,8 +94,10 @@ class Loaded:
         runnable, inputs = self.runnable(feeds, bool(request.get("concrete", True)))
         if str(request["op"]) == "load":
             return {"status": "ok"}
-        values = runnable.run([feeds[name] for name in inputs])
-        return {"status": "ok", **{f"{OUT}{i}": v.to_numpy() for i, v in enumerate(values)}}
+        start, start_cpu = time.perf_counter(), time.thread_time()
+        outputs = {f"{OUT}{i}": v.to_numpy() for i, v in enumerate(runnable.run([feeds[name] for name in inputs]))}
+        seconds, cpu_seconds = time.perf_counter() - start, time.thread_time() - start_cpu
+        return {"status": "ok", **outputs, SECONDS: np.float64(seconds), CPU_SECONDS: np.float64(cpu_seconds)}
 
 
 def main(argv: list[str]) -> int:

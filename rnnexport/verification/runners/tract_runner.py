@@ -32,7 +32,15 @@ from rnnexport.errors import RunnerFailed, RunnerUnavailable
 from rnnexport.verification.cases import Case
 from rnnexport.verification.runners import RunnerSpec
 from rnnexport.verification.runners.ort_runner import OrtRunner
-from rnnexport.verification.runners.tract_child import FEED, FRAME, OUT, decode_frame, write_frame
+from rnnexport.verification.runners.tract_child import (
+    CPU_SECONDS,
+    FEED,
+    FRAME,
+    OUT,
+    SECONDS,
+    decode_frame,
+    write_frame,
+)
 
 TRACT = "tract-cpu"
 INSTALL = "pip install 'rnnexport[tract]'"
@@ -82,6 +90,7 @@ class TractRunner:
         self.path.write_bytes(data)
         self._child: _Child | None = None
         self._tanh: OrtRunner | None = None
+        self.last_call: tuple[float, float] | None = None
         try:
             self.version = self._start().version
             self._request("load", _trial_feeds(data))
@@ -107,8 +116,10 @@ class TractRunner:
         remove_staging(self._folder)
 
     def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """The graph's outputs by their ONNX names (tract returns them in the graph's order)."""
+        """The graph's outputs by their ONNX names (tract returns them in the graph's order). ``last_call``: that
+        run's own (wall, thread CPU) seconds, timed in the child around tract's run, the pipe left out."""
         reply = self._request("run", feeds)
+        self.last_call = (float(reply[SECONDS]), float(reply[CPU_SECONDS]))
         return {name: reply[f"{OUT}{i}"] for i, name in enumerate(self.output_names) if f"{OUT}{i}" in reply}
 
     def _start(self) -> _Child:
