@@ -163,3 +163,23 @@ def test_a_bfloat16_graph_is_named_bf16():
     graph = helper.make_graph([node], "g", [x], [helper.make_tensor_value_info("y", TensorProto.BFLOAT16, None)],
                               [w, r])
     assert model_precision(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])) == "bf16"
+
+
+def test_shape_inference_without_the_weights_values_finds_what_it_finds_with_them():
+    """A Split into 160 pieces (sizes: 1,280 bytes of int64) decides shapes and keeps its values; the float16
+    weight loses its values and nothing else: the inferred types and shapes are those of the whole model."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from rnnexport.graph.subgraphs import shape_inferred
+
+    sizes = numpy_helper.from_array(np.ones(160, dtype=np.int64), "sizes")
+    weight = numpy_helper.from_array(np.ones((160, 64), dtype=np.float16), "weight")
+    graph = helper.make_graph(
+        [helper.make_node("Split", ["x", "sizes"], [f"p{i}" for i in range(160)], axis=0),
+         helper.make_node("MatMul", ["p0", "weight"], ["y"])],
+        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT16, [160, 160])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT16, None)], [sizes, weight])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    light, whole = shape_inferred(model), onnx.shape_inference.infer_shapes(model)
+    assert light.graph.value_info == whole.graph.value_info and light.graph.output == whole.graph.output
+    assert [d.dim_value for d in light.graph.output[0].type.tensor_type.shape.dim] == [1, 64]

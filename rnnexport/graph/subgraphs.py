@@ -9,6 +9,7 @@ it flows into a recurrent node, not from its name.
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -25,8 +26,9 @@ from rnnexport.graph.folding import folded_constants
 Dims = tuple[int | None, ...]
 # The recurrent operators' inputs, in order; DynamicQuantizeLSTM adds scales and zero points after P.
 RECURRENT_INPUTS = ("X", "W", "R", "B", "sequence_lens", "initial_h", "initial_c", "P")
-# shape_inferred keeps the values of tensors up to this size (a shape's 8 int64 take 64 bytes)
+# shape_inferred keeps the values of integer tensors, and of real ones up to this size (in float16 at least)
 INFERRED_BYTES = 1024
+WEIGHT_TYPES = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16, onnx.TensorProto.DOUBLE)
 VALUE_FIELDS = ("raw_data", "float_data", "int32_data", "string_data", "int64_data", "double_data", "uint64_data")
 
 
@@ -87,16 +89,17 @@ def scopes(model: onnx.ModelProto, shapes: bool = True) -> Iterator[Scope]:
 
 
 def shape_inferred(model: onnx.ModelProto) -> onnx.ModelProto:
-    """ONNX's shape inference of ``model``, run on a copy whose main graph's tensors over ``INFERRED_BYTES`` (the
-    weights) are left without their values: a value decides a shape only when it is small (a Reshape's target, a
-    Slice's starts), and handing the weights to ONNX's C++ and back took 0.11 s of the 0.12 s on lstm_large's 31 MB
-    (measured) and fails beyond protobuf's 2 GiB. Raises what ``infer_shapes`` raises on a graph it cannot infer."""
+    """ONNX's shape inference of ``model``, run on a copy whose main graph's floating-point tensors over
+    ``INFERRED_BYTES`` (the weights) are left without their values: shapes are decided by integer tensors (a
+    Reshape's target, a Split's sizes, a Slice's starts) or small real ones (a Resize's scales). Handing the weights
+    to ONNX's C++ and back took 0.11 s of the 0.12 s on lstm_large's 31 MB (measured) and fails beyond protobuf's
+    2 GiB. Raises what ``infer_shapes`` raises on a graph it cannot infer."""
     light = onnx.ModelProto()
     light.CopyFrom(model)
     tensors = [*light.graph.initializer, *(a.t for n in light.graph.node if n.op_type == "Constant"
                                            for a in n.attribute if a.HasField("t"))]
     for tensor in tensors:
-        if tensor.ByteSize() > INFERRED_BYTES:
+        if tensor.data_type in WEIGHT_TYPES and math.prod(tensor.dims) * 2 > INFERRED_BYTES:
             for values in VALUE_FIELDS:
                 tensor.ClearField(values)
     return onnx.shape_inference.infer_shapes(light)
