@@ -367,3 +367,8 @@ def test_a_masked_lstm_whose_padding_flag_is_weakened_fails_only_the_ragged_satu
     clean = rnnexport.verify(module, onnx.load(artifact / "model.onnx"), cfg=cfg, runtimes=("ort",),
                              providers=("CPUExecutionProvider",), case_names=("ragged_saturating",))
     assert clean.judge().passed, clean.judge().failures()
+
+
+def test_a_scalar_output_is_compared_as_any_other():
+    drift = OutputDrift.from_arrays(np.array(1.0), np.array(2.5, dtype=np.float32))
+    assert (drift.max_abs, drift.worst_index, sum(drift.histogram)) == (1.5, (), 1)

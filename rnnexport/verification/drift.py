@@ -109,7 +109,7 @@ class _Accumulator:
     def add(self, expected: np.ndarray, actual: np.ndarray, time_axis: int | None, offset: int) -> None:
         e = expected.astype(np.float64, copy=False)
         a = actual.astype(np.float64, copy=False)
-        err, ref = np.abs(np.subtract(a, e)), np.abs(e)
+        err, ref = np.asarray(np.abs(np.subtract(a, e))), np.asarray(np.abs(e))  # arrays also for 0-d outputs
         counted = err.size  # elements finite on both sides
         if not np.isfinite(err.max(initial=0.0)):  # one side is NaN or infinite somewhere (inf - x is inf, NaN stays)
             finite = np.isfinite(e) & np.isfinite(a)
