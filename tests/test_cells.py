@@ -183,7 +183,7 @@ def test_float64_weights_are_cast_with_one_note_and_recorded_in_the_manifest(tmp
     assert origin["cast_to_float32"] == ["float64"]
 
 
-@pytest.mark.parametrize("kind", ["float16", "float64", "transposed"])
+@pytest.mark.parametrize("kind", ["float16", "float64", "transposed", "views_of_one_buffer", "tied"])
 def test_weights_are_loaded_as_float32_tensors_computing_what_the_checkpoint_does(tmp_path, kind):
     """The module is made without weights and takes the checkpoint's (cast to float32, made contiguous): no
     default initialisation is drawn and thrown away, and nothing of it is left."""
@@ -194,6 +194,12 @@ def test_weights_are_loaded_as_float32_tensors_computing_what_the_checkpoint_doe
     state = source.state_dict()
     if kind == "transposed":  # a view in another memory order, as a checkpoint made by slicing holds
         state = {k: v.t().contiguous().t() if v.dim() == 2 else v for k, v in state.items()}
+    elif kind == "views_of_one_buffer":  # as a model with flattened parameters saves them
+        buffer = torch.cat([v.reshape(-1) for v in state.values()] + [torch.zeros(100_000)])
+        offsets = np.cumsum([0] + [v.numel() for v in state.values()])
+        state = {k: buffer[o:o + v.numel()].view(v.shape) for (k, v), o in zip(state.items(), offsets)}
+    elif kind == "tied":
+        state = {**state, "weight_hh_l1": state["weight_hh_l0"]}
     else:
         state = {k: v.to(getattr(torch, kind)) for k, v in state.items()}
     torch.save(state, tmp_path / "ckpt.pt")
@@ -203,6 +209,9 @@ def test_weights_are_loaded_as_float32_tensors_computing_what_the_checkpoint_doe
     params = dict(module.named_parameters())
     assert all(p.dtype == torch.float32 and p.is_contiguous() and p.device.type == "cpu" for p in params.values())
     assert all(torch.equal(params[k], v.to(torch.float32)) for k, v in state.items())
+    storages = [p.untyped_storage() for p in params.values()]  # each its own, of its own size: weights.pt holds them
+    assert len({s.data_ptr() for s in storages}) == len(storages)
+    assert all(s.nbytes() == p.numel() * 4 for s, p in zip(storages, params.values()))
     x = torch.randn(7, 3, 5)
     want = torch.nn.LSTM(5, 8, 2, bidirectional=True).eval()
     want.load_state_dict({k: v.to(torch.float32) for k, v in state.items()})

@@ -188,8 +188,9 @@ def module_from_weights(cfg: ModelConfig, path: str | Path, prefix: str | None =
 
 
 def module_from_found(cfg: ModelConfig, found: Found, path: str | Path) -> RecurrentModule:
-    """The config's module holding ``found``'s weights (read from ``path``), as float32 (a copy where they are
-    not float32 and contiguous, else the very tensors)."""
+    """The config's module holding ``found``'s weights (read from ``path``), as float32 copies of their own: a
+    checkpoint's tensors may be views into a larger buffer or tied to each other, which ``weights.pt`` must not
+    carry along."""
     module = unfilled_model(cfg)
     expected = module.state_dict()
     state = found.state
@@ -205,7 +206,8 @@ def module_from_found(cfg: ModelConfig, found: Found, path: str | Path) -> Recur
             if more > 0 else ""))
     _check_dtypes(state, str(path))
     with torch.no_grad():
-        module.load_state_dict({k: v.to(torch.float32).contiguous() for k, v in state.items()}, assign=True)
+        module.load_state_dict({k: v.to(torch.float32, memory_format=torch.contiguous_format, copy=True)
+                                for k, v in state.items()}, assign=True)
     return module.eval()
 
 
