@@ -576,7 +576,8 @@ def exit_now(code: int) -> NoReturn:
     run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
         try:
-            stream.flush()
+            if stream is not None:  # None where the process was started with it closed
+                stream.flush()
         except (OSError, ValueError):  # a closed pipe (BrokenPipeError), or a stream closed already
             code = code or 120
     os._exit(code)

@@ -49,3 +49,10 @@ def test_the_command_exits_with_its_code_after_exit_handlers_and_with_its_output
     assert fast.returncode == usual.returncode == code
     assert (fast.stdout, fast.stderr) == (usual.stdout, usual.stderr) and fast.stdout.endswith("exit handler ran\n")
     assert (fast.stderr.startswith("Error: ") if code else fast.stdout.startswith("Usage: rnnexport verify"))
+
+
+def test_the_command_exits_with_its_code_where_stdout_was_closed():
+    """Python sets sys.stdout to None when the process starts with it closed (``>&-``): nothing to flush."""
+    done = subprocess.run(["bash", "-c", f"'{sys.executable}' -m rnnexport verify --help >&-"], capture_output=True,
+                          text=True)
+    assert (done.returncode, done.stderr) == (0, "")
