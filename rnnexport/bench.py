@@ -314,9 +314,9 @@ class ConfigBench:
         return asdict(self)
 
     def timings(self) -> list[Timing]:
-        """Every latency measured per call (the export times are not: each is one call of seconds)."""
+        """Every figure timed in rounds: the latencies, eager PyTorch timed alone, and the export times."""
         found = [t for timings in self.runtime.values() for t in timings.values() if isinstance(t, Timing)]
-        return found + list(self.eager_alone.values())
+        return found + list(self.eager_alone.values()) + [t for t in self.export_ms.values() if isinstance(t, Timing)]
 
     def ratio(self, shape: str, key: str) -> float | None:
         """Latency of ``key`` over ONNX Runtime float32 on our graph at the same thread count."""
@@ -725,10 +725,10 @@ def render_bench(result: ConfigBench, peaks: dict[int, float], bandwidth: dict[i
             lines.append(f"    {key:<34} {_fmt(timing):<24} ×{ratio:<6.2f} {result.drift[shape].get(key, 0):.1e}  "
                          f"{shown}  ×{timing.median_ms / floor:.3g} its {bound} floor{above}")
     settings = [f"{s} {r['intra_op_num_threads']} thread(s), {r['graph_optimization_level']}"
-                for s, r in result.recommendation.items()]
+                + (" (noisy)" if r["noisy"] else "") for s, r in result.recommendation.items()]
     lines.append("  recommended: " + "; ".join(settings))
     slowed = sum(t.slowed for t in result.timings())
     if slowed:
-        lines.append(f"  {slowed} of {len(result.timings())} figures were measured while the machine ran 20% or more "
-                     "slower than at its best in this run: marked noisy")
+        lines.append(f"  {slowed} of {len(result.timings())} figures were measured while the machine's probes ran 20% "
+                     "or more slower than at their best in this run so far: marked noisy")
     return "\n".join(lines)

@@ -495,6 +495,8 @@ def bench_targets(paths: list[Path], rounds: int, exporters: tuple[str, ...], js
         yield render_bench(result, peaks, bandwidth)
         for problem in peak_problems(result, peaks):
             yield f"  ⚠ {problem}: the GEMM peak is unsound on this machine (figures are not clipped)"
+    best = mark_slowed(results, best)  # every figure judged against the run's best speed, which a later one may show
+    for target, result in zip(targets, results):
         if target.folder:
             manifest = json.loads((target.folder / MANIFEST_FILE).read_text())
             manifest["runtime_recommendation"] = result.recommendation
@@ -511,8 +513,7 @@ def bench_targets(paths: list[Path], rounds: int, exporters: tuple[str, ...], js
                f"s: ×{run.ratio:.2f}")
     except RunnerFailed as exc:  # the measurements above are kept
         yield f"verify, as a user runs it: did not run: {exc.reason}"
-    if json_path:  # every figure judged against the run's best speed, which later configs may have shown
-        best = mark_slowed(results, best)
+    if json_path:
         write_json_atomic(json_path, {"schema_version": 4, "cores": CORES, "gemm_peak_gflops": peaks,
                                       "copy_bandwidth_gbps": bandwidth, "probe_ms": best._asdict(),
                                       "configs": [r.to_dict() for r in results], "verify": verified})
