@@ -203,8 +203,7 @@ def machine_probe() -> None:
 def memory_probe() -> float:
     """A read of ``PROBE_BYTES`` (numpy's sum, one thread): slower when neighbours evict it from the shared L3 or
     take the memory bandwidth, which slows a runner whose weights live there (lstm_large's 31.5 MB read at every
-    step ran 1.3-1.6× slower across two runs while a
-    computation's time stayed within 1%)."""
+    step ran 1.3-1.6× slower across two runs while a computation's time stayed within 1%)."""
     return float(_probe_buffer().sum())
 
 
@@ -727,8 +726,9 @@ def render_bench(result: ConfigBench, peaks: dict[int, float], bandwidth: dict[i
     settings = [f"{s} {r['intra_op_num_threads']} thread(s), {r['graph_optimization_level']}"
                 + (" (noisy)" if r["noisy"] else "") for s, r in result.recommendation.items()]
     lines.append("  recommended: " + "; ".join(settings))
-    slowed = sum(t.slowed for t in result.timings())
+    judged = result.timings()
+    slowed = sum(t.slowed for t in judged)
     if slowed:
-        lines.append(f"  {slowed} of {len(result.timings())} figures were measured while the machine's probes ran 20% "
+        lines.append(f"  {slowed} of {len(judged)} figures were measured while the machine's probes ran 20% "
                      "or more slower than at their best in this run so far: marked noisy")
     return "\n".join(lines)
