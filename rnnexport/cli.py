@@ -20,11 +20,13 @@ import click
 
 from rnnexport._version import __version__
 from rnnexport.contract import (
+    AUTO_THREADS,
     CASE_NAMES,
     DEFAULT_FAMILIES,
     DEFAULT_THREADS,
     EXPORTERS,
     FAMILIES,
+    MAX_THREADS,
     WHOLE_MODEL_CASES,
 )
 from rnnexport.errors import NOTES
@@ -35,6 +37,20 @@ if TYPE_CHECKING:  # for annotations only: each command imports what it runs
 GOLDEN_FAMILIES = ("ort", "openvino")  # what --golden runs by default: the ONNX runtimes, without PyTorch
 
 EXIT_CODES = "Exit codes: 0 success · 1 drift over tolerance · 2 bad input, nothing written · 3 a runtime failed."
+
+
+class _Threads(click.ParamType):
+    """``--threads``: ``auto`` or a whole number from 0 to ``MAX_THREADS`` (what ``engine.thread_plan`` takes)."""
+
+    name = "auto|N"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int | str:
+        if value == AUTO_THREADS:
+            return value
+        try:
+            return click.IntRange(0, MAX_THREADS).convert(value, param, ctx)
+        except click.BadParameter:
+            self.fail(f"{value!r} is neither {AUTO_THREADS!r} nor a whole number from 0 to {MAX_THREADS}.", param, ctx)
 
 
 class _Group(click.Group):
@@ -260,9 +276,10 @@ def _run_options(cases: tuple[str, ...]) -> Callable:
                      help="Fail when a recurrent node falls back to another provider."),
         click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
                      help="Seed of the input cases."),
-        click.option("--threads", type=click.IntRange(min=0, max=1024), default=DEFAULT_THREADS, show_default=True,
-                     help="Threads of PyTorch and of every runtime (0: each one's own default, all cores; one "
-                          "thread is fastest on a shared machine)."),
+        click.option("--threads", type=_Threads(), default=DEFAULT_THREADS, show_default=True,
+                     help="Threads of PyTorch and of every runtime. auto: one each (fastest on a shared machine), "
+                          "the next runners opened on a second core while one runs; N: N each (0: each one's own "
+                          "default, all cores); 1 keeps verify to one busy thread."),
         click.option("--shape", "shapes", multiple=True, metavar="seq=N,batch=M",
                      help="Add a case of this shape to the standard set (repeatable)."),
         QUIET_VERBOSE)
@@ -301,7 +318,7 @@ REPORT_OPTIONS = _options(
 def verify(paths: tuple[Path, ...], config_path: Path | None, weights: Path | None, prefix: str | None,
            runtimes: tuple[str, ...], providers: tuple[str, ...], require: tuple[str, ...],
            case_names: tuple[str, ...], atol: float | None, rtol: float | None, strict_placement: bool, seed: int,
-           threads: int, inputs_path: Path | None, long_seq: int, json_path: Path | None, html_path: Path | None,
+           threads: int | str, inputs_path: Path | None, long_seq: int, json_path: Path | None, html_path: Path | None,
            junit_path: Path | None, test_data: Path | None, shapes: tuple[str, ...], save_golden: Path | None,
            golden: Path | None, record: bool, per_layer: bool, shard: str | None, quiet: bool, verbose: bool) -> None:
     """Run the same inputs through PyTorch, ONNX Runtime and OpenVINO and measure drift against a float64 oracle.
@@ -492,7 +509,7 @@ def lint(paths: tuple[Path, ...], config_path: Path | None, run: bool | None) ->
 @REPORT_OPTIONS
 def export_model_command(factory: str, out: Path, onnx_file: Path | None, runtimes: tuple[str, ...],
                          providers: tuple[str, ...], require: tuple[str, ...], case_names: tuple[str, ...],
-                         atol: float | None, rtol: float | None, strict_placement: bool, seed: int, threads: int,
+                         atol: float | None, rtol: float | None, strict_placement: bool, seed: int, threads: int | str,
                          shapes: tuple[str, ...], quiet: bool, verbose: bool, json_path: Path | None,
                          html_path: Path | None, junit_path: Path | None) -> None:
     """Export a whole model (an embedding, convolutions, heads… around GRU/LSTM/RNN layers or their cells) with its

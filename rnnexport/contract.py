@@ -61,8 +61,11 @@ CASE_NAMES = ("example", "seq1", "batch1", "long", "other_batch", "saturating", 
 EXPORTERS = ("native", "torch-dynamo", "torch-script")
 DEFAULT_FAMILIES = ("torch", "ort", "openvino")  # what verify runs without --runtimes
 FAMILIES = (*DEFAULT_FAMILIES, "tract")  # runner families `verify --runtimes` picks from; tract only when named
-# Threads of PyTorch and of every runtime in verify unless --threads says otherwise. One: on a shared 2-core
-# machine the runtimes' own defaults (all cores, spinning) made verify of the 8 shipped artifacts 6× slower in
-# wall time and 7× in CPU time than one thread (106 s vs 17.6 s wall, 2026-11-30), while on the same machine
-# quiet they gained 10% (10.1 s vs 11.2 s wall, for 32% more CPU) (docs/verify.md). 0: each runtime's own default.
-DEFAULT_THREADS = 1
+# Threads in verify unless --threads says otherwise (engine.thread_plan). "auto": one thread for PyTorch and each
+# runtime, the next runners opened on a second thread while one runs. One thread: on a shared 2-core machine the
+# runtimes' own defaults (all cores, spinning) made verify of the 8 shipped artifacts 6× slower in wall time and
+# 7× in CPU time than one thread (106 s vs 17.6 s wall, 2026-11-30), while on the same machine quiet they gained
+# 10% (10.1 s vs 11.2 s wall, for 32% more CPU) (docs/verify.md). 0: each runtime's own default.
+AUTO_THREADS = "auto"
+DEFAULT_THREADS = AUTO_THREADS
+MAX_THREADS = 1024

@@ -39,7 +39,7 @@ from rnnexport.report.html import render_html
 from rnnexport.report.junit import junit_xml
 from rnnexport.report.text import render_markdown
 from rnnexport.verification.cases import LONG_SEQ, cases_to_npz, load_cases, skipped_cases
-from rnnexport.verification.engine import FLOAT16_CUDA, VerifyReport, tolerances_for, verify
+from rnnexport.verification.engine import FLOAT16_CUDA, VerifyReport, thread_plan, tolerances_for, verify
 from rnnexport.verification.golden import check_golden_target, stage_golden, verify_golden
 from rnnexport.verification.runners import DEFAULT_FAMILIES, FAMILIES, TORCH_CPU, TORCH_CUDA
 from rnnexport.verification.runners.openvino_runner import INSTALL, openvino_devices
@@ -61,7 +61,7 @@ class VerifyOptions:
     rtol: float | None = None
     seed: int = 0
     long_seq: int = LONG_SEQ
-    threads: int = DEFAULT_THREADS
+    threads: int | str = DEFAULT_THREADS  # engine.thread_plan
     inputs: Path | None = None
     strict_placement: bool = False
     require: tuple[str, ...] = ()
@@ -82,6 +82,7 @@ class VerifyOptions:
             value = getattr(self, key)
             if value is not None and not (math.isfinite(value) and 0 <= value <= 1e300):
                 raise RnnExportError(f"--{key} {value!r}: expected a finite, non-negative number")
+        thread_plan(self.threads)
 
 
 @dataclass(frozen=True)

@@ -14,15 +14,16 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import os
 import time
-from contextlib import ExitStack
+from contextlib import ExitStack, nullcontext
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import onnx
 
 from rnnexport.config import ModelConfig, Tolerance, config_for_module, parse_config
-from rnnexport.contract import C0, C_N, CASE_NAMES, DEFAULT_THREADS, H0, H_N, OUTPUT
+from rnnexport.contract import AUTO_THREADS, C0, C_N, CASE_NAMES, DEFAULT_THREADS, H0, H_N, MAX_THREADS, OUTPUT
 from rnnexport.errors import ConfigError, ProviderUnavailable, RunnerFailed, RunnerUnavailable
 from rnnexport.export.variants import float16_compute
 from rnnexport.graph.precision import coarsest, model_precision, quantized_padding
@@ -33,7 +34,15 @@ from rnnexport.verification.drift import OutputDrift
 from rnnexport.verification.precision_oracle import model_of, oracle_name, own_oracles
 from rnnexport.verification.ragged import ragged_hints, reads_sequence_lens
 from rnnexport.verification.results import RunnerResult, VerifyReport
-from rnnexport.verification.runners import DEFAULT_FAMILIES, FAMILIES, TORCH_CPU, TORCH_CUDA, Runner, RunnerSpec
+from rnnexport.verification.runners import (
+    DEFAULT_FAMILIES,
+    FAMILIES,
+    TORCH_CPU,
+    TORCH_CUDA,
+    OpenedAhead,
+    Runner,
+    RunnerSpec,
+)
 from rnnexport.verification.runners.openvino_runner import openvino_specs
 from rnnexport.verification.runners.ort_runner import (
     CPU,
@@ -54,6 +63,9 @@ __all__ = ["Oracle", "RunnerSpec", "RunnerResult", "VerifyReport", "run_engine",
 
 DEFAULT_PROVIDERS = (CPU, CUDA)
 FLOAT16_CUDA = "ort-cuda-float16"
+# How much model a run keeps opened ahead of the runner in use (each runner holds about its model's size): the
+# shipped artifacts (32 MB at most) have all their runners opened ahead, a 1 GB model one.
+AHEAD_BYTES = 256 << 20
 
 
 class Oracle(Protocol):
@@ -68,14 +80,26 @@ class Oracle(Protocol):
 def run_engine(name: str, data: bytes, oracle: Oracle, cases: list[Case], specs: list[RunnerSpec], *,
                config: dict[str, Any], tolerances: Tolerances, skipped: dict[str, str] | None = None,
                contract: list[str] | None = None, start: float | None = None,
-               own: dict[str, Oracle] | None = None, no_lengths: frozenset[str] = frozenset()) -> VerifyReport:
+               own: dict[str, Oracle] | None = None, no_lengths: frozenset[str] = frozenset(),
+               ahead: bool = False) -> VerifyReport:
     """Run every case through ``oracle`` and every runner of ``specs`` (in that order; one that cannot run here
     is reported as such) and gather the drift against the oracle into a report. ``data``: the serialized
     model the runtimes run (its sha256 names the report). ``start``: ``time.perf_counter()`` when the caller
     began, so that ``seconds`` includes its own preparation. ``own``: runner name → the oracle of that runner's
     precision (``precision_oracle.py``), whose drift is recorded as well (``vs_precision``). ``no_lengths``: runners
-    whose graphs' recurrent nodes do not read ``sequence_lens`` (masked graphs): no hint says they ignore it."""
+    whose graphs' recurrent nodes do not read ``sequence_lens`` (masked graphs): no hint says they ignore it.
+    ``ahead``: the runners are opened on a second thread while the oracle and the runners before them run
+    (``OpenedAhead``, up to ``AHEAD_BYTES`` of model ahead); each still runs alone, and is closed before the next."""
     start = time.perf_counter() if start is None else start
+    with OpenedAhead(specs, AHEAD_BYTES // max(len(data), 1)) if ahead else nullcontext(specs) as specs:
+        return _run_engine(name, data, oracle, cases, specs, config=config, tolerances=tolerances, skipped=skipped,
+                           contract=contract, start=start, own=own, no_lengths=no_lengths)
+
+
+def _run_engine(name: str, data: bytes, oracle: Oracle, cases: list[Case], specs: list[RunnerSpec], *,
+                config: dict[str, Any], tolerances: Tolerances, skipped: dict[str, str] | None,
+                contract: list[str] | None, start: float, own: dict[str, Oracle] | None,
+                no_lengths: frozenset[str]) -> VerifyReport:
     t0 = time.perf_counter()
     expected = {case.name: oracle.expected(case) for case in cases}
     oracle_seconds = time.perf_counter() - t0
@@ -121,6 +145,20 @@ def open_runner(stack: ExitStack, spec: RunnerSpec, results: dict[str, RunnerRes
     result.precision = coarsest(runner.precision, spec.precision)  # the file's, if coarser
     result.model_bytes = spec.model_bytes
     return runner
+
+
+def thread_plan(threads: int | str) -> tuple[int, bool]:
+    """``threads`` as verify takes it → (threads of PyTorch and of every runtime, whether ``run_engine`` opens the
+    runners ahead on a second thread). ``"auto"`` (the default): one thread each, runners opened ahead where this
+    process may use two cores or more; a count N from 0 to ``MAX_THREADS``: N threads each (0: each one's own
+    default, all cores), runners opened ahead unless N is 1, so that 1 keeps verify to one busy thread.
+    ``ConfigError`` for anything else. Why one thread by default: ``DEFAULT_THREADS`` in ``contract.py``."""
+    if threads == AUTO_THREADS:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        return 1, cores >= 2
+    if isinstance(threads, bool) or not isinstance(threads, int) or not 0 <= threads <= MAX_THREADS:
+        raise ConfigError(f"threads {threads!r}: expected {AUTO_THREADS!r} or a whole number from 0 to {MAX_THREADS}")
+    return threads, threads != 1
 
 
 def check_names(runtimes: tuple[str, ...], case_names: tuple[str, ...] | None, known_cases: tuple[str, ...]) -> None:
@@ -207,7 +245,7 @@ def verify(
     seed: int = 0,
     long_seq: int = LONG_SEQ,
     cases: list[Case] | None = None,
-    threads: int = DEFAULT_THREADS,
+    threads: int | str = DEFAULT_THREADS,
     variants: dict[str, bytes | str] | None = None,
     per_layer: bool = False,
     shapes: tuple[tuple[int, int], ...] = (),
@@ -219,7 +257,7 @@ def verify(
 
     ``cfg`` defaults to one derived from ``module`` and the model's inputs. ``tolerances`` default to
     the config's for CPU and ``CUDA_TOLERANCE`` (or the config's, if larger) for CUDA; a single
-    ``Tolerance`` applies to both. ``threads``: intra-op threads of every runtime (0: all cores).
+    ``Tolerance`` applies to both. ``threads``: ``thread_plan``'s.
     ``variants`` (variant name → serialized model, see ``export/variants.py``) run on ONNX Runtime as runners
     of their own, judged at their precision's tolerance against the float oracle and, for fp16-weights and int8,
     against the oracle of their own precision too (``precision_oracle.py``); ``shapes`` add a case per (seq,
@@ -231,6 +269,7 @@ def verify(
 
     start = time.perf_counter()
     check_names(runtimes, case_names, CASE_NAMES)
+    threads, ahead = thread_plan(threads)
     proto, data = model_from_source(model)
     cfg = cfg or config_for_onnx(module, proto)
     check_model_matches(proto, cfg, cfg.name, need_recurrent=False)
@@ -248,7 +287,7 @@ def verify(
         no_lengths = lengths_unread(specs, proto, data, variants or {})
         report = run_engine(cfg.name, data, Float64Oracle(module), cases, specs, config=cfg.to_dict(),
                             tolerances=tolerances, skipped=skipped, contract=problems, start=start,
-                            own={name: o.oracle for name, o in own.items()}, no_lengths=no_lengths)
+                            own={name: o.oracle for name, o in own.items()}, no_lengths=no_lengths, ahead=ahead)
         results = {r.name: r for r in report.runners}
         own = {name: o for name, o in own.items() if results[name].precision_oracle}  # those run_engine kept
         for name, o in own.items():

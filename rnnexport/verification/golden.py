@@ -27,7 +27,7 @@ from rnnexport.contract import DEFAULT_THREADS, INPUTS_FILE, MANIFEST_FILE
 from rnnexport.errors import ArtifactError
 from rnnexport.graph.reader import check_model_matches, contract_problems, model_from_source
 from rnnexport.verification.cases import Case, cases_to_npz, load_cases, output_shapes
-from rnnexport.verification.engine import default_providers, lengths_unread, run_engine, runtime_specs
+from rnnexport.verification.engine import default_providers, lengths_unread, run_engine, runtime_specs, thread_plan
 from rnnexport.verification.results import VerifyReport
 from rnnexport.verification.verdict import Tolerances
 
@@ -127,13 +127,14 @@ class GoldenOracle:
 
 
 def verify_golden(model: Any, folder: Path, *, providers: tuple[str, ...] | None = None,
-                  runtimes: tuple[str, ...] = ("ort", "openvino"), threads: int = DEFAULT_THREADS,
+                  runtimes: tuple[str, ...] = ("ort", "openvino"), threads: int | str = DEFAULT_THREADS,
                   atol: float | None = None, rtol: float | None = None, case_names: tuple[str, ...] = (),
                   variants: dict[str, bytes | str] | None = None) -> VerifyReport:
     """Run the golden cases (those of ``case_names``, default all) through every runtime runner and compare
     with the saved oracle outputs: the engine's ``VerifyReport``, made without PyTorch. ``variants`` (an
     artifact's deployment variants) run beside the model, as in ``verify``."""
     start = time.perf_counter()
+    threads, ahead = thread_plan(threads)
     index, cases, expected = load_golden(folder)
     cfg = parse_config(index["config"], f"{folder / GOLDEN_FILE} [config]")
     proto, data = model_from_source(model)
@@ -159,7 +160,7 @@ def verify_golden(model: Any, folder: Path, *, providers: tuple[str, ...] | None
     return run_engine(cfg.name, data, GoldenOracle(folder, index, expected), cases, specs, config=cfg.to_dict(),
                       tolerances=Tolerances(cfg.tolerance, atol=atol, rtol=rtol),
                       contract=contract_problems(proto, cfg), start=start,
-                      no_lengths=lengths_unread(specs, proto, data, variants or {}))
+                      no_lengths=lengths_unread(specs, proto, data, variants or {}), ahead=ahead)
 
 
 def golden_targets(paths: list[Path], golden: Path) -> list[Target]:

@@ -29,7 +29,7 @@ from rnnexport.errors import ExportError
 from rnnexport.export.probe import probe_model
 from rnnexport.export.whole_model import check_dims, dim_name
 from rnnexport.verification.cases import Case, shape_case_name
-from rnnexport.verification.engine import check_names, default_providers, run_engine, runtime_specs
+from rnnexport.verification.engine import check_names, default_providers, run_engine, runtime_specs, thread_plan
 from rnnexport.verification.results import VerifyReport
 from rnnexport.verification.runners import DEFAULT_FAMILIES, ORACLE, TORCH_CPU, RunnerSpec
 from rnnexport.verification.runners.torch_runner import torch_threads
@@ -229,18 +229,19 @@ def _case(name: str, specs: list[InputSpec], seq: int, batch: int, seed: int, de
 def verify_model(model: nn.Module, onnx_model: onnx.ModelProto, example_inputs: tuple, *, dynamic_shapes: Any = None,
                  specs: list[InputSpec] | None = None, tolerance: Tolerance | Tolerances | None = None,
                  seed: int = 0, runtimes: tuple[str, ...] = DEFAULT_FAMILIES, providers: tuple[str, ...] | None = None,
-                 threads: int = DEFAULT_THREADS, case_names: tuple[str, ...] = (),
+                 threads: int | str = DEFAULT_THREADS, case_names: tuple[str, ...] = (),
                  shapes: tuple[tuple[int, int], ...] = ()) -> VerifyReport:
     """The standard cases (from the declared dynamic dims; ``case_names`` picks some; ``shapes`` adds one per
     (seq, batch)) through PyTorch float32, the float64 oracle and every runtime of ``runtimes`` (ONNX Runtime on
     ``providers``, OpenVINO): a ``VerifyReport`` judged as ``verify``'s are. ``tolerance`` defaults to
-    ``Tolerance()`` on CPU, ``CUDA_TOLERANCE`` on CUDA; ``threads`` sets every runtime's and PyTorch's.
+    ``Tolerance()`` on CPU, ``CUDA_TOLERANCE`` on CUDA; ``threads``: as ``engine.thread_plan`` reads it.
     Example inputs may be nested (a state tuple, say): the graph's inputs are their leaves, in order.
 
     A case PyTorch itself refuses is skipped with the reason, never raised. Raises ``ConfigError`` for unknown
     runtimes or cases and ``ExportError`` for specs, dims or an ONNX file that do not fit the model's inputs."""
     start = time.perf_counter()
     check_names(runtimes, case_names, STANDARD_CASES)
+    threads, ahead = thread_plan(threads)
     bad = [s for s in shapes if len(s) != 2 or not all(isinstance(v, int) and v >= 1 for v in s)]
     if bad:
         raise ExportError(f"verify_model: shape {bad[0]!r}; expected (seq, batch), both at least 1")
@@ -262,7 +263,7 @@ def verify_model(model: nn.Module, onnx_model: onnx.ModelProto, example_inputs: 
         tolerances = tolerance if isinstance(tolerance, Tolerances) else Tolerances(tolerance or Tolerance())
         return run_engine(getattr(model, "name", type(model).__name__), data, oracle, cases, runners,
                           config={"model": type(model).__name__, "inputs": [s.name for s in specs]},
-                          tolerances=tolerances, skipped=skipped, start=start)
+                          tolerances=tolerances, skipped=skipped, start=start, ahead=ahead)
 
 
 def _check_outputs(model: nn.Module, example_inputs: tuple, outputs: list[str]) -> None:

@@ -7,7 +7,10 @@ and constants here, so a search for a name finds where it is made.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -57,3 +60,38 @@ class RunnerSpec:
     open: Callable[[], Runner]
     precision: str = "float32"
     model_bytes: int | None = None
+
+
+class OpenedAhead:
+    """The runners of ``specs`` opened in order on a second thread, up to ``depth`` (at least 1) ahead of the one
+    in use, so that building ONNX Runtime's sessions and compiling OpenVINO's models overlaps the oracle and the
+    runners running (OpenVINO releases the GIL while it compiles). Entered, it gives ``specs`` again, each
+    ``open()`` taking its runner from that thread (raising what opening it raised); on exit it waits for the
+    one being opened and closes those opened and never taken, so an error midway leaves nothing open."""
+
+    def __init__(self, specs: list[RunnerSpec], depth: int):
+        self._specs, self._depth = specs, max(depth, 1)
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="rnnexport-open")
+        self._futures: list[Future[Runner]] = []
+        self._taken: set[int] = set()
+
+    def __enter__(self) -> list[RunnerSpec]:
+        self._submit(self._depth)
+        return [dataclasses.replace(s, open=functools.partial(self._take, i)) for i, s in enumerate(self._specs)]
+
+    def __exit__(self, *exc: Any) -> None:
+        for future in self._futures:
+            future.cancel()
+        self._pool.shutdown(wait=True)
+        for i, future in enumerate(self._futures):
+            if i not in self._taken and not future.cancelled() and future.exception() is None:
+                future.result().__exit__(None, None, None)
+
+    def _submit(self, count: int) -> None:
+        while len(self._futures) < min(count, len(self._specs)):
+            self._futures.append(self._pool.submit(self._specs[len(self._futures)].open))
+
+    def _take(self, index: int) -> Runner:
+        self._taken.add(index)
+        self._submit(index + 1 + self._depth)
+        return self._futures[index].result()

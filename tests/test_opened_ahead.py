@@ -1,0 +1,185 @@
+"""Runners opened ahead on a second thread (verify's default, ``--threads auto``): the same report as one thread
+gives, each runner opened on that thread and closed once, no more model ahead than ``AHEAD_BYTES`` allows, and
+nothing left open when a run stops midway. Real ONNX Runtime and OpenVINO runners throughout."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import threading
+import time
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from conftest import SHIPPED
+
+from rnnexport.artifacts.build import export_config
+from rnnexport.cli import main
+from rnnexport.config import load_config
+from rnnexport.errors import ConfigError
+from rnnexport.jobs import VerifyOptions
+from rnnexport.verification import engine
+from rnnexport.verification.cases import make_cases
+from rnnexport.verification.engine import run_engine, runtime_specs, thread_plan, tolerances_for
+from rnnexport.verification.runners.ort_runner import CPU
+from rnnexport.verification.runners.torch_runner import Float64Oracle
+
+GRU = next(p for p in SHIPPED if p.stem == "gru_2layer")
+
+
+class _Watched:
+    """A real runner whose closing is written to ``events``; entering it gives the runner itself."""
+
+    def __init__(self, runner: Any, events: list):
+        self.runner, self.events = runner, events
+
+    def __enter__(self) -> Any:
+        return self.runner.__enter__()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.events.append(("close", self.runner.name, threading.get_ident()))
+        self.runner.__exit__(*exc)
+
+
+class _Opener:
+    """A spec's ``open`` that writes each opening, and the thread it ran on, to ``events``."""
+
+    def __init__(self, spec, events: list):
+        self.spec, self.events = spec, events
+
+    def __call__(self) -> _Watched:
+        runner = self.spec.open()
+        self.events.append(("open", runner.name, threading.get_ident()))
+        return _Watched(runner, self.events)
+
+
+class _Broken:
+    """A runner that stops the run: an error no runner is expected to raise."""
+
+    name, kind, device, precision, settings = "broken", "onnxruntime", "cpu", "float32", {}
+
+    def __enter__(self) -> _Broken:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        pass
+
+    def infer(self, feeds):
+        raise KeyError("a bug in a runner")
+
+
+def _setup(events: list):
+    cfg = load_config(GRU)
+    module, model = export_config(cfg)
+    data = model.SerializeToString()
+    specs = [dataclasses.replace(s, open=_Opener(s, events)) for s in runtime_specs(data, (CPU,), ("ort", "openvino"))]
+    return cfg, module, data, specs, make_cases(cfg, 0, ("example", "long"), 300)
+
+
+def _numbers(report) -> str:
+    """The report without its timings: what the runners computed and how far it drifted."""
+    data = report.to_dict()
+    data.pop("seconds")
+    data["oracle"].pop("run_seconds")
+    for runner in data["runners"]:
+        runner.pop("run_seconds")
+    return json.dumps(data, sort_keys=True, default=str)
+
+
+class _WaitingOracle:
+    """The float64 oracle, which before its first case waits (30 s at most) until ``count`` runners have opened,
+    then ``linger`` seconds more, and writes to ``seen`` how many had opened: what opened while the oracle ran."""
+
+    name, settings = "torch-float64-oracle", {}
+
+    def __init__(self, module, events: list, count: int, linger: float = 0.0):
+        self.oracle, self.events, self.count, self.linger = Float64Oracle(module), events, count, linger
+        self.seen: int | None = None
+
+    def _opened(self) -> int:
+        return sum(what == "open" for what, _, _ in self.events)
+
+    def expected(self, case):
+        if self.seen is None:
+            deadline = time.monotonic() + 30
+            while self._opened() < self.count and time.monotonic() < deadline:
+                time.sleep(0.01)
+            time.sleep(self.linger)
+            self.seen = self._opened()
+        return self.oracle.expected(case)
+
+
+def test_runners_opened_ahead_compute_the_same_report_on_a_second_thread():
+    """The shipped model's three runners are all opened while the oracle runs."""
+    reports, events = {}, {}
+    for ahead in (False, True):
+        events[ahead] = recorded = []
+        cfg, module, data, specs, cases = _setup(recorded)
+        oracle = _WaitingOracle(module, recorded, 3 if ahead else 0)
+        reports[ahead] = run_engine(cfg.name, data, oracle, cases, specs, config=cfg.to_dict(),
+                                    tolerances=tolerances_for(cfg), ahead=ahead)
+        assert oracle.seen == (3 if ahead else 0)
+    assert _numbers(reports[True]) == _numbers(reports[False])
+    assert reports[True].passed(), reports[True].failures()
+    main_thread = threading.get_ident()
+    for ahead, recorded in events.items():
+        opened = [name for what, name, _ in recorded if what == "open"]
+        closed = [name for what, name, _ in recorded if what == "close"]
+        assert opened == closed == ["ort-cpu", "openvino-cpu-f32", "openvino-cpu-default"]
+        assert {thread != main_thread for what, _, thread in recorded if what == "open"} == {ahead}
+
+
+def test_no_more_model_is_opened_ahead_than_allowed(monkeypatch):
+    """With room for one model ahead, one runner is opened while the oracle runs (given time for more), and no
+    more than the runner in use and the next one are open at once."""
+    events: list = []
+    cfg, module, data, specs, cases = _setup(events)
+    monkeypatch.setattr(engine, "AHEAD_BYTES", len(data))
+    oracle = _WaitingOracle(module, events, 1, linger=0.5)
+    run_engine(cfg.name, data, oracle, cases, specs, config=cfg.to_dict(), tolerances=tolerances_for(cfg), ahead=True)
+    assert oracle.seen == 1
+    alive, most = set(), 0
+    for what, name, _ in events:
+        (alive.add if what == "open" else alive.remove)(name)
+        most = max(most, len(alive))
+    assert most <= 2 and not alive
+
+
+def test_a_run_stopped_midway_leaves_no_runner_open():
+    """A runner raising what no runner should stops the run; the runners opened ahead of it are closed, and the
+    one being opened when it stopped is waited for and closed too."""
+    events: list = []
+    cfg, module, data, specs, cases = _setup(events)
+    broken = dataclasses.replace(specs[0], name="broken", open=_Broken)
+    with pytest.raises(KeyError, match="a bug in a runner"):
+        run_engine(cfg.name, data, Float64Oracle(module), cases, [specs[0], broken, *specs[1:]],
+                   config=cfg.to_dict(), tolerances=tolerances_for(cfg), ahead=True)
+    opened = sorted(name for what, name, _ in events if what == "open")
+    assert opened == sorted(name for what, name, _ in events if what == "close")
+    assert "ort-cpu" in opened
+
+
+@pytest.mark.parametrize("threads, plan", [(1, (1, False)), (0, (0, True)), (4, (4, True))])
+def test_one_thread_opens_nothing_ahead(threads, plan):
+    assert thread_plan(threads) == plan
+    assert thread_plan("auto")[0] == 1
+
+
+@pytest.mark.parametrize("threads", [-1, 1025, "two", 1.5, True, None])
+def test_threads_other_than_auto_or_a_count_are_refused(threads):
+    """By the engine, and by the jobs' options before any work."""
+    for check in (lambda: thread_plan(threads), VerifyOptions(threads=threads).check):
+        with pytest.raises(ConfigError, match=r"expected 'auto' or a whole number from 0 to 1024"):
+            check()
+
+
+def test_the_cli_takes_auto_or_a_count_of_threads(tmp_path):
+    result = CliRunner().invoke(main, ["verify", str(GRU), "--runtimes", "ort", "--cases", "example",
+                                       "--threads", "auto", "--json", str(tmp_path / "r.json")])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "r.json").read_text())["reports"][0]
+    assert report["oracle"]["threads"] == 1
+    result = CliRunner().invoke(main, ["verify", str(GRU), "--threads", "two"])
+    assert result.exit_code == 2
+    assert "'two' is neither 'auto' nor a whole number from 0 to 1024." in result.output
