@@ -45,6 +45,7 @@ import torch
 from rnnexport.artifacts.build import build_artifact, export_config, variant_files
 from rnnexport.artifacts.targets import Target
 from rnnexport.config import GATES, ModelConfig
+from rnnexport.contract import AUTO_THREADS
 from rnnexport.errors import ExportError, RunnerFailed, RunnerUnavailable
 from rnnexport.export.builders import build_model
 from rnnexport.export.torch_exporters import EXPORTERS
@@ -586,9 +587,10 @@ def stage_artifacts(targets: Sequence[Target], folder: Path) -> list[Path]:
     return made
 
 
-def time_verify(paths: Sequence[Path], report: Path) -> VerifyRun:
-    """``rnnexport verify PATHS -q --json REPORT`` timed from outside (``RunnerFailed`` when it cannot run)."""
-    done, wall, usage = run_cli(["verify", *map(str, paths), "-q", "--json", str(report)])
+def time_verify(paths: Sequence[Path], report: Path, threads: str = AUTO_THREADS) -> VerifyRun:
+    """``rnnexport verify PATHS -q --json REPORT --threads THREADS`` timed from outside (``RunnerFailed`` when it
+    cannot run)."""
+    done, wall, usage = run_cli(["verify", *map(str, paths), "-q", "--json", str(report), "--threads", threads])
     if done.returncode not in (0, 1):
         raise RunnerFailed("verify", (done.stderr or done.stdout).strip()[-300:])
     reports = json.loads(report.read_text())["reports"]
