@@ -18,6 +18,7 @@ import rnnexport
 from rnnexport.artifacts.build import build_artifact, export_config
 from rnnexport.cli import main
 from rnnexport.config import load_config
+from rnnexport.verification import drift as drift_module
 from rnnexport.verification.cases import load_cases, make_cases
 from rnnexport.verification.drift import HISTOGRAM_EDGES, OutputDrift
 
@@ -147,7 +148,10 @@ def test_drift_numbers_and_per_step_curve():
     assert drift.rms == pytest.approx(np.sqrt(((np.arange(8) * 1e-6) ** 2).sum() / 16 + 9e-12 / 16))
 
 
-def test_histogram_bins_as_searchsorted_does_with_nonfinite_elements_in_no_bin():
+@pytest.mark.parametrize("small", [0, 10**9], ids=["octaves", "searchsorted"])
+def test_histogram_bins_as_searchsorted_does_with_nonfinite_elements_in_no_bin(monkeypatch, small):
+    """Either way of counting (by octaves for many errors, by a search for a few) bins as the search does."""
+    monkeypatch.setattr(drift_module, "SMALL_HISTOGRAM", small)
     rng = np.random.default_rng(3)
     edges = np.array(HISTOGRAM_EDGES)
     errors = np.concatenate([

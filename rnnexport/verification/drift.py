@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields
 
 import numpy as np
@@ -12,6 +13,7 @@ HISTOGRAM_EDGES = tuple(float(10.0**e) for e in np.arange(-12.0, 2.01, 0.5))
 REL_FLOOR = 1e-6  # |expected| below this counts as this, so relative error near zero stays finite
 _EDGE_BITS = np.array(HISTOGRAM_EDGES).view(np.uint64)
 _EDGE_OCTAVES = (_EDGE_BITS >> np.uint64(52)).view(np.int64)  # each edge's binary octave (its exponent bits)
+SMALL_HISTOGRAM = 4096  # up to this many errors np.searchsorted counts them quicker (33 µs against 91 µs at 4,096)
 CHUNK_STEPS = 512  # time steps compared at once
 CURVE_POINTS = 256  # per-timestep curves are max-pooled to at most this many points in reports
 
@@ -89,11 +91,15 @@ class OutputDrift:
         return data
 
 
+_KINDS = {"f": "real", "i": "integer", "u": "integer", "b": "boolean"}
+
+
 def _kind(a: np.ndarray) -> str:
     """What an array holds, in words: the precision of a real number is the tolerance's business, not this."""
-    if a.dtype.name.startswith(("bfloat16", "float8")):  # ml_dtypes' types, as some runtimes return them
+    kind = _KINDS.get(a.dtype.kind)
+    if kind is None and a.dtype.name.startswith(("bfloat16", "float8")):  # ml_dtypes' types, as runtimes return them
         return "real"
-    return {"f": "real", "i": "integer", "u": "integer", "b": "boolean"}.get(a.dtype.kind, str(a.dtype))
+    return kind or str(a.dtype)
 
 
 class _Accumulator:
@@ -108,18 +114,21 @@ class _Accumulator:
 
     def add(self, expected: np.ndarray, actual: np.ndarray, time_axis: int | None, offset: int) -> None:
         e = expected.astype(np.float64, copy=False)
-        a = actual.astype(np.float64, copy=False)
-        err, ref = np.asarray(np.abs(np.subtract(a, e))), np.asarray(np.abs(e))  # arrays also for 0-d outputs
+        # a real float (float16/32/64) is widened by the subtraction itself, exactly as by astype, without a copy
+        a = actual if actual.dtype.kind == "f" else actual.astype(np.float64)
+        err = np.asarray(np.abs(np.subtract(a, e, dtype=np.float64)))  # arrays also for 0-d outputs
+        ref = np.asarray(np.abs(e))
         counted = err.size  # elements finite on both sides
-        if not np.isfinite(err.max(initial=0.0)):  # one side is NaN or infinite somewhere (inf - x is inf, NaN stays)
+        top = float(err.max(initial=0.0))
+        if not math.isfinite(top):  # one side is NaN or infinite somewhere (inf - x is inf, NaN stays)
             finite = np.isfinite(e) & np.isfinite(a)
             same_nonfinite = ~finite & ((np.isnan(e) & np.isnan(a)) | (e == a))
             self.mismatches += int(np.count_nonzero(~finite & ~same_nonfinite))
             self.introduced += int(np.count_nonzero(np.isfinite(e) & ~np.isfinite(a)))
             err[~finite] = ref[~finite] = 0.0
             counted = int(np.count_nonzero(finite))
+            top = float(err.max(initial=0.0))
         self.finite += counted
-        top = float(err.max(initial=0.0))
         if err.size and (not self.worst_index or top > self.max_abs):
             index = list(np.unravel_index(int(np.argmax(err)), err.shape))
             if time_axis is not None:
@@ -142,6 +151,9 @@ def _histogram(err: np.ndarray) -> np.ndarray:
     ``np.bincount(np.searchsorted(HISTOGRAM_EDGES, err, side="right"))`` counts them, at a tenth of its time: such
     doubles order as their bit patterns do, so a bin's count follows from how many reach each edge; a binary octave
     (the exponent bits) that holds no element has its count from the octaves alone, without a pass over ``err``."""
+    if err.size <= SMALL_HISTOGRAM:  # below this, a search per element is the quicker
+        return np.bincount(np.searchsorted(HISTOGRAM_EDGES, err.reshape(-1), side="right"),
+                           minlength=len(HISTOGRAM_EDGES) + 1)
     bits = err.reshape(-1).view(np.uint64)
     octaves = np.bincount((bits >> np.uint64(52)).view(np.int64), minlength=2049)
     from_octave = np.cumsum(octaves[::-1])[::-1]  # from_octave[k]: how many elements lie in octave k or above
