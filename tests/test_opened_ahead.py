@@ -5,11 +5,16 @@ nothing left open when a run stops midway. Real ONNX Runtime and OpenVINO runner
 from __future__ import annotations
 
 import dataclasses
+import functools
+import gc
 import json
+import signal
 import threading
 import time
+import weakref
 from typing import Any
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 from conftest import SHIPPED
@@ -22,6 +27,7 @@ from rnnexport.jobs import VerifyOptions
 from rnnexport.verification import engine
 from rnnexport.verification.cases import make_cases
 from rnnexport.verification.engine import run_engine, runtime_specs, thread_plan, tolerances_for
+from rnnexport.verification.runners import OpenedAhead, RunnerSpec
 from rnnexport.verification.runners.ort_runner import CPU
 from rnnexport.verification.runners.torch_runner import Float64Oracle
 
@@ -160,13 +166,83 @@ def test_a_run_stopped_midway_leaves_no_runner_open():
     assert "ort-cpu" in opened
 
 
-@pytest.mark.parametrize("threads, plan", [(1, (1, False)), (0, (0, True)), (4, (4, True))])
+class _Fake:
+    """A runner that takes ``delay`` seconds to open (on whatever thread opens it), writing its opening and closing
+    to ``events``. The real runtimes' runners are tested above; this one makes the timing of an interruption sure."""
+
+    kind, device, precision, settings = "onnxruntime", "cpu", "float32", {}
+
+    def __init__(self, name: str, events: list, delay: float = 0.0):
+        time.sleep(delay)
+        self.name, self.events = name, events
+        events.append(("open", name))
+
+    def __enter__(self) -> _Fake:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.events.append(("close", self.name))
+
+
+def _fakes(events: list, delays: tuple[float, ...]) -> list[RunnerSpec]:
+    return [RunnerSpec(f"r{i}", "onnxruntime", "cpu", functools.partial(_Fake, f"r{i}", events, delay))
+            for i, delay in enumerate(delays)]
+
+
+def test_ctrl_c_while_a_runner_is_awaited_leaves_nothing_open():
+    """Ctrl-C lands while the first runner is still opening (0.1 s into its 0.5 s): it is closed once ready, and the
+    one queued behind it is never opened."""
+    events: list = []
+
+    def interrupt(*_):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.1)
+        with pytest.raises(KeyboardInterrupt), OpenedAhead(_fakes(events, (0.5, 0.0)), 2) as specs:
+            specs[0].open()
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert events == [("open", "r0"), ("close", "r0")]
+
+
+def test_a_runner_taken_is_the_callers_alone():
+    """Once taken, OpenedAhead keeps no reference to a runner: closed by the caller, it is gone before the run ends."""
+    events: list = []
+    with OpenedAhead(_fakes(events, (0.0, 0.0)), 2) as specs:
+        with specs[0].open() as runner:
+            gone = weakref.ref(runner)
+        del runner
+        gc.collect()
+        assert gone() is None
+    assert sorted(events) == [("close", "r0"), ("close", "r1"), ("open", "r0"), ("open", "r1")]
+
+
+def test_a_runner_that_fails_to_close_does_not_keep_the_others_open():
+    events: list = []
+
+    class Stubborn(_Fake):
+        def __exit__(self, *exc: Any) -> None:
+            raise OSError("cannot close")
+
+    specs = [RunnerSpec("r0", "onnxruntime", "cpu", functools.partial(Stubborn, "r0", events)),
+             *_fakes(events, (0.0, 0.0))[1:]]
+    with pytest.raises(OSError, match="cannot close"):
+        with OpenedAhead(specs, 3):
+            time.sleep(0.2)  # all three opened, none taken
+    assert ("close", "r1") in events
+
+
+@pytest.mark.parametrize("threads, plan", [(1, (1, False)), (0, (0, True)), (4, (4, True)), (np.int64(2), (2, True))])
 def test_one_thread_opens_nothing_ahead(threads, plan):
     assert thread_plan(threads) == plan
     assert thread_plan("auto")[0] == 1
 
 
-@pytest.mark.parametrize("threads", [-1, 1025, "two", 1.5, True, None])
+@pytest.mark.parametrize("threads", [-1, 1025, "two", "AUTO", 1.5, True, None, np.array([1, 2])],
+                         ids=lambda t: repr(t))
 def test_threads_other_than_auto_or_a_count_are_refused(threads):
     """By the engine, and by the jobs' options before any work."""
     for check in (lambda: thread_plan(threads), VerifyOptions(threads=threads).check):
@@ -175,11 +251,13 @@ def test_threads_other_than_auto_or_a_count_are_refused(threads):
 
 
 def test_the_cli_takes_auto_or_a_count_of_threads(tmp_path):
+    """auto in any case (the help shows AUTO|N); counts in ASCII digits only."""
     result = CliRunner().invoke(main, ["verify", str(GRU), "--runtimes", "ort", "--cases", "example",
-                                       "--threads", "auto", "--json", str(tmp_path / "r.json")])
+                                       "--threads", "AUTO", "--json", str(tmp_path / "r.json")])
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "r.json").read_text())["reports"][0]
     assert report["oracle"]["threads"] == 1
-    result = CliRunner().invoke(main, ["verify", str(GRU), "--threads", "two"])
-    assert result.exit_code == 2
-    assert "'two' is neither 'auto' nor a whole number from 0 to 1024." in result.output
+    for bad in ("two", "1_0", "\u0662", "-1", "1025", "1.5", ""):
+        result = CliRunner().invoke(main, ["verify", str(GRU), "--threads", bad])
+        assert result.exit_code == 2, bad
+        assert f"{bad!r} is neither 'auto' nor a whole number from 0 to 1024." in result.output

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -64,34 +66,60 @@ class RunnerSpec:
 
 class OpenedAhead:
     """The runners of ``specs`` opened in order on a second thread, up to ``depth`` (at least 1) ahead of the one
-    in use, so that building ONNX Runtime's sessions and compiling OpenVINO's models overlaps the oracle and the
-    runners running (OpenVINO releases the GIL while it compiles). Entered, it gives ``specs`` again, each
-    ``open()`` taking its runner from that thread (raising what opening it raised); on exit it waits for the
-    one being opened and closes those opened and never taken, so an error midway leaves nothing open."""
+    in use, so that opening them (PyTorch's float32 copy, ONNX Runtime's sessions, OpenVINO's compiled models,
+    tract's child) overlaps the oracle and the runners running (OpenVINO releases the GIL while it compiles).
+    Entered, it gives ``specs`` again, each ``open()`` taking its runner from that thread (raising what opening it
+    raised) and keeping no reference to it. On exit, however it is reached (an error, Ctrl-C while a runner is
+    awaited), every runner opened and never taken is closed: those ready at once, the one still opening as soon as
+    it is ready (on that thread), each even when closing another raised."""
 
     def __init__(self, specs: list[RunnerSpec], depth: int):
         self._specs, self._depth = specs, max(depth, 1)
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="rnnexport-open")
-        self._futures: list[Future[Runner]] = []
-        self._taken: set[int] = set()
+        self._futures: dict[int, Future[Runner]] = {}  # submitted and not taken
+        self._submitted = 0
+        self._lock = threading.Lock()
+        self._ready: set[int] = set()  # opened (or failed to) while the run went on
+        self._exiting = False
 
     def __enter__(self) -> list[RunnerSpec]:
         self._submit(self._depth)
         return [dataclasses.replace(s, open=functools.partial(self._take, i)) for i, s in enumerate(self._specs)]
 
     def __exit__(self, *exc: Any) -> None:
-        for future in self._futures:
+        with self._lock:
+            self._exiting = True
+            ready = sorted(self._ready)
+        for future in self._futures.values():
             future.cancel()
-        self._pool.shutdown(wait=True)
-        for i, future in enumerate(self._futures):
-            if i not in self._taken and not future.cancelled() and future.exception() is None:
-                future.result().__exit__(None, None, None)
+        try:
+            with ExitStack() as closing:  # every one is closed, even when closing one raises
+                for index in ready:
+                    closing.callback(self._close_unused, index)
+        finally:
+            self._pool.shutdown(wait=True)
 
     def _submit(self, count: int) -> None:
-        while len(self._futures) < min(count, len(self._specs)):
-            self._futures.append(self._pool.submit(self._specs[len(self._futures)].open))
+        while self._submitted < min(count, len(self._specs)):
+            index, self._submitted = self._submitted, self._submitted + 1
+            self._futures[index] = self._pool.submit(self._specs[index].open)
+            self._futures[index].add_done_callback(functools.partial(self._opened, index))
 
     def _take(self, index: int) -> Runner:
-        self._taken.add(index)
         self._submit(index + 1 + self._depth)
-        return self._futures[index].result()
+        runner = self._futures[index].result()
+        del self._futures[index]  # from here on, the caller closes it
+        return runner
+
+    def _opened(self, index: int, future: Future[Runner]) -> None:
+        """A runner ready: closed here if the run has ended without it (the one being opened on exit)."""
+        with self._lock:
+            self._ready.add(index)
+            late = self._exiting
+        if late:
+            self._close_unused(index)
+
+    def _close_unused(self, index: int) -> None:
+        future = self._futures.get(index)
+        if future is not None and not future.cancelled() and future.exception() is None:
+            future.result().__exit__(None, None, None)
