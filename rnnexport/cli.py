@@ -40,17 +40,18 @@ EXIT_CODES = "Exit codes: 0 success · 1 drift over tolerance · 2 bad input, no
 
 
 class _Threads(click.ParamType):
-    """``--threads``: ``auto`` or a whole number from 0 to ``MAX_THREADS`` (what ``engine.thread_plan`` takes)."""
+    """``--threads``: ``auto`` (in any case) or a whole number from 0 to ``MAX_THREADS``, in ASCII digits (what
+    ``engine.thread_plan`` takes)."""
 
     name = "auto|N"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int | str:
-        if value == AUTO_THREADS:
-            return value
-        try:
-            return click.IntRange(0, MAX_THREADS).convert(value, param, ctx)
-        except click.BadParameter:
+        text = str(value).strip()
+        if text.lower() == AUTO_THREADS:
+            return AUTO_THREADS
+        if not (text.isascii() and text.isdigit() and int(text) <= MAX_THREADS):  # no "1_0", no other scripts' digits
             self.fail(f"{value!r} is neither {AUTO_THREADS!r} nor a whole number from 0 to {MAX_THREADS}.", param, ctx)
+        return int(text)
 
 
 class _Group(click.Group):

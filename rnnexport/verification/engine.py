@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import numbers
 import os
 import time
 from contextlib import ExitStack, nullcontext
@@ -153,12 +154,13 @@ def thread_plan(threads: int | str) -> tuple[int, bool]:
     process may use two cores or more; a count N from 0 to ``MAX_THREADS``: N threads each (0: each one's own
     default, all cores), runners opened ahead unless N is 1, so that 1 keeps verify to one busy thread.
     ``ConfigError`` for anything else. Why one thread by default: ``DEFAULT_THREADS`` in ``contract.py``."""
-    if threads == AUTO_THREADS:
+    if isinstance(threads, str) and threads == AUTO_THREADS:
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
         return 1, cores >= 2
-    if isinstance(threads, bool) or not isinstance(threads, int) or not 0 <= threads <= MAX_THREADS:
+    if isinstance(threads, bool) or not isinstance(threads, numbers.Integral) or not 0 <= threads <= MAX_THREADS:
         raise ConfigError(f"threads {threads!r}: expected {AUTO_THREADS!r} or a whole number from 0 to {MAX_THREADS}")
-    return threads, threads != 1
+    count = int(threads)
+    return count, count != 1
 
 
 def check_names(runtimes: tuple[str, ...], case_names: tuple[str, ...] | None, known_cases: tuple[str, ...]) -> None:
