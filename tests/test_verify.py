@@ -148,6 +148,15 @@ def test_drift_numbers_and_per_step_curve():
     assert drift.rms == pytest.approx(np.sqrt(((np.arange(8) * 1e-6) ** 2).sum() / 16 + 9e-12 / 16))
 
 
+def test_an_output_beyond_float64_counts_as_the_infinity_it_becomes():
+    """A long double output is compared as float64, as every other non-float64 one: 1e400 is infinite there."""
+    actual = np.array([np.longdouble("1e400"), np.longdouble("-1e4000")])
+    if not np.isfinite(actual).all():
+        pytest.skip(f"this platform's long double is float64 ({np.finfo(np.longdouble).max:.3g} at most)")
+    drift = OutputDrift.from_arrays(np.array([1.0, 2.0]), actual)
+    assert (drift.nonfinite_mismatches, drift.nonfinite_introduced, drift.max_abs) == (2, 2, 0.0)
+
+
 @pytest.mark.parametrize("small", [0, 10**9], ids=["octaves", "searchsorted"])
 def test_histogram_bins_as_searchsorted_does_with_nonfinite_elements_in_no_bin(monkeypatch, small):
     """Either way of counting (by octaves for many errors, by a search for a few) bins as the search does."""

@@ -91,6 +91,7 @@ class OutputDrift:
         return data
 
 
+_WIDENED = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
 _KINDS = {"f": "real", "i": "integer", "u": "integer", "b": "boolean"}
 
 
@@ -114,8 +115,10 @@ class _Accumulator:
 
     def add(self, expected: np.ndarray, actual: np.ndarray, time_axis: int | None, offset: int) -> None:
         e = expected.astype(np.float64, copy=False)
-        # a real float (float16/32/64) is widened by the subtraction itself, exactly as by astype, without a copy
-        a = actual if actual.dtype.kind == "f" else actual.astype(np.float64)
+        # float16/32/64 are widened by the subtraction itself, exactly as by astype, without a copy (not longdouble:
+        # its values beyond float64 become infinite only when cast)
+        with np.errstate(over="ignore"):  # what float64 cannot hold is infinite there, and counted so
+            a = actual if actual.dtype in _WIDENED else actual.astype(np.float64)
         err = np.asarray(np.abs(np.subtract(a, e, dtype=np.float64)))  # arrays also for 0-d outputs
         ref = np.asarray(np.abs(e))
         counted = err.size  # elements finite on both sides
