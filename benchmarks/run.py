@@ -136,7 +136,7 @@ def verify_rows(configs: list[dict], runs: dict[str, list[dict]], variants: dict
             f" s wall ({one['cpu_seconds']:.1f} s CPU), of which the oracle's and the runners' calls take "
             f"{one['execution_seconds']:.1f} s; at the default {auto['wall_seconds']:.1f} s wall "
             f"({auto['cpu_seconds']:.1f} s CPU). Per pair run back to back, the default's wall time over the calls "
-            f"at one thread: **×{_median(ratios):.2f}** median, ×{min(ratios):.2f}–{max(ratios):.2f} (target ≤ ×1.5: "
+            f"at one thread: **×{_median(ratios):.3f}** median, ×{min(ratios):.2f}–{max(ratios):.2f} (target ≤ ×1.5: "
             f"**{'met' if _median(ratios) <= 1.5 else 'missed'}**); over one thread's wall time: "
             f"{_median(speeds):.2f} median, {min(speeds):.2f}–{max(speeds):.2f}."
             + (f" Built with the fp16-weights and int8-dynamic variants, at the default threads: "
@@ -239,7 +239,7 @@ def targets(configs: list[dict], peaks: dict, threads: list[int], runs: dict[str
         f"{sum(r <= lim for r, lim in runtime)} of {len(runtime)} (config, shape, threads) triples; worst ratio "
         f"{max(r for r, _ in runtime):.2f}.",
         f"- `rnnexport verify` of every artifact within 1.5× of its model execution: "
-        f"**{'met' if _median(ratios) <= 1.5 else 'missed'}**, ×{_median(ratios):.2f} (the median of {len(pairs)} "
+        f"**{'met' if _median(ratios) <= 1.5 else 'missed'}**, ×{_median(ratios):.3f} (the median of {len(pairs)} "
         f"pairs, ×{min(ratios):.2f}–{max(ratios):.2f}: the default's wall time over the calls at one thread); the "
         f"default no slower than `--threads 1`: **{'met' if _median(speeds) <= 1 else 'missed'}**, "
         f"{_median(speeds):.2f} of its wall time ({min(speeds):.2f}–{max(speeds):.2f}).",
