@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import json
+import tempfile
 
 import numpy as np
 import onnx
@@ -108,6 +109,23 @@ def test_a_call_past_the_time_limit_is_that_runners_failure():
     with pytest.raises(RunnerFailed) as slow:
         TractRunner(model.SerializeToString(), timeout=0.001)
     assert slow.value.reason == "could not load the model: timed out after 0.001 s (the tract process was killed)"
+
+
+def test_ctrl_c_while_tract_loads_leaves_no_child_and_no_staging_folder(tmp_path, monkeypatch):
+    """The child started and the model staged, Ctrl-C lands during the trial load: both go."""
+    _, model = export_config(load_config(CONFIGS["gru_2layer"]))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    children = []
+
+    def interrupted(self, *args):
+        children.append(self._child)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(TractRunner, "_request", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        TractRunner(model.SerializeToString())
+    assert list(tmp_path.iterdir()) == [] and children
+    assert all(child is not None and child.process.poll() is not None for child in children)
 
 
 def test_panic_line_is_the_panic_message():

@@ -85,18 +85,21 @@ class TractRunner:
         self.output_names = [o.name for o in onnx.load_model_from_string(data).graph.output]
         scratch = Path(tempfile.gettempdir())
         remove_stale_temporaries(scratch)  # what killed runs left: marked, their process gone
-        self._folder = make_staging(scratch, "tract")  # the child loads the model from a file, once per shape
-        self.path = self._folder / "model.onnx"
-        self.path.write_bytes(data)
         self._child: _Child | None = None
         self._tanh: OrtRunner | None = None
         self.last_call: tuple[float, float] | None = None
+        self._folder = make_staging(scratch, "tract")  # the child loads the model from a file, once per shape
         try:
+            self.path = self._folder / "model.onnx"
+            self.path.write_bytes(data)
             self.version = self._start().version
             self._request("load", _trial_feeds(data))
         except RunnerFailed as exc:
             self.close()
             raise RunnerFailed(name, f"could not load the model: {exc.reason}") from None
+        except BaseException:  # Ctrl-C or a full disk while opening: no child and no staging folder stay behind
+            self.close()
+            raise
         self.settings = {"tract": self.version, "process": "child, one per model", "timeout_s": timeout,
                          "input_shapes": "concrete per case" if concrete_shapes else "symbolic (the graph's)"}
 
