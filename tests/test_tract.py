@@ -21,7 +21,7 @@ from rnnexport.errors import ConfigError, RunnerFailed
 from rnnexport.export.native import export_onnx, op_counts
 from rnnexport.verification.cases import make_cases
 from rnnexport.verification.engine import run_engine, runtime_specs, tolerances_for, verify
-from rnnexport.verification.runners import RunnerSpec
+from rnnexport.verification.runners import RunnerSpec, tract_runner
 from rnnexport.verification.runners.ort_runner import CPU
 from rnnexport.verification.runners.torch_runner import Float64Oracle
 from rnnexport.verification.runners.tract_runner import TRACT, TractRunner, panic_line
@@ -126,6 +126,35 @@ def test_ctrl_c_while_tract_loads_leaves_no_child_and_no_staging_folder(tmp_path
         TractRunner(model.SerializeToString())
     assert list(tmp_path.iterdir()) == [] and children
     assert all(child is not None and child.process.poll() is not None for child in children)
+
+
+def test_ctrl_c_during_the_childs_handshake_ends_the_child(monkeypatch):
+    _, model = export_config(load_config(CONFIGS["gru_2layer"]))
+    closed = []
+    monkeypatch.setattr(tract_runner._Child, "_read", lambda self: (_ for _ in ()).throw(KeyboardInterrupt))
+    original = tract_runner._Child.close
+    monkeypatch.setattr(tract_runner._Child, "close", lambda self: (closed.append(self), original(self)))
+    with pytest.raises(KeyboardInterrupt):
+        TractRunner(model.SerializeToString())
+    assert closed and all(child.process.poll() is not None for child in closed)
+
+
+def test_a_second_ctrl_c_while_closing_still_ends_the_child_and_removes_the_folder(tmp_path, monkeypatch):
+    """Closing waits for the child to read EOF; Ctrl-C in that wait kills it, and the staging folder goes."""
+    _, model = export_config(load_config(CONFIGS["gru_2layer"]))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    runner = TractRunner(model.SerializeToString())
+    child = runner._child
+    wait = child.process.wait
+
+    def interrupted_once(timeout=None):
+        child.process.wait = wait
+        raise KeyboardInterrupt
+
+    child.process.wait = interrupted_once
+    with pytest.raises(KeyboardInterrupt):
+        runner.close()
+    assert child.process.poll() is not None and list(tmp_path.iterdir()) == []
 
 
 def test_panic_line_is_the_panic_message():

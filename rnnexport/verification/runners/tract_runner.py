@@ -110,13 +110,16 @@ class TractRunner:
         self.close()
 
     def close(self) -> None:
-        if self._child:
-            self._child.close()
-            self._child = None
-        if self._tanh:
-            self._tanh.close()
-            self._tanh = None
-        remove_staging(self._folder)
+        """The child ended and the staging folder removed, however closing is left (a second Ctrl-C in the wait)."""
+        try:
+            if self._child:
+                child, self._child = self._child, None
+                child.close()
+            if self._tanh:
+                tanh, self._tanh = self._tanh, None
+                tanh.close()
+        finally:
+            remove_staging(self._folder)
 
     def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """The graph's outputs by their ONNX names (tract returns them in the graph's order). ``last_call``: that
@@ -205,7 +208,7 @@ class _Child:
                                         stdout=subprocess.PIPE, stderr=self.stderr, env=env)
         try:
             self.version = str(self._read()["tract"])
-        except RunnerFailed:
+        except BaseException:  # a failed handshake, or Ctrl-C during it: the child goes too
             self.close()
             raise
 
@@ -260,17 +263,23 @@ class _Child:
         return self.process.wait()
 
     def close(self) -> None:
-        """EOF on its stdin ends the child; one that does not end within 5 s is killed."""
-        if self.process.poll() is None:
-            if self.process.stdin:
-                self.process.stdin.close()
-            try:
-                self.process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        for stream in (self.process.stdin, self.process.stdout, self.stderr):
-            if stream and not stream.closed:
-                stream.close()
+        """EOF on its stdin ends the child; one that does not end within 5 s, or while that wait is interrupted
+        (a second Ctrl-C), is killed."""
+        try:
+            if self.process.poll() is None:
+                if self.process.stdin:
+                    self.process.stdin.close()
+                try:
+                    self.process.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    self.kill()
+        except BaseException:
+            self.kill()
+            raise
+        finally:
+            for stream in (self.process.stdin, self.process.stdout, self.stderr):
+                if stream and not stream.closed:
+                    stream.close()
 
 
 def panic_line(stderr: str) -> str:
