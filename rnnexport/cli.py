@@ -49,9 +49,11 @@ class _Threads(click.ParamType):
         text = str(value).strip()
         if text.lower() == AUTO_THREADS:
             return AUTO_THREADS
-        if not (text.isascii() and text.isdigit() and int(text) <= MAX_THREADS):  # no "1_0", no other scripts' digits
+        digits = text.lstrip("0") or "0"  # no "1_0", no other scripts' digits, no number int() refuses to read
+        if not (text.isascii() and text.isdigit() and len(digits) <= len(str(MAX_THREADS))
+                and int(digits) <= MAX_THREADS):
             self.fail(f"{value!r} is neither {AUTO_THREADS!r} nor a whole number from 0 to {MAX_THREADS}.", param, ctx)
-        return int(text)
+        return int(digits)
 
 
 class _Group(click.Group):

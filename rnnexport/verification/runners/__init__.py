@@ -12,7 +12,6 @@ import functools
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -71,7 +70,8 @@ class OpenedAhead:
     Entered, it gives ``specs`` again, each ``open()`` taking its runner from that thread (raising what opening it
     raised) and keeping no reference to it. On exit, however it is reached (an error, Ctrl-C while a runner is
     awaited), every runner opened and never taken is closed: those ready at once, the one still opening as soon as
-    it is ready (on that thread), each even when closing another raised."""
+    it is ready (on that thread), each even when closing another raised. A failure to close is raised unless an
+    error is already on its way (then that one is what the caller sees)."""
 
     def __init__(self, specs: list[RunnerSpec], depth: int):
         self._specs, self._depth = specs, max(depth, 1)
@@ -92,12 +92,17 @@ class OpenedAhead:
             ready = sorted(self._ready)
         for future in self._futures.values():
             future.cancel()
+        failed: list[Exception] = []
         try:
-            with ExitStack() as closing:  # every one is closed, even when closing one raises
-                for index in ready:
-                    closing.callback(self._close_unused, index)
+            for index in ready:  # every one is closed, even when closing one raises
+                try:
+                    self._close_unused(index)
+                except Exception as error:
+                    failed.append(error)
         finally:
             self._pool.shutdown(wait=True)
+        if failed and exc[0] is None:  # an error already on its way (Ctrl-C, say) is the one that matters
+            raise failed[0]
 
     def _submit(self, count: int) -> None:
         while self._submitted < min(count, len(self._specs)):
