@@ -731,6 +731,6 @@ def render_bench(result: ConfigBench, peaks: dict[int, float], bandwidth: dict[i
     judged = result.timings()
     slowed = sum(t.slowed for t in judged)
     if slowed:
-        lines.append(f"  {slowed} of {len(judged)} figures were measured while the machine's probes ran 20% "
+        lines.append(f"  {slowed} of {len(judged)} figures were measured while the machine's probes ran {NOISY:.0%} "
                      "or more slower than at their best in this run so far: marked noisy")
     return "\n".join(lines)
