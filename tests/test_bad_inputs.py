@@ -387,6 +387,12 @@ CATALOGUE = [Bad(f"config_{name}", _config(text), CFG_PREFIX + message) for name
     Bad("unknown_case", _verify_args("--cases", "example,huge"),
         "unknown case 'huge'; known: example, seq1, batch1, long, other_batch, saturating, tiny, zero_state, ragged, "
         "ragged_saturating, streaming"),
+    Bad("threads_not_a_count", _verify_args("--threads", "1_0"),
+        "Invalid value for '--threads': '1_0' is neither 'auto' nor a whole number from 0 to 1024. "
+        "(rnnexport verify --help)"),
+    Bad("threads_past_the_bound", _verify_args("--threads", "9" * 5000),
+        "Invalid value for '--threads': '" + "9" * 5000 + "' is neither 'auto' nor a whole number from 0 to 1024. "
+        "(rnnexport verify --help)"),
     Bad("bad_shard", _verify_args("--shard", "3/2"), "--shard '3/2': expected K/N with 1 <= K <= N, for example 2/4"),
     Bad("inputs_not_npz", _inputs_file(None, raw=b"plain text"), "{tmp}/in.npz: not a .npz file of inputs"),
     Bad("inputs_pickled", _inputs_file({"example/input": np.array([{"a": 1}], dtype=object)}),
