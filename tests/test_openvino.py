@@ -180,3 +180,37 @@ def test_config_accepts_masked_and_nothing_else():
     with pytest.raises(Exception, match="key 'inputs.variable_lengths': 'mask' is not allowed; expected true, false"):
         parse_config({"cell": "gru", "input_size": 2, "hidden_size": 3, "name": "m",
                       "inputs": {"variable_lengths": "mask"}}, "t")
+
+
+# OpenVINO's own readings, as printed by Core().get_property on the machines named.
+NVIDIA_H200 = ("GPU: vendor=0x10de arch=v9.0.0", "NVIDIA H200 (dGPU)")  # OpenVINO 2026.4.1, 2026-11-30
+
+
+@pytest.mark.parametrize(("architecture", "full_name", "intel"), [
+    (*NVIDIA_H200, False),
+    ("GPU: vendor=0x8086 arch=v12.55.8", "Intel(R) Arc(TM) A770 Graphics (dGPU)", True),
+    ("GPU: VENDOR=0X8086 arch=v12.0.0", "", True),  # the vendor id is read as hex whatever its case
+    ("GPU: vendor=0x10de arch=v9.0.0", "Intel-branded name, NVIDIA vendor id", False),  # the id decides
+    ("", "Intel(R) UHD Graphics 770 (iGPU)", True),  # no architecture: the name decides
+    ("", "", False),
+])
+def test_only_intel_gpus_are_run_by_openvino(architecture, full_name, intel):
+    from rnnexport.verification.runners.openvino_runner import is_intel_gpu
+
+    assert is_intel_gpu(architecture, full_name) is intel
+
+
+def test_a_gpu_openvino_does_not_list_is_not_available_here(tmp_path):
+    import openvino
+
+    from rnnexport.verification.runners.openvino_runner import openvino_device_status, openvino_devices
+
+    assert openvino_device_status("CPU") is None
+    missing = next(f"GPU.{i}" for i in range(9) if f"GPU.{i}" not in openvino_devices())
+    assert openvino_device_status(missing) == f"OpenVINO {openvino.__version__} lists no device {missing} here"
+    artifact = build_artifact(load_config(SHIPPED[0]), tmp_path)
+    result = CliRunner().invoke(main, ["verify", str(artifact), "--require", "openvino-gpu-f32"])
+    if "GPU" not in openvino_devices():
+        assert result.exit_code == 3, result.output
+        assert f"required runner openvino-gpu-f32 is not available: OpenVINO {openvino.__version__} lists no " \
+               "device GPU here" in result.output

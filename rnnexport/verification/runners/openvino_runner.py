@@ -8,6 +8,7 @@ GPUs). The precision a compiled model really uses is read back from it and recor
 from __future__ import annotations
 
 import functools
+import re
 from typing import Any
 
 import numpy as np
@@ -22,6 +23,7 @@ PRECISIONS = {"f32": "float32", "bf16": "bf16", "f16": "f16", "float32": "float3
 # Outputs larger than this give their infer request back after the call: a request keeps the buffers of the
 # largest shape it has run (about 4x its outputs for gru_2layer at 100,000 steps), and a new one costs 0.05 ms.
 RELEASE_BYTES = 1 << 24
+INTEL_VENDOR_ID = 0x8086  # the PCI vendor id OpenVINO's GPU plugin prints in DEVICE_ARCHITECTURE
 
 
 def openvino_name(device: str, precision: str) -> str:
@@ -39,19 +41,72 @@ def openvino_devices() -> tuple[str, ...]:
     return tuple(openvino.Core().available_devices)
 
 
+def openvino_device_status(device: str) -> str | None:
+    """None when OpenVINO can run on ``device`` ("CPU", "GPU", "GPU.1", …) here, else why not (a short
+    sentence). ``ImportError`` without OpenVINO. A GPU must be Intel's: OpenVINO's GPU plugin supports Intel GPUs
+    only (docs.openvino.ai, "GPU Device"), yet it lists other GPUs that OpenCL reaches. On an NVIDIA H200 it did,
+    then could not compile the GRU graphs ("to_shape was called on a dynamic shape"), returned c_n 0.6 off for
+    LSTMs at batch 1, and the process that verified all 8 shipped artifacts died of a segmentation fault."""
+    import openvino
+
+    if device not in openvino_devices():
+        return f"OpenVINO {openvino.__version__} lists no device {device} here"
+    if not device.startswith("GPU"):
+        return None
+    architecture, full_name = _gpu_identity(device)
+    if is_intel_gpu(architecture, full_name):
+        return None
+    return f"OpenVINO's GPU plugin supports Intel GPUs only, and {device} is {full_name or architecture or 'not one'}"
+
+
+@functools.cache
+def _gpu_identity(device: str) -> tuple[str, str]:
+    """OpenVINO's DEVICE_ARCHITECTURE and FULL_DEVICE_NAME of ``device`` ("" for one it does not report)."""
+    import openvino
+
+    core = openvino.Core()
+    values = []
+    for key in ("DEVICE_ARCHITECTURE", "FULL_DEVICE_NAME"):
+        try:
+            values.append(str(core.get_property(device, key)))
+        except Exception:  # a plugin that does not report it raises its own exception types
+            values.append("")
+    return values[0], values[1]
+
+
+def is_intel_gpu(architecture: str, full_name: str) -> bool:
+    """Whether OpenVINO's reading of a GPU names an Intel one: the ``vendor=0x…`` of its DEVICE_ARCHITECTURE
+    ("GPU: vendor=0x8086 arch=v12.55.8") when it has one, else "Intel" in its FULL_DEVICE_NAME."""
+    vendor = re.search(r"vendor=0x([0-9a-f]+)", architecture, re.IGNORECASE)
+    if vendor:
+        return int(vendor.group(1), 16) == INTEL_VENDOR_ID
+    return "intel" in full_name.lower()
+
+
 def openvino_specs(data: bytes, threads: int = 0) -> list[RunnerSpec]:
-    """A spec for each OpenVINO runner: CPU always (not available without the package), and GPU when
-    OpenVINO lists one; f32 and the device's default precision on each."""
+    """A spec for each OpenVINO runner: CPU always (not available without the package), and each GPU OpenVINO
+    lists (not available unless ``openvino_device_status`` accepts it); f32 and the device's default precision on
+    each."""
     try:
         devices = ["CPU"] + [d for d in openvino_devices() if d.startswith("GPU")]
     except ImportError:
         return [RunnerSpec(openvino_name("cpu", p), "openvino", "cpu",
                            functools.partial(_missing, openvino_name("cpu", p)), model_bytes=len(data))
                 for p in ("f32", "default")]
-    return [RunnerSpec(openvino_name(d, p), "openvino", "cpu" if d == "CPU" else "gpu",
-                       functools.partial(OpenVinoRunner, data, d, force_f32=p == "f32", threads=threads),
-                       model_bytes=len(data))
-            for d in devices for p in ("f32", "default")]
+    specs = []
+    for device in devices:
+        reason = openvino_device_status(device)
+        for precision in ("f32", "default"):
+            name = openvino_name(device, precision)
+            factory = (functools.partial(_unavailable, name, reason) if reason else
+                       functools.partial(OpenVinoRunner, data, device, force_f32=precision == "f32", threads=threads))
+            specs.append(RunnerSpec(name, "openvino", "cpu" if device == "CPU" else "gpu", factory,
+                                    model_bytes=len(data)))
+    return specs
+
+
+def _unavailable(name: str, reason: str) -> Any:
+    raise RunnerUnavailable(name, reason)
 
 
 def _missing(name: str) -> Any:
@@ -120,8 +175,6 @@ class OpenVinoRunner:
 
 def _message(exc: Exception) -> str:
     """OpenVINO's message without its source locations ("Exception from src/...: ")."""
-    import re
-
     lines = [re.sub(r"^(Exception from )?src/\S+:\d+:?\s*", "", line).strip() for line in str(exc).splitlines()]
     text = " ".join(line for line in lines if line) or type(exc).__name__
     return text[:300]
