@@ -385,3 +385,26 @@ def test_a_masked_lstm_whose_padding_flag_is_weakened_fails_only_the_ragged_satu
 def test_a_scalar_output_is_compared_as_any_other():
     drift = OutputDrift.from_arrays(np.array(1.0), np.array(2.5, dtype=np.float32))
     assert (drift.max_abs, drift.worst_index, sum(drift.histogram)) == (1.5, (), 1)
+
+
+def test_a_gpu_provider_whose_library_does_not_load_says_why(tmp_path):
+    """onnxruntime-gpu lists TensorRT whether or not libnvinfer is installed (seen on an H200, 2026-11-30); the
+    provider's library is loaded first, as ONNX Runtime loads it, so the reason comes before any session."""
+    import shutil
+    from pathlib import Path
+
+    from rnnexport.verification.runners.ort_runner import library_status
+
+    capi = Path(ort.__file__).parent / "capi"
+    bridge = capi / "libonnxruntime_providers_shared.so"
+    if not bridge.is_file():
+        pytest.skip(f"this onnxruntime has no {bridge.name} (not Linux)")
+    assert not (capi / "libonnxruntime_providers_tensorrt.so").exists()  # the CPU build: nothing to load
+    assert library_status(capi, "tensorrt") is None
+    shutil.copy(bridge, tmp_path / bridge.name)
+    provider = tmp_path / "libonnxruntime_providers_tensorrt.so"
+    provider.write_bytes(b"not a shared library\n")
+    reason = library_status(tmp_path, "tensorrt")
+    assert reason is not None and reason.startswith("its library does not load here (") and str(tmp_path) not in reason
+    shutil.copy(bridge, provider)  # a library that loads
+    assert library_status(tmp_path, "tensorrt") is None

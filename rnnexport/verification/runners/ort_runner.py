@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import functools
+import io
 import json
 import os
 import re
@@ -37,6 +40,48 @@ def provider_status(provider: str) -> str | None:
     if provider not in ort.get_available_providers():
         hint = " (install onnxruntime-gpu)" if provider in (CUDA, TENSORRT) else ""
         return f"this onnxruntime {ort.__version__} was built without it{hint}"
+    if provider in (CUDA, TENSORRT):
+        return _library_status(_SHORT[provider])
+    return None
+
+
+@functools.cache
+def _library_status(short: str) -> str | None:
+    return library_status(Path(ort.__file__).parent / "capi", short)
+
+
+def library_status(capi: Path, short: str) -> str | None:
+    """Why ONNX Runtime's library for a GPU provider (``short``: ``cuda``, ``tensorrt``) in its ``capi`` folder
+    would not load here, or None (also where the folder has no such library: elsewhere than Linux, the session
+    tells).
+
+    onnxruntime-gpu lists CUDA and TensorRT as available whether or not their libraries (cuDNN, TensorRT's
+    libnvinfer) are installed; a session then falls back to CPU after printing an error on stderr. This loads the
+    provider's library as ONNX Runtime does (its shared bridge with global symbols first, then the provider), after
+    ``onnxruntime.preload_dlls`` (ONNX Runtime 1.21 and later) has loaded CUDA and cuDNN from pip's nvidia
+    packages, so the reason is known before any session, and quietly."""
+    bridge, library = capi / "libonnxruntime_providers_shared.so", capi / f"libonnxruntime_providers_{short}.so"
+    if not (bridge.is_file() and library.is_file()):
+        return None
+    if hasattr(ort, "preload_dlls"):
+        # It prints its own warnings; a failure here shows again, with its reason, when the library is loaded.
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(Exception):
+            ort.preload_dlls()
+    try:
+        ctypes.CDLL(str(bridge), mode=ctypes.RTLD_GLOBAL)
+        ctypes.CDLL(str(library))
+    except OSError as exc:
+        return f"its library does not load here ({first_line(exc).removeprefix(str(library) + ': ')})"
+    return None
+    if hasattr(ort, "preload_dlls"):
+        # It prints its own warnings; a failure here shows again, with its reason, when the library is loaded.
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(Exception):
+            ort.preload_dlls()
+    try:
+        ctypes.CDLL(str(bridge), mode=ctypes.RTLD_GLOBAL)
+        ctypes.CDLL(str(library))
+    except OSError as exc:
+        return f"its library does not load here ({first_line(exc).removeprefix(str(library) + ': ')})"
     return None
 
 
