@@ -206,11 +206,35 @@ def test_a_gpu_openvino_does_not_list_is_not_available_here(tmp_path):
     from rnnexport.verification.runners.openvino_runner import openvino_device_status, openvino_devices
 
     assert openvino_device_status("CPU") is None
-    missing = next(f"GPU.{i}" for i in range(9) if f"GPU.{i}" not in openvino_devices())
-    assert openvino_device_status(missing) == f"OpenVINO {openvino.__version__} lists no device {missing} here"
+    listed = openvino_devices()
+    missing = next(f"GPU.{i}" for i in range(9) if f"GPU.{i}" not in listed)
+    assert openvino_device_status(missing) == (f"OpenVINO {openvino.__version__} lists no device {missing} here "
+                                               f"(it lists {', '.join(listed)})")
+
+
+def test_a_gpu_that_is_not_intel_is_shown_not_available_with_the_reason(tmp_path, monkeypatch):
+    """OpenVINO's listing of a GPU is simulated (no GPU here) with what it read on the H200; the runners, the
+    report and --require then run for real."""
+    from rnnexport.verification.runners import openvino_runner
+
+    monkeypatch.setattr(openvino_runner, "openvino_devices", lambda: ("CPU", "GPU"))
+    monkeypatch.setattr(openvino_runner, "_gpu_identity", lambda device: NVIDIA_H200)
+    reason = "OpenVINO's GPU plugin supports Intel GPUs only, and GPU is NVIDIA H200 (dGPU)"
+    assert openvino_runner.openvino_device_status("GPU") == reason
     artifact = build_artifact(load_config(SHIPPED[0]), tmp_path)
+    result = CliRunner().invoke(main, ["verify", str(artifact), "--runtimes", "openvino", "--json",
+                                       str(tmp_path / "all.json")])
+    assert result.exit_code == 0, result.output
+    assert f"not available here: openvino-gpu-f32, openvino-gpu-default ({reason})" in result.output
+    report = json.loads((tmp_path / "all.json").read_text())["reports"][0]
+    runners = {r["name"]: r for r in report["runners"]}
+    assert runners["openvino-gpu-f32"]["status"] == "not available" and runners["openvino-gpu-f32"]["reason"] == reason
+    assert runners["openvino-cpu-f32"]["status"] == "ok"
     result = CliRunner().invoke(main, ["verify", str(artifact), "--require", "openvino-gpu-f32"])
-    if "GPU" not in openvino_devices():
-        assert result.exit_code == 3, result.output
-        assert f"required runner openvino-gpu-f32 is not available: OpenVINO {openvino.__version__} lists no " \
-               "device GPU here" in result.output
+    assert result.exit_code == 3, result.output
+    assert f"required runner openvino-gpu-f32 is not available: {reason}" in result.output
+    monkeypatch.setattr(openvino_runner, "_gpu_identity", lambda device: ("", ""))  # neither property read
+    assert "GPU could not be identified" in openvino_runner.openvino_device_status("GPU")
+    intel = ("GPU: vendor=0x8086 arch=v12.55.8", "Intel(R) Arc(TM) A770 Graphics (dGPU)")
+    monkeypatch.setattr(openvino_runner, "_gpu_identity", lambda device: intel)
+    assert openvino_runner.openvino_device_status("GPU") is None

@@ -387,24 +387,55 @@ def test_a_scalar_output_is_compared_as_any_other():
     assert (drift.max_abs, drift.worst_index, sum(drift.histogram)) == (1.5, (), 1)
 
 
-def test_a_gpu_provider_whose_library_does_not_load_says_why(tmp_path):
-    """onnxruntime-gpu lists TensorRT whether or not libnvinfer is installed (seen on an H200, 2026-11-30); the
-    provider's library is loaded first, as ONNX Runtime loads it, so the reason comes before any session."""
-    import shutil
-    from pathlib import Path
+GPU_LISTED = """
+import shutil, sys
+from pathlib import Path
+import onnxruntime
+from rnnexport.cli import main
+from rnnexport.verification.runners import ort_runner
 
-    from rnnexport.verification.runners.ort_runner import library_status
+# onnxruntime-gpu's listing, simulated (this is the CPU build); ONNX Runtime's library folder, a copy of it whose
+# TensorRT provider does not load (or, with "loads", one that does): the loading and the CLI run for real.
+listed = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+onnxruntime.get_available_providers = lambda: listed
+capi = Path(sys.argv[1])
+bridge = ort_runner.CAPI / "libonnxruntime_providers_shared.so"
+shutil.copy(bridge, capi / bridge.name)
+provider = capi / "libonnxruntime_providers_tensorrt.so"
+shutil.copy(bridge, provider) if sys.argv[3] == "loads" else provider.write_bytes(b"not a shared library")
+ort_runner.CAPI = capi
+main(["verify", sys.argv[2], "--runtimes", "ort", *sys.argv[4:]])
+"""
 
-    capi = Path(ort.__file__).parent / "capi"
-    bridge = capi / "libonnxruntime_providers_shared.so"
-    if not bridge.is_file():
-        pytest.skip(f"this onnxruntime has no {bridge.name} (not Linux)")
-    assert not (capi / "libonnxruntime_providers_tensorrt.so").exists()  # the CPU build: nothing to load
-    assert library_status(capi, "tensorrt") is None
-    shutil.copy(bridge, tmp_path / bridge.name)
-    provider = tmp_path / "libonnxruntime_providers_tensorrt.so"
-    provider.write_bytes(b"not a shared library\n")
-    reason = library_status(tmp_path, "tensorrt")
-    assert reason is not None and reason.startswith("its library does not load here (") and str(tmp_path) not in reason
-    shutil.copy(bridge, provider)  # a library that loads
-    assert library_status(tmp_path, "tensorrt") is None
+
+@pytest.mark.parametrize("library", ["loads", "does_not_load"])
+def test_a_gpu_provider_whose_library_does_not_load_says_why(tmp_path, library):
+    """onnxruntime-gpu lists TensorRT whether or not libnvinfer is installed (seen on an H200, 2026-11-30): the
+    provider's library is loaded first, as ONNX Runtime loads it, so the reason comes before any session. In a
+    process of its own: the copy of ONNX Runtime's bridge it loads with global symbols must not meet the real one."""
+    import subprocess
+    import sys
+
+    from rnnexport.verification.runners.ort_runner import CAPI
+
+    if not (CAPI / "libonnxruntime_providers_shared.so").is_file():
+        pytest.skip("this onnxruntime has no libonnxruntime_providers_shared.so (not Linux)")
+    artifact = build_artifact(load_config(CONFIG["rnn_tanh_nobias"]), tmp_path)
+    (capi := tmp_path / "capi").mkdir()
+
+    def run(*args):
+        return subprocess.run([sys.executable, "-c", GPU_LISTED, str(capi), str(artifact), library, *args],
+                              capture_output=True, text=True, timeout=300)
+
+    required = run("--require", "TensorrtExecutionProvider")
+    reason = "libonnxruntime_providers_tensorrt.so does not load here ("
+    if library == "loads":  # past the check, the session itself finds no TensorRT in the CPU build
+        assert reason not in required.stdout + required.stderr
+        return
+    assert required.returncode == 3, required.stdout + required.stderr
+    assert f"required provider TensorrtExecutionProvider is not available: {reason}" in required.stdout + required.stderr
+    assert str(capi) not in required.stdout + required.stderr  # the loader's reason without the path it tried
+    shown = run("--providers", "CPUExecutionProvider,TensorrtExecutionProvider")
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    assert f"not available here: ort-tensorrt ({reason}" in shown.stdout
+    assert "EP Error" not in shown.stdout + shown.stderr  # no session was tried

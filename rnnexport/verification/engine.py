@@ -188,6 +188,7 @@ def runtime_specs(data: bytes, providers: tuple[str, ...], runtimes: tuple[str, 
     specs: list[RunnerSpec] = []
     if "ort" in runtimes:
         for provider in providers:
+            provider_status(provider)  # cached: loads a GPU provider's libraries here, not on OpenedAhead's thread
             specs.append(RunnerSpec(ort_name(provider), "onnxruntime", "cpu" if provider == CPU else "cuda",
                                     functools.partial(OrtRunner, data, provider, threads=threads),
                                     model_bytes=len(data)))

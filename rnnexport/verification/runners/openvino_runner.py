@@ -49,14 +49,18 @@ def openvino_device_status(device: str) -> str | None:
     LSTMs at batch 1, and the process that verified all 8 shipped artifacts died of a segmentation fault."""
     import openvino
 
-    if device not in openvino_devices():
-        return f"OpenVINO {openvino.__version__} lists no device {device} here"
+    listed = openvino_devices()
+    if device not in listed:
+        return f"OpenVINO {openvino.__version__} lists no device {device} here (it lists {', '.join(listed)})"
     if not device.startswith("GPU"):
         return None
     architecture, full_name = _gpu_identity(device)
     if is_intel_gpu(architecture, full_name):
         return None
-    return f"OpenVINO's GPU plugin supports Intel GPUs only, and {device} is {full_name or architecture or 'not one'}"
+    if not (architecture or full_name):
+        return (f"OpenVINO's GPU plugin supports Intel GPUs only, and {device} could not be identified (OpenVINO "
+                "reports neither its DEVICE_ARCHITECTURE nor its FULL_DEVICE_NAME)")
+    return f"OpenVINO's GPU plugin supports Intel GPUs only, and {device} is {full_name or architecture}"
 
 
 @functools.cache

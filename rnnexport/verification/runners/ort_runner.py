@@ -45,9 +45,25 @@ def provider_status(provider: str) -> str | None:
     return None
 
 
+CAPI = Path(ort.__file__).parent / "capi"  # where ONNX Runtime keeps its libraries
+
+
 @functools.cache
 def _library_status(short: str) -> str | None:
-    return library_status(Path(ort.__file__).parent / "capi", short)
+    _preload_dlls()
+    return library_status(CAPI, short)
+
+
+@functools.cache
+def _preload_dlls() -> None:
+    """``onnxruntime.preload_dlls`` (ONNX Runtime 1.21 and later), once: it loads CUDA and cuDNN from pip's nvidia
+    packages, which torch installs beside onnxruntime-gpu. What it prints is dropped: a library it could not load
+    fails the provider's own load, whose reason is reported. ``redirect_stdout`` holds for the whole process, so
+    the engine asks for the GPU providers' status on its own thread, before any runner opens on another
+    (``runtime_specs``)."""
+    if hasattr(ort, "preload_dlls"):
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(Exception):
+            ort.preload_dlls()
 
 
 def library_status(capi: Path, short: str) -> str | None:
@@ -56,32 +72,17 @@ def library_status(capi: Path, short: str) -> str | None:
     tells).
 
     onnxruntime-gpu lists CUDA and TensorRT as available whether or not their libraries (cuDNN, TensorRT's
-    libnvinfer) are installed; a session then falls back to CPU after printing an error on stderr. This loads the
-    provider's library as ONNX Runtime does (its shared bridge with global symbols first, then the provider), after
-    ``onnxruntime.preload_dlls`` (ONNX Runtime 1.21 and later) has loaded CUDA and cuDNN from pip's nvidia
-    packages, so the reason is known before any session, and quietly."""
+    libnvinfer) are installed; a session then falls back to CPU after printing an error on stderr (seen on an
+    H200 without TensorRT, 2026-11-30). This loads the provider's library as ONNX Runtime does (its shared bridge
+    with global symbols first, then the provider), so the reason is known before any session, and quietly."""
     bridge, library = capi / "libonnxruntime_providers_shared.so", capi / f"libonnxruntime_providers_{short}.so"
     if not (bridge.is_file() and library.is_file()):
         return None
-    if hasattr(ort, "preload_dlls"):
-        # It prints its own warnings; a failure here shows again, with its reason, when the library is loaded.
-        with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(Exception):
-            ort.preload_dlls()
     try:
         ctypes.CDLL(str(bridge), mode=ctypes.RTLD_GLOBAL)
         ctypes.CDLL(str(library))
     except OSError as exc:
-        return f"its library does not load here ({first_line(exc).removeprefix(str(library) + ': ')})"
-    return None
-    if hasattr(ort, "preload_dlls"):
-        # It prints its own warnings; a failure here shows again, with its reason, when the library is loaded.
-        with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(Exception):
-            ort.preload_dlls()
-    try:
-        ctypes.CDLL(str(bridge), mode=ctypes.RTLD_GLOBAL)
-        ctypes.CDLL(str(library))
-    except OSError as exc:
-        return f"its library does not load here ({first_line(exc).removeprefix(str(library) + ': ')})"
+        return f"{library.name} does not load here ({first_line(exc).removeprefix(str(library) + ': ')})"
     return None
 
 
