@@ -621,7 +621,10 @@ class MemoryRun:
         return mib * 2**20 / self.output_bytes
 
 
-def verify_memory(folder: Path, seq: int, batch: int, runtimes: tuple[str, ...] = ("ort", "openvino")) -> MemoryRun:
+MEMORY_RUNNERS = ("ort-cpu", "openvino-cpu-f32", "openvino-cpu-default")  # verify's runtimes, as run_once opens them
+
+
+def verify_memory(folder: Path, seq: int, batch: int, runtimes: tuple[str, ...] = MEMORY_RUNNERS) -> MemoryRun:
     """``MemoryRun`` of the artifact ``folder`` (each figure a difference of two processes' peaks, ``run_python``);
     ``RunnerFailed`` when a run fails."""
     from rnnexport.artifacts.folders import load_artifact
@@ -644,16 +647,20 @@ def verify_memory(folder: Path, seq: int, batch: int, runtimes: tuple[str, ...] 
 
 
 def run_once(folder: str, runtime: str, seq: str, batch: str) -> None:
-    """The artifact's model run once on ``runtime`` ("ort" or "openvino", one thread) at ``seq`` × ``batch``, as
-    a deployment would: for ``verify_memory``'s process of its own."""
+    """The artifact's model run once on ``runtime`` (one of ``MEMORY_RUNNERS``, one thread) at ``seq`` × ``batch``,
+    as a deployment would: for ``verify_memory``'s process of its own. OpenVINO's default precision (bf16 on CPUs
+    with AVX512-BF16 or AMX) needs more than its f32 (588 against 550 MiB for gru_bidir_nobias_ragged at 100,000 ×
+    4, 2026-11-30), and verify runs both."""
     from rnnexport.artifacts.folders import load_artifact
     from rnnexport.verification.runners.openvino_runner import OpenVinoRunner
 
     artifact = load_artifact(folder)
     data = artifact.model_path.read_bytes()
     feeds = make_feeds(artifact.config, int(seq), int(batch), np.random.default_rng(0))
-    runner = (OrtRunner(data, threads=1, arena=True) if runtime == "ort"
-              else OpenVinoRunner(data, threads=1, keep_buffers=True))
+    if runtime not in MEMORY_RUNNERS:
+        raise ValueError(f"run_once: runtime {runtime!r} is not one of {', '.join(MEMORY_RUNNERS)}")
+    runner = (OrtRunner(data, threads=1, arena=True) if runtime == "ort-cpu"
+              else OpenVinoRunner(data, threads=1, keep_buffers=True, force_f32=runtime == "openvino-cpu-f32"))
     runner.infer(feeds)
 
 

@@ -242,3 +242,22 @@ def test_verify_timing_stages_targets_of_one_name_apart(tmp_path):
     run = time_verify(staged, tmp_path / "verify.json")
     assert run.configs == (TANH.stem, TANH.stem) and 0 < run.execution_seconds < run.wall_seconds
     assert not (tmp_path / "art" / TANH.stem / "report.json").exists()
+
+
+def test_memory_of_verify_is_measured_beside_each_runtime_verify_runs(tmp_path):
+    """Each figure comes from processes of their own (peak resident memory): verify with a long case over verify
+    without it, and each of verify's runtimes alone on the long case; OpenVINO at its default precision too."""
+    from rnnexport.artifacts.build import build_artifact
+    from rnnexport.bench import MEMORY_RUNNERS, run_once, verify_memory
+
+    artifact = build_artifact(load_config(TANH), tmp_path)
+    cfg = load_config(TANH)
+    run = verify_memory(artifact, 20_000, 2)
+    assert run.output_bytes == 20_000 * 2 * cfg.num_directions * cfg.hidden_size * 4
+    assert tuple(run.runtime_mib) == MEMORY_RUNNERS == ("ort-cpu", "openvino-cpu-f32", "openvino-cpu-default")
+    # 20,000 steps of float32 output are 2.4 MiB: every process grows, and verify (which holds the float64 oracle's
+    # outputs and PyTorch float32's beside a runtime's) by more than the runtime that needs the most
+    assert all(v > 0 for v in run.runtime_mib.values()), run
+    assert run.kept_mib == run.verify_mib - max(run.runtime_mib.values()) and run.kept_mib > 0, run
+    with pytest.raises(ValueError, match="'ort' is not one of ort-cpu, openvino-cpu-f32, openvino-cpu-default"):
+        run_once(str(artifact), "ort", "1", "1")
