@@ -244,6 +244,24 @@ def test_verify_timing_stages_targets_of_one_name_apart(tmp_path):
     assert not (tmp_path / "art" / TANH.stem / "report.json").exists()
 
 
+def test_a_processs_peak_memory_is_its_own_whatever_its_parent_holds():
+    """Linux starts a child's ru_maxrss at its parent's resident size; the peak is read inside the child instead.
+    The parent here holds 400 MB (touched); the child 160 MB more than a child that allocates nothing."""
+    import numpy as np
+
+    from rnnexport.bench import peak_mib
+
+    held = np.ones(50_000_000)  # 400 MB, resident
+    grow = "import numpy as np, sys; a = np.ones(int(sys.argv[1])); print(a.nbytes)"
+    bare, done = peak_mib(["-c", "pass"])
+    grown, done = peak_mib(["-c", grow, "20000000"])
+    assert done.returncode == 0 and done.stdout == "160000000\n"
+    assert bare is not None and grown is not None and bare < held.nbytes / 2**20 / 4
+    assert grown - bare == pytest.approx(160e6 / 2**20, rel=0.1)
+    assert peak_mib(["-c", "import os; os._exit(0)"])[0] is None  # no exit handlers, no reading
+    del held
+
+
 def test_memory_of_verify_is_measured_beside_each_runtime_verify_runs(tmp_path):
     """Each figure comes from processes of their own (peak resident memory): verify with a long case over verify
     without it, and each of verify's runtimes alone on the long case; OpenVINO at its default precision too."""
