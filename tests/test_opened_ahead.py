@@ -22,7 +22,7 @@ from conftest import SHIPPED
 from rnnexport.artifacts.build import export_config
 from rnnexport.cli import main
 from rnnexport.config import load_config
-from rnnexport.errors import ConfigError
+from rnnexport.errors import ConfigError, RunnerFailed
 from rnnexport.jobs import VerifyOptions
 from rnnexport.verification import engine
 from rnnexport.verification.cases import make_cases
@@ -279,3 +279,140 @@ def test_the_cli_takes_auto_or_a_count_of_threads(tmp_path):
         result = CliRunner().invoke(main, ["verify", str(GRU), "--threads", bad])
         assert result.exit_code == 2, bad
         assert f"{bad!r} is neither 'auto' nor a whole number from 0 to 1024." in result.output
+
+
+class _Signalling:
+    """A real runner (what ``opened`` gives when entered) that sets ``ran`` once it has run a case."""
+
+    def __init__(self, opened: Any, ran: threading.Event):
+        self.opened, self.ran = opened, ran
+
+    def __enter__(self) -> _Signalling:
+        self.runner = self.opened.__enter__()
+        self.name, self.kind, self.device = self.runner.name, self.runner.kind, self.runner.device
+        self.precision, self.settings = self.runner.precision, self.runner.settings
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.opened.__exit__(*exc)
+
+    def infer(self, feeds):
+        outputs = self.runner.infer(feeds)
+        self.ran.set()
+        return outputs
+
+
+class _RecordingOracle:
+    """The float64 oracle, writing the thread of each case to ``threads``. ``wait``: before the case ``at`` it waits
+    (``timeout`` seconds at most) for a runner to have run; ``fail``: that case raises instead."""
+
+    name, settings = "torch-float64-oracle", {}
+
+    def __init__(self, module, at: str, wait: threading.Event | None = None, fail: bool = False,
+                 timeout: float = 30):
+        self.oracle, self.at, self.wait, self.fail, self.timeout = Float64Oracle(module), at, wait, fail, timeout
+        self.threads: dict[str, int] = {}
+        self.waited: bool | None = None
+
+    def expected(self, case):
+        self.threads[case.name] = threading.get_ident()
+        if case.name == self.at and self.wait is not None:
+            self.waited = self.wait.wait(self.timeout)
+        if case.name == self.at and self.fail:
+            raise ValueError("the oracle's own failure")
+        return self.oracle.expected(case)
+
+
+def _oracle_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("rnnexport-oracle")]
+
+
+def test_the_oracle_computes_beside_the_runners_and_the_report_is_the_same():
+    """With the oracle ahead, its cases are computed on a thread of their own, and a runner runs before the oracle's
+    last case is done (it waits for one: one thread would have waited 30 s in vain); the numbers are those of a run
+    on one thread."""
+    reports = {}
+    for ahead in (False, True):
+        cfg, module, data, specs, cases = _setup([])
+        ran = threading.Event()
+        specs = [dataclasses.replace(s, open=functools.partial(lambda s: _Signalling(s.open(), ran), s))
+                 for s in specs]
+        oracle = _RecordingOracle(module, cases[-1].name, wait=ran if ahead else None)
+        reports[ahead] = run_engine(cfg.name, data, oracle, cases, specs, config=cfg.to_dict(),
+                                    tolerances=tolerances_for(cfg), ahead=ahead, oracle_ahead=ahead)
+        threads = set(oracle.threads.values())
+        assert len(threads) == 1 and (threading.get_ident() in threads) is not ahead
+        assert oracle.waited is (True if ahead else None)
+        assert not _oracle_threads()
+        assert reports[ahead].oracle["run_seconds"] > 0
+    assert _numbers(reports[True]) == _numbers(reports[False])
+
+
+def test_long_cases_have_the_oracle_computed_first_on_the_callers_thread(monkeypatch):
+    """Cases whose inputs exceed ``ORACLE_AHEAD_BYTES`` in all keep the oracle's peak away from the runners'."""
+    cfg, module, data, specs, cases = _setup([])
+    monkeypatch.setattr(engine, "ORACLE_AHEAD_BYTES", sum(v.nbytes for c in cases for v in c.feeds.values()) - 1)
+    oracle = _RecordingOracle(module, cases[-1].name)
+    run_engine(cfg.name, data, oracle, cases, specs, config=cfg.to_dict(), tolerances=tolerances_for(cfg),
+               ahead=True, oracle_ahead=True)
+    assert set(oracle.threads.values()) == {threading.get_ident()}
+
+
+@pytest.mark.parametrize("runners", ["run", "fail every case"])
+def test_the_oracles_own_failure_is_raised_and_leaves_no_thread(runners):
+    """Raised from the oracle's thread as it was raised, also where no runner asked for that case's outputs."""
+    cfg, module, data, specs, cases = _setup([])
+    if runners == "fail every case":
+        specs = [dataclasses.replace(specs[0], name="broken", open=_Failing)]
+    oracle = _RecordingOracle(module, cases[-1].name, fail=True)
+    with pytest.raises(ValueError, match="the oracle's own failure"):
+        run_engine(cfg.name, data, oracle, cases, specs, config=cfg.to_dict(), tolerances=tolerances_for(cfg),
+                   ahead=True, oracle_ahead=True)
+    assert not _oracle_threads()
+
+
+def test_a_run_stopped_midway_drops_the_oracles_cases_not_begun_and_waits_for_the_one_it_computes():
+    cfg, module, data, specs, cases = _setup([])
+    specs = [dataclasses.replace(specs[0], name="broken", open=_Broken)]
+    oracle = _RecordingOracle(module, cases[0].name, wait=threading.Event(), timeout=1)  # busy for 1 s
+    with pytest.raises(KeyError, match="a bug in a runner"):
+        run_engine(cfg.name, data, oracle, cases, specs, config=cfg.to_dict(), tolerances=tolerances_for(cfg),
+                   ahead=True, oracle_ahead=True)
+    assert not _oracle_threads() and oracle.waited is False
+    assert list(oracle.threads) == [cases[0].name]
+
+
+class _Failing(_Broken):
+    """A runner every case of which fails as a runtime's refusal does (reported, not raised)."""
+
+    def infer(self, feeds):
+        raise RunnerFailed(self.name, "this runtime refuses every case")
+
+
+def test_verify_at_auto_threads_has_the_oracle_ahead_and_the_same_numbers():
+    cfg = load_config(GRU)
+    module, model = export_config(cfg)
+    reports = {t: engine.verify(module, model, cfg=cfg, runtimes=("torch", "ort"), providers=(CPU,), threads=t)
+               for t in (1, "auto")}
+    assert _numbers(reports["auto"]) == _numbers(reports[1])
+    assert not _oracle_threads()
+
+
+def test_a_worker_thread_computes_at_the_callers_torch_threads_to_the_bit():
+    """A new thread ran the float64 oracle with more BLAS threads than the caller's one, rounding differently
+    (5.6e-17 on this case, torch 2.13 on 2 cores); the workers of verify take the caller's thread count."""
+    from rnnexport.verification.runners import worker_pool
+    from rnnexport.verification.runners.torch_runner import torch_threads
+
+    cfg = load_config(next(p for p in SHIPPED if p.stem == "rnn_tanh_nobias"))
+    module, _ = export_config(cfg)
+    case = next(c for c in make_cases(cfg, 0) if c.name == "batch1")
+    with torch_threads(1):
+        oracle = Float64Oracle(module)
+        here = oracle.expected(case)
+        pool = worker_pool("rnnexport-test")
+        there = pool.submit(oracle.expected, case).result()
+        pool.shutdown()
+    assert here.keys() == there.keys()
+    for name in here:
+        assert np.array_equal(here[name], there[name]), name

@@ -17,6 +17,7 @@ import hashlib
 import numbers
 import os
 import time
+from concurrent.futures import Future
 from contextlib import ExitStack, nullcontext
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -43,6 +44,7 @@ from rnnexport.verification.runners import (
     OpenedAhead,
     Runner,
     RunnerSpec,
+    worker_pool,
 )
 from rnnexport.verification.runners.openvino_runner import openvino_specs
 from rnnexport.verification.runners.ort_runner import (
@@ -67,6 +69,9 @@ FLOAT16_CUDA = "ort-cuda-float16"
 # How much model a run keeps opened ahead of the runner in use (each runner holds about its model's size): the
 # shipped artifacts (32 MB at most) have all their runners opened ahead, a 1 GB model one.
 AHEAD_BYTES = 256 << 20
+# Cases whose inputs are at most this large in all have the oracle computed on a thread of its own beside the
+# runners; larger ones (long sequences) in order, first, so that its peak never meets a runner's.
+ORACLE_AHEAD_BYTES = 64 << 20
 
 
 class Oracle(Protocol):
@@ -82,7 +87,7 @@ def run_engine(name: str, data: bytes, oracle: Oracle, cases: list[Case], specs:
                config: dict[str, Any], tolerances: Tolerances, skipped: dict[str, str] | None = None,
                contract: list[str] | None = None, start: float | None = None,
                own: dict[str, Oracle] | None = None, no_lengths: frozenset[str] = frozenset(),
-               ahead: bool = False) -> VerifyReport:
+               ahead: bool = False, oracle_ahead: bool = False) -> VerifyReport:
     """Run every case through ``oracle`` and every runner of ``specs`` (in that order; one that cannot run here
     is reported as such) and gather the drift against the oracle into a report. ``data``: the serialized
     model the runtimes run (its sha256 names the report). ``start``: ``time.perf_counter()`` when the caller
@@ -90,20 +95,54 @@ def run_engine(name: str, data: bytes, oracle: Oracle, cases: list[Case], specs:
     precision (``precision_oracle.py``), whose drift is recorded as well (``vs_precision``). ``no_lengths``: runners
     whose graphs' recurrent nodes do not read ``sequence_lens`` (masked graphs): no hint says they ignore it.
     ``ahead``: the runners are opened on a second thread while the oracle and the runners before them run
-    (``OpenedAhead``, up to ``AHEAD_BYTES`` of model ahead); each still runs alone, and is closed before the next."""
+    (``OpenedAhead``, up to ``AHEAD_BYTES`` of model ahead); each still runs alone, and is closed before the next.
+    ``oracle_ahead``: the oracle computes its cases on a thread of its own while the runners run (``Expected``),
+    where all the cases' inputs come to at most ``ORACLE_AHEAD_BYTES``: for an oracle that runs none of a user's
+    code, which could keep state between calls."""
     start = time.perf_counter() if start is None else start
-    with OpenedAhead(specs, AHEAD_BYTES // max(len(data), 1)) if ahead else nullcontext(specs) as specs:
-        return _run_engine(name, data, oracle, cases, specs, config=config, tolerances=tolerances, skipped=skipped,
-                           contract=contract, start=start, own=own, no_lengths=no_lengths)
+    background = oracle_ahead and sum(v.nbytes for c in cases for v in c.feeds.values()) <= ORACLE_AHEAD_BYTES
+    with (OpenedAhead(specs, AHEAD_BYTES // max(len(data), 1)) if ahead else nullcontext(specs) as specs,
+          Expected(oracle, cases, background) as expected):
+        return _run_engine(name, data, oracle, expected, cases, specs, config=config, tolerances=tolerances,
+                           skipped=skipped, contract=contract, start=start, own=own, no_lengths=no_lengths)
 
 
-def _run_engine(name: str, data: bytes, oracle: Oracle, cases: list[Case], specs: list[RunnerSpec], *,
-                config: dict[str, Any], tolerances: Tolerances, skipped: dict[str, str] | None,
-                contract: list[str] | None, start: float, own: dict[str, Oracle] | None,
-                no_lengths: frozenset[str]) -> VerifyReport:
-    t0 = time.perf_counter()
-    expected = {case.name: oracle.expected(case) for case in cases}
-    oracle_seconds = time.perf_counter() - t0
+class Expected:
+    """The oracle's outputs of each case, by case name. ``background``: computed in order on a thread of their
+    own, so that the runners run beside the oracle (each call still one thread), and each awaited when first asked
+    for; otherwise all computed here, before anything else runs. ``seconds``: the oracle's calls, in total. On
+    exit the cases not begun are dropped and the one being computed is waited for."""
+
+    def __init__(self, oracle: Oracle, cases: list[Case], background: bool):
+        self._oracle, self.seconds = oracle, 0.0
+        self._pool = worker_pool("rnnexport-oracle") if background else None
+        self._values: dict[str, Future[dict[str, np.ndarray]] | dict[str, np.ndarray]] = {}
+        for case in cases:
+            self._values[case.name] = self._pool.submit(self._timed, case) if self._pool else self._timed(case)
+
+    def _timed(self, case: Case) -> dict[str, np.ndarray]:
+        t0 = time.perf_counter()
+        try:
+            return self._oracle.expected(case)
+        finally:
+            self.seconds += time.perf_counter() - t0
+
+    def __getitem__(self, name: str) -> dict[str, np.ndarray]:
+        value = self._values[name]
+        return value.result() if isinstance(value, Future) else value
+
+    def __enter__(self) -> Expected:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._pool:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _run_engine(name: str, data: bytes, oracle: Oracle, expected: Expected, cases: list[Case],
+                specs: list[RunnerSpec], *, config: dict[str, Any], tolerances: Tolerances,
+                skipped: dict[str, str] | None, contract: list[str] | None, start: float,
+                own: dict[str, Oracle] | None, no_lengths: frozenset[str]) -> VerifyReport:
     results: dict[str, RunnerResult] = {}
     reference: dict[str, dict[str, np.ndarray]] = {}  # PyTorch float32's outputs, what runtimes are compared with
     # an own-precision oracle's outputs, computed for the first runner held to it and kept for the others (a bare
@@ -120,17 +159,19 @@ def _run_engine(name: str, data: bytes, oracle: Oracle, cases: list[Case], specs
             precise = (own or {}).get(runner.name)
             precise = precise if precise and precise.name == oracle_name(result.precision) else None
             for case in cases:
-                outputs = _run_runner(runner, case, expected[case.name], result, precise, own_expected,
+                outputs = _run_runner(runner, case, expected, result, precise, own_expected,
                                       reference.get(case.name), runner.name not in no_lengths)
                 if runner.name == TORCH_CPU and outputs is not None:
                     reference[case.name] = outputs
                 del outputs  # before the next case runs
             if isinstance(runner, OrtRunner):
                 result.placement, result.fallbacks = runner.placement, runner.fallbacks()
+    for case in cases:  # the oracle's own failure, where no runner asked for that case
+        expected[case.name]
     return VerifyReport(
         name=name, model_sha256=hashlib.sha256(data).hexdigest(), config=config, tolerances=tolerances,
         cases=[_case_summary(c) for c in cases], skipped_cases=skipped or {}, runners=list(results.values()),
-        oracle={"name": oracle.name, **oracle.settings, "run_seconds": oracle_seconds},
+        oracle={"name": oracle.name, **oracle.settings, "run_seconds": expected.seconds},
         seconds=time.perf_counter() - start, inputs=cases, contract=contract or [])
 
 
@@ -290,7 +331,8 @@ def verify(
         no_lengths = lengths_unread(specs, proto, data, variants or {})
         report = run_engine(cfg.name, data, Float64Oracle(module), cases, specs, config=cfg.to_dict(),
                             tolerances=tolerances, skipped=skipped, contract=problems, start=start,
-                            own={name: o.oracle for name, o in own.items()}, no_lengths=no_lengths, ahead=ahead)
+                            own={name: o.oracle for name, o in own.items()}, no_lengths=no_lengths, ahead=ahead,
+                            oracle_ahead=ahead)
         results = {r.name: r for r in report.runners}
         own = {name: o for name, o in own.items() if results[name].precision_oracle}  # those run_engine kept
         for name, o in own.items():
@@ -314,10 +356,11 @@ class UnusableOutputs(Exception):
     """A runner's outputs that cannot be compared at all (a streaming case whose state cannot be carried)."""
 
 
-def _run_runner(runner: Runner, case: Case, expected: dict[str, np.ndarray], result: RunnerResult,
+def _run_runner(runner: Runner, case: Case, oracle: Expected, result: RunnerResult,
                 precise: Oracle | None, own_expected: dict[tuple[str, str], dict[str, np.ndarray]],
                 reference: dict[str, np.ndarray] | None, reads_lengths: bool) -> dict[str, np.ndarray] | None:
-    """Run ``case`` on one runner and record in ``result`` its drift against the oracle's ``expected``, against
+    """Run ``case`` on one runner and record in ``result`` its drift against the ``oracle``'s outputs (awaited once
+    the runner has run, when the oracle runs beside it), against
     ``precise`` (the oracle of the runner's own precision; its outputs kept in ``own_expected``, by oracle and case)
     and against PyTorch float32's ``reference``; returns the runner's outputs (None when it failed). Whatever a runner
     returns (another shape, type, rank or count, NaN/Inf) is recorded as drift in words, never raised.
@@ -330,9 +373,10 @@ def _run_runner(runner: Runner, case: Case, expected: dict[str, np.ndarray], res
         result.case_errors[case.name] = exc.reason
         return None
     except UnusableOutputs as exc:
-        result.drift[case.name] = {name: OutputDrift.unmatched(str(exc)) for name in expected}
+        result.drift[case.name] = {name: OutputDrift.unmatched(str(exc)) for name in oracle[case.name]}
         return None
     result.run_seconds += time.perf_counter() - t0
+    expected = oracle[case.name]
     result.drift[case.name] = _compare(expected, actual, case)
     if precise is not None:
         if (precise.name, case.name) not in own_expected:  # its time is counted once, on the runner that ran it

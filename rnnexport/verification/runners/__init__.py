@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import sys
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -63,6 +64,16 @@ class RunnerSpec:
     model_bytes: int | None = None
 
 
+def worker_pool(prefix: str) -> ThreadPoolExecutor:
+    """A one-thread pool whose thread runs PyTorch at the thread count of the thread that made it. PyTorch's count
+    holds per thread for the BLAS under it: a new thread computed the float64 oracle with more threads than
+    ``torch.set_num_threads(1)`` had set on the main one, and rounded differently (5.6e-17 on rnn_tanh_nobias's
+    batch1 case, torch 2.13). Without torch imported there is nothing to set."""
+    torch = sys.modules.get("torch")
+    initializer = functools.partial(torch.set_num_threads, torch.get_num_threads()) if torch else None
+    return ThreadPoolExecutor(1, thread_name_prefix=prefix, initializer=initializer)
+
+
 class OpenedAhead:
     """The runners of ``specs`` opened in order on a second thread, up to ``depth`` (at least 1) ahead of the one
     in use, so that opening them (PyTorch's float32 copy, ONNX Runtime's sessions, OpenVINO's compiled models,
@@ -75,7 +86,7 @@ class OpenedAhead:
 
     def __init__(self, specs: list[RunnerSpec], depth: int):
         self._specs, self._depth = specs, max(depth, 1)
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="rnnexport-open")
+        self._pool = worker_pool("rnnexport-open")
         self._futures: dict[int, Future[Runner]] = {}  # submitted and not taken
         self._submitted = 0
         self._lock = threading.Lock()
