@@ -416,3 +416,24 @@ def test_a_worker_thread_computes_at_the_callers_torch_threads_to_the_bit():
     assert here.keys() == there.keys()
     for name in here:
         assert np.array_equal(here[name], there[name]), name
+
+
+def _resident() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * 4096
+
+
+@pytest.mark.skipif(engine._malloc_trim() is None, reason="the C library here has no malloc_trim (glibc only)")
+def test_memory_freed_after_a_large_case_leaves_the_process_and_a_small_cases_is_left_alone():
+    """``release_freed``: 64 MiB of freed 64 KiB blocks (below glibc's mmap threshold, so on the heap, between live
+    ones) stay resident after a small case and leave the process after a case of ``RELEASE_BYTES``."""
+    small = engine.Case("small", {"input": np.zeros(4, np.float32)}, "small")
+    large = engine.Case("large", {"input": np.zeros(engine.RELEASE_BYTES, np.uint8)}, "large")
+    blocks = [np.ones(8192) for _ in range(2048)]
+    del blocks[::2]
+    before = _resident()
+    engine.release_freed(small)
+    assert before - _resident() < 8 << 20
+    engine.release_freed(large)
+    assert before - _resident() >= 48 << 20
+    del blocks
