@@ -2,6 +2,9 @@
 
 Usage: python benchmarks/run.py [--rounds N]      (about 15 minutes on 2 cores; needs onnxscript)
        python benchmarks/run.py --render-only     (rewrite RESULTS.md from benchmarks/results.json)
+
+A run compares its runtime medians with the results.json it replaces, when that came from the same machine: how
+often two consecutive runs agree is one of the targets.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import platform
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -182,7 +186,29 @@ def _all_timings(configs: list[dict]):
                     yield c, shape, key, t
 
 
-def targets(configs: list[dict], peaks: dict, threads: list[int], runs: dict[str, list[dict]]) -> list[str]:
+AGREE = 0.2  # two runs' medians of one figure agree when they differ by less than this fraction of the smaller
+AGREE_SHARE = 0.9  # the share of the figures trusted in both runs that must agree
+
+
+def agreement(previous: dict, current: dict) -> dict | None:
+    """How the runtime medians of ``current`` compare with ``previous`` (two results.json of one machine): of the
+    figures neither run marks noisy, how many differ by less than ``AGREE``. None when the runs share none (another
+    machine, or configs renamed)."""
+    if previous.get("machine") != current.get("machine"):
+        return None
+    before = {(c["name"], shape, key): t for c, shape, key, t in _all_timings(previous.get("configs", []))}
+    trusted = [(before[(c["name"], shape, key)]["median_ms"], t["median_ms"])
+               for c, shape, key, t in _all_timings(current["configs"])
+               if (c["name"], shape, key) in before and not t.get("noisy")
+               and not before[(c["name"], shape, key)].get("noisy")]
+    if not trusted:
+        return None
+    agree = sum(abs(a - b) < AGREE * min(a, b) for a, b in trusted)
+    return {"trusted_in_both": len(trusted), "agree": agree, "previous_measured": previous.get("measured")}
+
+
+def targets(configs: list[dict], peaks: dict, threads: list[int], runs: dict[str, list[dict]],
+            repeat: dict | None = None, memory: list[dict] | None = None) -> list[str]:
     """One line per target: met or missed, with the measured ratio; every name and number in it is read from the
     results, none is written here."""
     pairs = verify_pairs(runs)
@@ -243,12 +269,35 @@ def targets(configs: list[dict], peaks: dict, threads: list[int], runs: dict[str
         f"pairs, ×{min(ratios):.2f}–{max(ratios):.2f}: the default's wall time over the calls at one thread); the "
         f"default no slower than `--threads 1`: **{'met' if _median(speeds) <= 1 else 'missed'}**, "
         f"{_median(speeds):.2f} of its wall time ({min(speeds):.2f}–{max(speeds):.2f}).",
+        _repeat_line(repeat),
         f"- Node count independent of sequence length: **{'met' if nodes else 'missed'}**.",
         f"- File size within 1% of the raw weight bytes: **{'met' if not small else 'missed'}**"
         + (f", missed for {', '.join(names)}" if small else "")
         + f": the graph and its metadata add {extra} bytes at most (`{largest['name']}`), more than 1% of any model "
         f"under {extra * 100 / 1024:.0f} KiB of weights.",
+        *_memory_line(memory or []),
     ]
+
+
+def _repeat_line(repeat: dict | None) -> str:
+    goal = (f"- Two consecutive runs agree within {AGREE:.0%} on ≥ {AGREE_SHARE:.0%} of the runtime medians trusted "
+            "in both")
+    if not repeat:
+        return goal + ": not measured (no earlier `results.json` from this machine to compare with)."
+    share = repeat["agree"] / repeat["trusted_in_both"]
+    when = f" (measured {repeat['previous_measured']})" if repeat.get("previous_measured") else ""
+    return (f"{goal}: **{'met' if share >= AGREE_SHARE else 'missed'}**, {repeat['agree']} of "
+            f"{repeat['trusted_in_both']} ({share:.0%}) against the run before this one{when}.")
+
+
+def _memory_line(memory: list[dict]) -> list[str]:
+    if not memory:
+        return []
+    times = [((m["verify_mib"] - max(m["runtime_mib"].values())) * 2**20 / m["output_bytes"], m["name"])
+             for m in memory]
+    worst, name = max(times)
+    return [f"- Memory of verify at {MEMORY_SEQ:,} steps beyond the largest runtime's own ≤ 5× the float32 outputs: "
+            f"**{'met' if worst <= 5 else 'missed'}**, at most {worst:.1f}× (`{name}`; {len(memory)} configs)."]
 
 
 MEMORY_SEQ, MEMORY_BATCH = 100_000, 4
@@ -304,7 +353,10 @@ def main() -> None:
                 sys.exit(bench.stderr)
             data = json.loads((Path(tmp) / "bench.json").read_text())
         data.update(rounds=args.rounds, machine=_machine(), memory=memory, verify_runs=shipped,
-                    verify_with_variants=data.pop("verify"))
+                    verify_with_variants=data.pop("verify"),
+                    measured=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
+        if raw.is_file():
+            data["repeat"] = agreement(json.loads(raw.read_text()), data)
         raw.write_text(json.dumps(data, indent=1) + "\n")
     data = json.loads(raw.read_text())
     write_results(data)
@@ -336,7 +388,8 @@ def write_results(data: dict) -> None:
         "runner is measured at 1 thread and at all cores, and every ratio compares equal thread counts. ONNX "
         "Runtime's threads do not spin between calls, and eager PyTorch is also timed alone to show whether the "
         "other runners slow it down.", "",
-        "## Targets", "", *targets(configs, peaks, threads, data["verify_runs"]), "",
+        "## Targets", "", *targets(configs, peaks, threads, data["verify_runs"], data.get("repeat"),
+                                   data.get("memory")), "",
         "## Export time (module → serialized ONNX)", "", *export_rows(configs), "",
         "## Runtime", "",
         "Shape classes: `example` (the config's), `stream` (one step, batch 1), `large_batch` (batch 64), `long` "

@@ -279,3 +279,34 @@ def test_memory_of_verify_is_measured_beside_each_runtime_verify_runs(tmp_path):
     assert run.kept_mib == run.verify_mib - max(run.runtime_mib.values()) and run.kept_mib > 0, run
     with pytest.raises(ValueError, match="'ort' is not one of ort-cpu, openvino-cpu-f32, openvino-cpu-default"):
         run_once(str(artifact), "ort", "1", "1")
+
+
+def _benchmarks_run():
+    import importlib.util
+
+    path = SHIPPED[0].parent.parent / "benchmarks" / "run.py"
+    spec = importlib.util.spec_from_file_location("benchmarks_run", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module, json.loads((path.parent / "results.json").read_text())
+
+
+def test_two_runs_agreement_counts_the_figures_trusted_in_both_and_those_within_20_percent():
+    """benchmarks/run.py's repeatability figure, on the committed results.json against a copy with every third
+    trusted median 30% slower and every fifth marked noisy: the counts follow from those edits."""
+    run, previous = _benchmarks_run()
+    current = json.loads(json.dumps(previous))
+    trusted = [t for *_, t in run._all_timings(current["configs"]) if not t.get("noisy")]
+    assert len(trusted) > 100
+    for i, t in enumerate(trusted):
+        if i % 5 == 0:
+            t["noisy"] = True
+        elif i % 3 == 0:
+            t["median_ms"] *= 1.3
+    kept = [i for i in range(len(trusted)) if i % 5]
+    found = run.agreement(previous, current)
+    assert found["trusted_in_both"] == len(kept)
+    assert found["agree"] == sum(1 for i in kept if i % 3)
+    assert run.agreement({**previous, "machine": "another"}, current) is None
+    line = run._repeat_line(found)
+    assert f"{found['agree']} of {len(kept)}" in line and ("**met**" in line) is (found["agree"] >= 0.9 * len(kept))
