@@ -404,7 +404,10 @@ shutil.copy(bridge, capi / bridge.name)
 provider = capi / "libonnxruntime_providers_tensorrt.so"
 shutil.copy(bridge, provider) if sys.argv[3] == "loads" else provider.write_bytes(b"not a shared library")
 ort_runner.CAPI = capi
-main(["verify", sys.argv[2], "--runtimes", "ort", *sys.argv[4:]])
+try:
+    main(["verify", sys.argv[2], "--runtimes", *sys.argv[4:]])
+finally:
+    print("GPU provider libraries tried:", ort_runner._library_status.cache_info().currsize)
 """
 
 
@@ -423,8 +426,8 @@ def test_a_gpu_provider_whose_library_does_not_load_says_why(tmp_path, library):
     artifact = build_artifact(load_config(CONFIG["rnn_tanh_nobias"]), tmp_path)
     (capi := tmp_path / "capi").mkdir()
 
-    def run(*args):
-        return subprocess.run([sys.executable, "-c", GPU_LISTED, str(capi), str(artifact), library, *args],
+    def run(*args, runtimes="ort"):
+        return subprocess.run([sys.executable, "-c", GPU_LISTED, str(capi), str(artifact), library, runtimes, *args],
                               capture_output=True, text=True, timeout=300)
 
     required = run("--require", "TensorrtExecutionProvider")
@@ -439,3 +442,8 @@ def test_a_gpu_provider_whose_library_does_not_load_says_why(tmp_path, library):
     assert shown.returncode == 0, shown.stdout + shown.stderr
     assert f"not available here: ort-tensorrt ({reason}" in shown.stdout
     assert "EP Error" not in shown.stdout + shown.stderr  # no session was tried
+    by_default = run("--cases", "example")
+    assert by_default.returncode == 0 and "GPU provider libraries tried: 2" in by_default.stdout, by_default.stdout
+    assert "tensorrt" not in by_default.stdout  # left out of the defaults, quietly
+    without_ort = run("--cases", "example", runtimes="openvino")  # no ONNX Runtime run: no GPU library loaded
+    assert without_ort.returncode == 0 and "GPU provider libraries tried: 0" in without_ort.stdout, without_ort.stdout

@@ -242,7 +242,12 @@ def check_names(runtimes: tuple[str, ...], case_names: tuple[str, ...] | None, k
         raise ConfigError(f"unknown case {unknown[0]!r}; known: {', '.join(known_cases)}")
 
 
-def default_providers() -> tuple[str, ...]:
+def default_providers(runtimes: tuple[str, ...]) -> tuple[str, ...]:
+    """ONNX Runtime's providers a run of ``runtimes`` tries when none are named: CPU and CUDA, and TensorRT where
+    its libraries load; none where ONNX Runtime is not among the ``runtimes``, so that a GPU provider's libraries
+    are loaded only for a run that uses them."""
+    if "ort" not in runtimes:
+        return ()
     return DEFAULT_PROVIDERS + ((TENSORRT,) if provider_status(TENSORRT) is None else ())
 
 
@@ -350,7 +355,7 @@ def verify(
         tolerances = Tolerances(tolerances, atol=tolerances.atol, rtol=tolerances.rtol)
     tolerances = tolerances or tolerances_for(cfg)
     specs = (torch_specs(module) if "torch" in runtimes else []) + runtime_specs(
-        data, providers or default_providers(), runtimes, threads, variants)
+        data, providers or default_providers(runtimes), runtimes, threads, variants)
     skipped = {} if replayed else {k: v for k, v in skipped_cases(cfg).items() if case_names is None or k in case_names}
     with torch_threads(threads):  # PyTorch's runners and the oracle honour --threads as the runtimes do
         problems = contract_problems(proto, cfg) + quantized_padding(proto)  # what every runtime would get

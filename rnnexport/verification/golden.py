@@ -155,8 +155,8 @@ def verify_golden(model: Any, folder: Path, *, providers: tuple[str, ...] | None
             if saved is not None and (saved.shape != shape or saved.dtype.kind != "f"):
                 raise ArtifactError(f"{folder}: expected output {name} of case {case.name} is {saved.dtype} "
                                     f"{list(saved.shape)}; its inputs make {list(shape)} of real numbers")
-    specs = runtime_specs(data, providers or default_providers(), tuple(r for r in runtimes if r != "torch"),
-                          threads, variants)
+    runtimes = tuple(r for r in runtimes if r != "torch")
+    specs = runtime_specs(data, providers or default_providers(runtimes), runtimes, threads, variants)
     return run_engine(cfg.name, data, GoldenOracle(folder, index, expected), cases, specs, config=cfg.to_dict(),
                       tolerances=Tolerances(cfg.tolerance, atol=atol, rtol=rtol),
                       contract=contract_problems(proto, cfg), start=start,

@@ -259,7 +259,7 @@ def verify_model(model: nn.Module, onnx_model: onnx.ModelProto, example_inputs: 
         float32 = RunnerSpec(TORCH_CPU, "torch", "cpu", functools.partial(
             WholeModelRunner, model, outputs, torch.float32, TORCH_CPU, treespec))
         runners = ([float32] if "torch" in runtimes else []) + runtime_specs(
-            data, providers or default_providers(), runtimes, threads)
+            data, providers or default_providers(runtimes), runtimes, threads)
         tolerances = tolerance if isinstance(tolerance, Tolerances) else Tolerances(tolerance or Tolerance())
         return run_engine(getattr(model, "name", type(model).__name__), data, oracle, cases, runners,
                           config={"model": type(model).__name__, "inputs": [s.name for s in specs]},
