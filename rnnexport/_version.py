@@ -9,7 +9,8 @@ def versions() -> dict[str, str]:
     from importlib import metadata
 
     found = {"rnnexport": __version__, "python": platform.python_version()}
-    for package in ("torch", "onnx", "onnxruntime", "openvino", "tract"):
+    for package in ("torch", "onnx", "onnxruntime", "openvino", "tract", "iree-base-compiler",
+                    "iree-base-runtime"):
         try:
             found[package] = metadata.version(package)
         except metadata.PackageNotFoundError:

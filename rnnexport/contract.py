@@ -60,7 +60,8 @@ CASE_NAMES = ("example", "seq1", "batch1", "long", "other_batch", "saturating", 
               "ragged_saturating", "streaming")
 EXPORTERS = ("native", "torch-dynamo", "torch-script")
 DEFAULT_FAMILIES = ("torch", "ort", "openvino")  # what verify runs without --runtimes
-FAMILIES = (*DEFAULT_FAMILIES, "tract")  # runner families `verify --runtimes` picks from; tract only when named
+FAMILIES = (*DEFAULT_FAMILIES, "tract", "iree")  # runner families `verify --runtimes` picks from; the last two
+# only when named
 # Threads in verify unless --threads says otherwise (engine.thread_plan). "auto": one thread for PyTorch and each
 # runtime, the next runners opened on a second thread while one runs. One thread: on a shared 2-core machine the
 # runtimes' own defaults (all cores, spinning) made verify of the 8 shipped artifacts 6× slower in wall time and

@@ -42,6 +42,7 @@ from rnnexport.verification.cases import LONG_SEQ, cases_to_npz, load_cases, ski
 from rnnexport.verification.engine import FLOAT16_CUDA, VerifyReport, thread_plan, tolerances_for, verify
 from rnnexport.verification.golden import check_golden_target, stage_golden, verify_golden
 from rnnexport.verification.runners import DEFAULT_FAMILIES, FAMILIES, TORCH_CPU, TORCH_CUDA
+from rnnexport.verification.runners.iree_runner import IREE, iree_status
 from rnnexport.verification.runners.openvino_runner import INSTALL, openvino_device_status
 from rnnexport.verification.runners.ort_runner import ort_name, provider_status
 from rnnexport.verification.runners.tract_runner import TRACT, tract_status
@@ -359,7 +360,7 @@ def check_names(options: VerifyOptions, known_cases: tuple[str, ...] = CASE_NAME
             raise RnnExportError(f"unknown runtime {family!r}; known: {', '.join(FAMILIES)}")
     if not any(r != "torch" for r in options.runtimes):
         raise RnnExportError(f"--runtimes {','.join(options.runtimes)} runs no ONNX runtime, so nothing would check "
-                             "the model file; add ort, openvino or tract")
+                             "the model file; add ort, openvino, tract or iree")
     for name in options.providers + tuple(r for r in options.require if r[:1].isupper()):
         if name not in known:
             raise RnnExportError(f"unknown provider {name!r}; known: {', '.join(known)}")
@@ -375,7 +376,7 @@ def check_names(options: VerifyOptions, known_cases: tuple[str, ...] = CASE_NAME
 
 
 RUNNER_FORMS = ("torch-float32-cpu", "torch-float32-cuda", "ort-<cpu|cuda|tensorrt>[-<variant>]", FLOAT16_CUDA,
-                "openvino-<cpu|gpu…>-<f32|default>", TRACT)
+                "openvino-<cpu|gpu…>-<f32|default>", TRACT, IREE)
 
 
 def _runner_status(name: str, runtimes: tuple[str, ...]) -> str | None:
@@ -402,6 +403,8 @@ def _runner_status(name: str, runtimes: tuple[str, ...]) -> str | None:
             return f"OpenVINO is not installed ({INSTALL})"
     if family == "tract":
         return tract_status()
+    if family == "iree":
+        return iree_status()
     return None
 
 
@@ -410,6 +413,8 @@ def _known_runner(name: str) -> bool:
         return name in (TORCH_CPU, TORCH_CUDA)
     if name.startswith("tract-"):
         return name == TRACT
+    if name.startswith("iree-"):
+        return name == IREE
     if name.startswith("openvino-"):
         parts = name.split("-")
         return len(parts) == 3 and parts[2] in ("f32", "default") and parts[1][:3] in ("cpu", "gpu")

@@ -156,7 +156,7 @@ def test_runtimes_option_picks_runner_families(tmp_path):
     names = [r["name"] for r in json.loads((artifact / "report.json").read_text())["runners"]]
     assert names == ["openvino-cpu-f32", "openvino-cpu-default"]
     bad = CliRunner().invoke(main, ["verify", str(artifact), "--runtimes", "tvm"])
-    assert (bad.exit_code, bad.output) == (2, "Error: unknown runtime 'tvm'; known: torch, ort, openvino, tract\n")
+    assert (bad.exit_code, bad.output) == (2, "Error: unknown runtime 'tvm'; known: torch, ort, openvino, tract, iree\n")
 
 
 def test_lint_warns_about_sequence_lens_and_mixed_direction_activations(tmp_path):

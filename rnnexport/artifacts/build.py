@@ -56,7 +56,8 @@ def export_config(cfg: ModelConfig, module: torch.nn.Module | None = None, expor
 
 
 def versions(exporter: str = "native") -> dict[str, str]:
-    found = {k: v for k, v in _versions().items() if k not in ("openvino", "tract")}  # runtimes, not the build
+    runtimes = ("openvino", "tract", "iree-base-compiler", "iree-base-runtime")  # what verify runs, not the build
+    found = {k: v for k, v in _versions().items() if k not in runtimes}
     return found if exporter == "native" else {**found, **exporter_versions()}
 
 

@@ -26,6 +26,7 @@ from rnnexport.graph.precision import element_types
 from rnnexport.graph.subgraphs import recurrent_nodes
 from rnnexport.verification.hypotheses import Site, diagnose
 from rnnexport.verification.recompute import DIRECTIONS, Reference, reference
+from rnnexport.verification.runners.iree_runner import IreeRunner
 from rnnexport.verification.runners.openvino_runner import OpenVinoRunner
 from rnnexport.verification.runners.ort_runner import OrtRunner
 from rnnexport.verification.runners.tract_runner import TractRunner
@@ -224,6 +225,8 @@ def _reopen(result: Any, data: bytes) -> Callable[[bytes], Any]:
                                             force_f32=bool(settings.get("precision_forced", True)))
     if result.kind == "tract":
         return lambda model: TractRunner(model, result.name)
+    if result.kind == "iree":
+        return lambda model: IreeRunner(model, result.name, threads=1)
     return lambda model: OrtRunner(model, settings.get("provider", "CPUExecutionProvider"),
                                    threads=settings.get("intra_op_num_threads", 0))
 

@@ -47,6 +47,7 @@ from rnnexport.verification.runners import (
     RunnerSpec,
     worker_pool,
 )
+from rnnexport.verification.runners.iree_runner import iree_specs
 from rnnexport.verification.runners.openvino_runner import openvino_specs
 from rnnexport.verification.runners.ort_runner import (
     CPU,
@@ -254,7 +255,7 @@ def default_providers(runtimes: tuple[str, ...]) -> tuple[str, ...]:
 def runtime_specs(data: bytes, providers: tuple[str, ...], runtimes: tuple[str, ...], threads: int = 0,
                   variants: dict[str, bytes | str] | None = None) -> list[RunnerSpec]:
     """The runtime runners of the chosen families for the serialized model ``data``: ONNX Runtime on each of
-    ``providers``, OpenVINO, tract, then each deployment variant on ONNX Runtime, and the model computing in
+    ``providers``, OpenVINO, tract, IREE, then each deployment variant on ONNX Runtime, and the model computing in
     float16 on CUDA where CUDA is among the providers. No PyTorch: this is what a golden or whole-model check
     runs. Each runner of ``data`` computes at least as coarsely as the file does (``model_precision``: a float16
     or quantized file is judged at that precision's tolerance)."""
@@ -269,6 +270,8 @@ def runtime_specs(data: bytes, providers: tuple[str, ...], runtimes: tuple[str, 
         specs += openvino_specs(data, threads)
     if "tract" in runtimes:
         specs += tract_specs(data)
+    if "iree" in runtimes:
+        specs += iree_specs(data, threads)
     computes_in = model_precision(onnx.load_model_from_string(data))  # a float16 or quantized file, as it is
     specs = [dataclasses.replace(s, precision=coarsest(s.precision, computes_in)) for s in specs]
     if "ort" in runtimes:
@@ -329,7 +332,7 @@ def verify(
     """Run ``cases`` (default: ``make_cases(cfg, seed)``) through the float64 oracle and every runner of
     the ``runtimes`` families: PyTorch float32 (CPU, and CUDA when torch sees a GPU), ONNX Runtime on each
     of ``providers`` (default: CPU and CUDA, and TensorRT where this onnxruntime has it), OpenVINO
-    (where it is installed) and, when named, tract. A runner that cannot run here is reported as not available.
+    (where it is installed) and, when named, tract and IREE. A runner that cannot run here is reported as not available.
 
     ``cfg`` defaults to one derived from ``module`` and the model's inputs. ``tolerances`` default to
     the config's for CPU and ``CUDA_TOLERANCE`` (or the config's, if larger) for CUDA; a single

@@ -39,7 +39,7 @@ class RunnerResult:
     """
 
     name: str
-    kind: str  # "torch", "onnxruntime" or "openvino"
+    kind: str  # "torch", "onnxruntime", "openvino", "tract" or "iree"
     device: str  # "cpu", "cuda" or "gpu"
     status: str = "ok"
     reason: str | None = None
