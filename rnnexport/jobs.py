@@ -364,6 +364,9 @@ def check_names(options: VerifyOptions, known_cases: tuple[str, ...] = CASE_NAME
     for name in options.providers + tuple(r for r in options.require if r[:1].isupper()):
         if name not in known:
             raise RnnExportError(f"unknown provider {name!r}; known: {', '.join(known)}")
+        if "ort" not in options.runtimes:
+            raise RnnExportError(f"provider {name} is ONNX Runtime's, and the runner families run here "
+                                 f"({', '.join(options.runtimes)}) leave out ort")
     for name in options.case_names:
         if name not in known_cases:
             raise RnnExportError(f"unknown case {name!r}; known: {', '.join(known_cases)}")

@@ -7,6 +7,7 @@ import sys
 
 import pytest
 from click.testing import CliRunner
+from conftest import SHIPPED
 
 from rnnexport import __version__
 from rnnexport.cli import main
@@ -56,3 +57,12 @@ def test_the_command_exits_with_its_code_where_stdout_was_closed():
     done = subprocess.run(["bash", "-c", f"'{sys.executable}' -m rnnexport verify --help >&-"], capture_output=True,
                           text=True)
     assert (done.returncode, done.stderr) == (0, "")
+
+
+@pytest.mark.parametrize("option", ["--require", "--providers"])
+def test_an_onnx_runtime_provider_without_ort_among_the_runtimes_is_refused_before_any_work(option):
+    result = CliRunner().invoke(main, ["verify", str(next(p for p in SHIPPED if p.stem == "rnn_tanh_nobias")), "--runtimes", "openvino", option,
+                                       "CPUExecutionProvider"])
+    assert result.exit_code == 2
+    assert result.output == ("Error: provider CPUExecutionProvider is ONNX Runtime's, and the runner families run "
+                             "here (openvino) leave out ort\n")

@@ -133,3 +133,4 @@ def test_require_names_the_iree_runner():
 ])
 def test_first_error_line(text, said):
     assert first_error(text, 3) == said
+
