@@ -190,19 +190,22 @@ AGREE = 0.2  # two runs' medians of one figure agree when they differ by less th
 AGREE_SHARE = 0.9  # the share of the figures trusted in both runs that must agree
 
 
-def agreement(previous: dict, current: dict) -> dict | None:
-    """How the runtime medians of ``current`` compare with ``previous`` (two results.json of one machine): of the
-    figures neither run marks noisy, how many differ by less than ``AGREE``. None when the runs share none (another
-    machine, or configs renamed)."""
+def agreement(previous: dict, current: dict) -> dict:
+    """How the runtime medians of ``current`` compare with ``previous`` (two results.json): of the figures neither
+    run marks noisy, how many differ by less than ``AGREE``; or, where the two cannot be compared, ``reason``
+    saying why (another machine or library versions, another schema, no figure trusted in both)."""
     if previous.get("machine") != current.get("machine"):
-        return None
+        return {"reason": f"the run before was on another machine or library versions ({previous.get('machine')})"}
+    if previous.get("schema_version") != current.get("schema_version"):
+        return {"reason": f"the run before wrote results.json schema {previous.get('schema_version')}, this one "
+                          f"{current.get('schema_version')}"}
     before = {(c["name"], shape, key): t for c, shape, key, t in _all_timings(previous.get("configs", []))}
     trusted = [(before[(c["name"], shape, key)]["median_ms"], t["median_ms"])
                for c, shape, key, t in _all_timings(current["configs"])
                if (c["name"], shape, key) in before and not t.get("noisy")
                and not before[(c["name"], shape, key)].get("noisy")]
     if not trusted:
-        return None
+        return {"reason": "no runtime median is trusted in both runs"}
     agree = sum(abs(a - b) < AGREE * min(a, b) for a, b in trusted)
     return {"trusted_in_both": len(trusted), "agree": agree, "previous_measured": previous.get("measured")}
 
@@ -295,7 +298,9 @@ def _repeat_line(repeat: dict | None) -> str:
     goal = (f"- Two consecutive runs agree within {AGREE:.0%} on ≥ {AGREE_SHARE:.0%} of the runtime medians trusted "
             "in both")
     if not repeat:
-        return goal + ": not measured (no earlier `results.json` from this machine to compare with)."
+        return goal + ": not measured (no earlier `results.json` to compare with)."
+    if "reason" in repeat:
+        return goal + f": not measured ({repeat['reason']})."
     share = repeat["agree"] / repeat["trusted_in_both"]
     when = f" (measured {repeat['previous_measured']})" if repeat.get("previous_measured") else ""
     return (f"{goal}: **{'met' if share >= AGREE_SHARE else 'missed'}**, {repeat['agree']} of "

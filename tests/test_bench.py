@@ -307,6 +307,10 @@ def test_two_runs_agreement_counts_the_figures_trusted_in_both_and_those_within_
     found = run.agreement(previous, current)
     assert found["trusted_in_both"] == len(kept)
     assert found["agree"] == sum(1 for i in kept if i % 3)
-    assert run.agreement({**previous, "machine": "another"}, current) is None
+    assert run.agreement({**previous, "machine": "another"}, current) == {
+        "reason": "the run before was on another machine or library versions (another)"}
+    older = run.agreement({**previous, "schema_version": 1}, current)
+    assert older["reason"].startswith("the run before wrote results.json schema 1, this one ")
+    assert "not measured (the run before wrote results.json schema 1" in run._repeat_line(older)
     line = run._repeat_line(found)
     assert f"{found['agree']} of {len(kept)}" in line and ("**met**" in line) is (found["agree"] >= 0.9 * len(kept))
