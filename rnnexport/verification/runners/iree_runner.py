@@ -30,6 +30,7 @@ from rnnexport.errors import RunnerFailed, RunnerUnavailable
 from rnnexport.verification.cases import Case
 from rnnexport.verification.runners import RunnerSpec
 from rnnexport.verification.runners.ort_runner import OrtRunner
+from rnnexport.verification.runners.tract_runner import rnn_activations
 
 IREE = "iree-cpu"
 INSTALL = "pip install 'rnnexport[iree]'"
@@ -148,7 +149,7 @@ class IreeRunner:
                             dim.dim_value = size
             module, why = self._compile(fixed, "x".join("_".join(map(str, s)) for s in shapes))
             if module is None:
-                relu = _not_tanh_rnns(self.model)
+                relu = list(rnn_activations(self.data))  # IREE 3.13 compiles none (2026-12-01)
                 said = (f"IREE does not lower an RNN with activations other than Tanh (nodes {', '.join(relu)}); "
                         if relu else "")
                 at = ", ".join(str(list(shape)) for shape in shapes)
@@ -212,13 +213,6 @@ def _shaped_outputs(model: onnx.ModelProto) -> onnx.ModelProto:
             if value.name in known and known[value.name].type.tensor_type.HasField("shape"):
                 value.type.CopyFrom(known[value.name].type)
     return model
-
-
-def _not_tanh_rnns(model: onnx.ModelProto) -> list[str]:
-    """The RNN nodes with an activation other than Tanh: IREE 3.13 compiles none (rnn_relu_batch_first fails to
-    legalize, rnn_tanh_nobias compiles; 2026-12-01)."""
-    return [n.name for n in model.graph.node if n.op_type == "RNN" and any(
-        a != b"Tanh" for attr in n.attribute if attr.name == "activations" for a in attr.strings)]
 
 
 @functools.cache

@@ -147,7 +147,7 @@ class TractRunner:
     def explain(self, case: Case, actual: dict[str, np.ndarray]) -> dict[str, str]:
         """output → a sentence, where tract's outputs are what this graph computes with every RNN activation
         replaced by Tanh (tract 0.23 ignores RNN's ``activations``): measured with ONNX Runtime on that graph."""
-        nodes = _rnn_activations(self.data)
+        nodes = rnn_activations(self.data)
         if not nodes or case.chunks:
             return {}
         if self._tanh is None:
@@ -162,8 +162,9 @@ class TractRunner:
                    f"this graph with Tanh to {gap:.2g}; a tract bug, not the export's" for k, gap in gaps.items()}
 
 
-def _rnn_activations(data: bytes) -> dict[str, list[str]]:
-    """RNN node → its activations, for the nodes whose activations are not Tanh."""
+def rnn_activations(data: bytes) -> dict[str, list[str]]:
+    """RNN node → its activations, for the nodes whose activations are not Tanh (tract computes Tanh for them,
+    IREE lowers none of them)."""
     found = {}
     for node in onnx.load_model_from_string(data).graph.node:
         if node.op_type == "RNN":
